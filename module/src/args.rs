@@ -1,0 +1,290 @@
+//! Argument parsing, kept free of Redis types so it can be tested and fuzzed directly.
+
+use crate::error::CommandError;
+use crate::window::{validate_window, Amounts, Row, Snapshot, MAX_ROWS};
+
+/// Parse a non-negative decimal integer: ASCII digits only, no sign, no spaces, fits in u64.
+pub fn parse_u64(bytes: &[u8], name: &'static str) -> Result<u64, CommandError> {
+    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
+        return Err(CommandError::NotAnInteger(name));
+    }
+    let mut value: u64 = 0;
+    for digit in bytes {
+        value = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(u64::from(digit - b'0')))
+            .ok_or(CommandError::OutOfRange(name))?;
+    }
+    Ok(value)
+}
+
+fn parse_window(bytes: &[u8]) -> Result<u64, CommandError> {
+    let ms = parse_u64(bytes, "WINDOW")?;
+    validate_window(ms).map_err(|_| CommandError::InvalidWindow)
+}
+
+fn parse_amounts(args: &[&[u8]], names: [&'static str; 3]) -> Result<Amounts, CommandError> {
+    let mut out = [0u64; 3];
+    for ((slot, arg), name) in out.iter_mut().zip(args).zip(names) {
+        *slot = parse_u64(arg, name)?;
+    }
+    Ok(out)
+}
+
+const LIMIT_NAMES: [&str; 3] = ["rpm", "itpm", "otpm"];
+
+/// `LLMRL.CHECK key rpm itpm otpm input_tokens output_tokens [WINDOW ms]`
+#[derive(Debug, PartialEq, Eq)]
+pub struct CheckArgs {
+    pub limits: Amounts,
+    /// Requests, input tokens, output tokens (requests is always 1).
+    pub cost: Amounts,
+    pub window_ms: Option<u64>,
+}
+
+/// Parse the trailing `[WINDOW ms]` of CHECK and PEEK.
+fn parse_window_option(rest: &[&[u8]]) -> Result<Option<u64>, CommandError> {
+    match rest {
+        [] => Ok(None),
+        [option, ms] if option.eq_ignore_ascii_case(b"WINDOW") => parse_window(ms).map(Some),
+        _ => Err(CommandError::UnknownOption),
+    }
+}
+
+/// `args` excludes the command name and key.
+pub fn parse_check(args: &[&[u8]]) -> Result<CheckArgs, CommandError> {
+    if args.len() != 5 && args.len() != 7 {
+        return Err(CommandError::WrongArity("llmrl.check"));
+    }
+    let (numbers, rest) = args.split_at(5);
+    let limits = parse_amounts(numbers, LIMIT_NAMES)?;
+    let input = parse_u64(numbers[3], "input_tokens")?;
+    let output = parse_u64(numbers[4], "output_tokens")?;
+    Ok(CheckArgs {
+        limits,
+        cost: [1, input, output],
+        window_ms: parse_window_option(rest)?,
+    })
+}
+
+/// `LLMRL.PEEK key rpm itpm otpm [input_tokens output_tokens] [WINDOW ms]`
+pub fn parse_peek(args: &[&[u8]]) -> Result<CheckArgs, CommandError> {
+    if args.len() < 3 {
+        return Err(CommandError::WrongArity("llmrl.peek"));
+    }
+    let (limits, rest) = args.split_at(3);
+    let limits = parse_amounts(limits, LIMIT_NAMES)?;
+    let (cost, rest) = match rest {
+        [first, ..] if first.eq_ignore_ascii_case(b"WINDOW") => ([1, 0, 0], rest),
+        [input, output, tail @ ..] => (
+            [
+                1,
+                parse_u64(input, "input_tokens")?,
+                parse_u64(output, "output_tokens")?,
+            ],
+            tail,
+        ),
+        [] => ([1, 0, 0], rest),
+        [_] => return Err(CommandError::WrongArity("llmrl.peek")),
+    };
+    if rest.len() != 0 && rest.len() != 2 {
+        return Err(CommandError::WrongArity("llmrl.peek"));
+    }
+    Ok(CheckArgs {
+        limits,
+        cost,
+        window_ms: parse_window_option(rest)?,
+    })
+}
+
+/// `LLMRL.SETTLE key ticket reserved_input actual_input reserved_output actual_output`
+#[derive(Debug, PartialEq, Eq)]
+pub struct SettleArgs {
+    pub ticket: u64,
+    pub reserved: [u64; 2],
+    pub actual: [u64; 2],
+}
+
+pub fn parse_settle(args: &[&[u8]]) -> Result<SettleArgs, CommandError> {
+    let [ticket, reserved_in, actual_in, reserved_out, actual_out] = args else {
+        return Err(CommandError::WrongArity("llmrl.settle"));
+    };
+    let ticket = parse_u64(ticket, "ticket")?;
+    if ticket == 0 {
+        return Err(CommandError::InvalidTicket);
+    }
+    Ok(SettleArgs {
+        ticket,
+        reserved: [
+            parse_u64(reserved_in, "reserved_input")?,
+            parse_u64(reserved_out, "reserved_output")?,
+        ],
+        actual: [
+            parse_u64(actual_in, "actual_input")?,
+            parse_u64(actual_out, "actual_output")?,
+        ],
+    })
+}
+
+/// `LLMRL.APPLY key window_ms now_ms rpm itpm otpm charge_requests charge_input charge_output
+/// refund_ticket refund_input refund_output` — the replicated form of CHECK and SETTLE.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ApplyArgs {
+    pub window_ms: u64,
+    pub effect: crate::window::Effect,
+}
+
+pub fn parse_apply(args: &[&[u8]]) -> Result<ApplyArgs, CommandError> {
+    let [window, now, rpm, itpm, otpm, c_req, c_in, c_out, ticket, r_in, r_out] = args else {
+        return Err(CommandError::WrongArity("llmrl.apply"));
+    };
+    let window_ms = parse_window(window)?;
+    let now_ms = parse_u64(now, "now_ms")?;
+    let limits = parse_amounts(&[rpm, itpm, otpm], LIMIT_NAMES)?;
+    let charge = parse_amounts(
+        &[c_req, c_in, c_out],
+        ["charge_requests", "charge_input", "charge_output"],
+    )?;
+    let ticket = parse_u64(ticket, "refund_ticket")?;
+    let refund = [
+        0,
+        parse_u64(r_in, "refund_input")?,
+        parse_u64(r_out, "refund_output")?,
+    ];
+    Ok(ApplyArgs {
+        window_ms,
+        effect: crate::window::Effect {
+            now_ms,
+            limits,
+            charge,
+            refund: (ticket != 0).then_some(crate::window::Refund {
+                ticket,
+                amounts: refund,
+            }),
+        },
+    })
+}
+
+/// `LLMRL.LOAD key window_ms head_bucket rpm itpm otpm bucket_count [requests input output]...`
+/// — rebuilds a key exactly (what AOF rewrite emits).
+pub fn parse_load(args: &[&[u8]]) -> Result<Snapshot, CommandError> {
+    if args.len() < 6 {
+        return Err(CommandError::WrongArity("llmrl.load"));
+    }
+    let (header, rest) = args.split_at(6);
+    let window_ms = parse_window(header[0])?;
+    let head = parse_u64(header[1], "head_bucket")?;
+    let limits = parse_amounts(&header[2..5], LIMIT_NAMES)?;
+    let count = parse_u64(header[5], "bucket_count")?;
+    if count > MAX_ROWS as u64 {
+        return Err(CommandError::InvalidState("more than 61 buckets"));
+    }
+    if rest.len() as u64 != count * 3 {
+        return Err(CommandError::WrongArity("llmrl.load"));
+    }
+    let rows = rest
+        .chunks_exact(3)
+        .map(|chunk| parse_amounts(chunk, ["requests", "input_tokens", "output_tokens"]))
+        .collect::<Result<Vec<Row>, _>>()?;
+    Ok(Snapshot {
+        window_ms,
+        head,
+        limits,
+        rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(line: &str) -> Vec<&[u8]> {
+        line.split_whitespace().map(str::as_bytes).collect()
+    }
+
+    #[test]
+    fn integers_are_strict() {
+        assert_eq!(parse_u64(b"0", "x"), Ok(0));
+        assert_eq!(parse_u64(b"18446744073709551615", "x"), Ok(u64::MAX));
+        assert_eq!(
+            parse_u64(b"18446744073709551616", "x"),
+            Err(CommandError::OutOfRange("x"))
+        );
+        for bad in [&b""[..], b"-1", b"+1", b" 1", b"1.5", b"1e3", b"0x10", b"\xff"] {
+            assert_eq!(parse_u64(bad, "x"), Err(CommandError::NotAnInteger("x")));
+        }
+    }
+
+    #[test]
+    fn check_arguments() {
+        assert_eq!(
+            parse_check(&split("10 1000 500 20 30")),
+            Ok(CheckArgs {
+                limits: [10, 1000, 500],
+                cost: [1, 20, 30],
+                window_ms: None
+            })
+        );
+        assert_eq!(
+            parse_check(&split("10 1000 500 20 30 window 600"))
+                .unwrap()
+                .window_ms,
+            Some(600)
+        );
+        assert_eq!(
+            parse_check(&split("10 1000 500 20")),
+            Err(CommandError::WrongArity("llmrl.check"))
+        );
+        assert_eq!(
+            parse_check(&split("10 1000 500 20 30 WINDOW 601")),
+            Err(CommandError::InvalidWindow)
+        );
+        assert_eq!(
+            parse_check(&split("10 1000 500 20 30 WINDOW 0")),
+            Err(CommandError::InvalidWindow)
+        );
+        assert_eq!(
+            parse_check(&split("10 1000 500 20 30 SIZE 600")),
+            Err(CommandError::UnknownOption)
+        );
+        assert_eq!(
+            parse_check(&split("10 -1 500 20 30")),
+            Err(CommandError::NotAnInteger("itpm"))
+        );
+    }
+
+    #[test]
+    fn peek_arguments() {
+        assert_eq!(parse_peek(&split("1 2 3")).unwrap().cost, [1, 0, 0]);
+        assert_eq!(parse_peek(&split("1 2 3 4 5")).unwrap().cost, [1, 4, 5]);
+        let with_window = parse_peek(&split("1 2 3 WINDOW 600")).unwrap();
+        assert_eq!((with_window.cost, with_window.window_ms), ([1, 0, 0], Some(600)));
+        assert_eq!(
+            parse_peek(&split("1 2 3 4 5 WINDOW 600")).unwrap().window_ms,
+            Some(600)
+        );
+        assert!(parse_peek(&split("1 2 3 4")).is_err());
+        assert!(parse_peek(&split("1 2")).is_err());
+        assert!(parse_peek(&split("1 2 3 4 5 6")).is_err());
+    }
+
+    #[test]
+    fn settle_and_load_arguments() {
+        assert_eq!(
+            parse_settle(&split("1000 10 5 20 25")),
+            Ok(SettleArgs {
+                ticket: 1000,
+                reserved: [10, 20],
+                actual: [5, 25]
+            })
+        );
+        assert_eq!(
+            parse_settle(&split("0 10 5 20 25")),
+            Err(CommandError::InvalidTicket)
+        );
+        let snapshot = parse_load(&split("600 100 1 2 3 2 1 2 3 4 5 6")).unwrap();
+        assert_eq!(snapshot.rows, vec![[1, 2, 3], [4, 5, 6]]);
+        assert!(parse_load(&split("600 100 1 2 3 2 1 2 3")).is_err());
+        assert!(parse_load(&split("600 100 1 2 3 62")).is_err());
+    }
+}

@@ -1,0 +1,326 @@
+//! The `LLMRL.*` command handlers: parse, decide with the pure window, apply, replicate, reply.
+
+use crate::args;
+use crate::datatype::{encode, LLMRL_TYPE};
+use crate::error::CommandError;
+use crate::reply::{self, clamp_i64, Value};
+use crate::stats;
+use crate::window::{Amounts, Decision, Effect, Retry, Window};
+use redis_module::key::RedisKeyWritable;
+use redis_module::{raw, Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+type Handler = fn(&Context, &RedisString, &[&[u8]]) -> Result<(), CommandError>;
+
+/// Run a handler with the key and remaining arguments split out. A handler replies itself on
+/// success; errors become `ERR` replies; a panic (a bug) is caught and answered with an error
+/// rather than aborting the user's Redis. Handlers reply last, so a caught panic never follows a
+/// partial reply.
+fn run(ctx: &Context, args: Vec<RedisString>, name: &'static str, handler: Handler) -> RedisResult {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let [_, key, rest @ ..] = args.as_slice() else {
+            return Err(CommandError::WrongArity(name));
+        };
+        let rest: Vec<&[u8]> = rest.iter().map(RedisString::as_slice).collect();
+        handler(ctx, key, &rest)
+    }));
+    match outcome {
+        Ok(Ok(())) => Ok(RedisValue::NoReply),
+        Ok(Err(error)) => {
+            stats::ERRORS.incr();
+            Err(RedisError::String(error.to_string()))
+        }
+        Err(_) => {
+            stats::PANICS.incr();
+            ctx.log_warning(&format!(
+                "llmrl: caught a panic in {name}; answered with an error, nothing recorded"
+            ));
+            Err(RedisError::String(CommandError::Internal.to_string()))
+        }
+    }
+}
+
+pub fn check(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, args, "llmrl.check", check_impl)
+}
+
+pub fn peek(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, args, "llmrl.peek", peek_impl)
+}
+
+pub fn settle(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, args, "llmrl.settle", settle_impl)
+}
+
+pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, args, "llmrl.apply", apply_impl)
+}
+
+pub fn load(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, args, "llmrl.load", load_impl)
+}
+
+pub fn inspect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, args, "llmrl.inspect", inspect_impl)
+}
+
+/// The server's clock, read once per command. Replicas and AOF replay never call this.
+fn now_ms() -> Result<u64, CommandError> {
+    // SAFETY: the API table is filled once at module load, before any command runs.
+    let clock = unsafe { raw::RedisModule_Milliseconds }.ok_or(CommandError::NoClock)?;
+    u64::try_from(unsafe { clock() }).map_err(|_| CommandError::NoClock)
+}
+
+/// The window a request runs against: the key's own; a WINDOW argument must agree with it.
+fn resolve_window(existing: Option<&Window>, requested: Option<u64>) -> Result<u64, CommandError> {
+    match (existing, requested) {
+        (Some(window), Some(requested)) if window.window_ms() != requested => {
+            Err(CommandError::WindowMismatch {
+                existing: window.window_ms(),
+                requested,
+            })
+        }
+        (Some(window), _) => Ok(window.window_ms()),
+        (None, Some(requested)) => Ok(requested),
+        (None, None) => Ok(crate::config::default_window_ms()),
+    }
+}
+
+fn evaluate(existing: Option<&Window>, window_ms: u64, now: u64, limits: Amounts, cost: Amounts) -> Result<Decision, CommandError> {
+    Ok(match existing {
+        Some(window) => window.evaluate(now, limits, cost),
+        None => Window::new(window_ms)?.evaluate(now, limits, cost),
+    })
+}
+
+fn check_impl(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(), CommandError> {
+    let request = args::parse_check(args)?;
+    let now = now_ms()?;
+    stats::CHECKS.incr();
+    let key = ctx.open_key_writable(key_name);
+    let existing = key.get_value::<Window>(&LLMRL_TYPE)?;
+    let window_ms = resolve_window(existing.as_deref(), request.window_ms)?;
+    let decision = evaluate(existing.as_deref(), window_ms, now, request.limits, request.cost)?;
+    if decision.allowed {
+        stats::ALLOWED.incr();
+        let effect = Effect {
+            now_ms: now,
+            limits: request.limits,
+            charge: request.cost,
+            refund: None,
+        };
+        commit(ctx, key, key_name, window_ms, &effect, "llmrl.check")?;
+    } else {
+        count_denial(&decision);
+    }
+    reply::decision(ctx, &decision);
+    Ok(())
+}
+
+fn count_denial(decision: &Decision) {
+    use crate::window::Dimension::*;
+    match (decision.retry, decision.reason) {
+        (Retry::Never, _) => stats::TOO_LARGE.incr(),
+        (_, Some(Requests)) => stats::DENIED_RPM.incr(),
+        (_, Some(InputTokens)) => stats::DENIED_ITPM.incr(),
+        (_, Some(OutputTokens)) => stats::DENIED_OTPM.incr(),
+        (_, None) => {}
+    }
+}
+
+fn peek_impl(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(), CommandError> {
+    let request = args::parse_peek(args)?;
+    let now = now_ms()?;
+    stats::PEEKS.incr();
+    let key = ctx.open_key(key_name);
+    let existing = key.get_value::<Window>(&LLMRL_TYPE)?;
+    let window_ms = resolve_window(existing, request.window_ms)?;
+    let decision = evaluate(existing, window_ms, now, request.limits, request.cost)?;
+    reply::decision(ctx, &decision);
+    Ok(())
+}
+
+fn settle_impl(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(), CommandError> {
+    let request = args::parse_settle(args)?;
+    let now = now_ms()?;
+    stats::SETTLES.incr();
+    let key = ctx.open_key_writable(key_name);
+    let Some(window) = key.get_value::<Window>(&LLMRL_TYPE)? else {
+        // Nothing to correct (the key expired or never existed): create nothing.
+        stats::SETTLE_NOOPS.incr();
+        reply::decision(ctx, &settled(None, now, request.ticket));
+        return Ok(());
+    };
+    let window_ms = window.window_ms();
+    match window.plan_settle(now, request.ticket, request.reserved, request.actual)? {
+        Some(effect) => commit(ctx, key, key_name, window_ms, &effect, "llmrl.settle")?,
+        None => {
+            stats::SETTLE_NOOPS.incr();
+            drop(key);
+        }
+    }
+    let key = ctx.open_key(key_name);
+    let window = key.get_value::<Window>(&LLMRL_TYPE)?;
+    reply::decision(ctx, &settled(window, now, request.ticket));
+    Ok(())
+}
+
+/// SETTLE's reply: CHECK's shape, reported against the key's remembered limits.
+fn settled(window: Option<&Window>, now: u64, ticket: u64) -> Decision {
+    let mut decision = match window {
+        Some(window) => window.evaluate(now, window.limits(), [0; 3]),
+        None => Decision {
+            allowed: true,
+            reason: None,
+            retry: Retry::Now,
+            remaining: [None; 3],
+            reset_ms: [0; 3],
+            ticket,
+        },
+    };
+    decision.allowed = true;
+    decision.reason = None;
+    decision.retry = Retry::Now;
+    decision.ticket = ticket;
+    decision
+}
+
+fn apply_impl(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(), CommandError> {
+    let request = args::parse_apply(args)?;
+    stats::APPLIES.incr();
+    let key = ctx.open_key_writable(key_name);
+    let existing = key.get_value::<Window>(&LLMRL_TYPE)?;
+    resolve_window(existing.as_deref(), Some(request.window_ms))?;
+    // A refund for a key that no longer exists changes nothing and creates nothing.
+    if existing.is_some() || request.effect.charge != [0; 3] {
+        commit(ctx, key, key_name, request.window_ms, &request.effect, "llmrl.apply")?;
+    }
+    ctx.reply_simple_string("OK");
+    Ok(())
+}
+
+/// Apply `effect` to the key (creating it when needed), keep its TTL at the absolute time its
+/// newest bucket stops counting, and replicate the effect as `LLMRL.APPLY`, which carries the
+/// timestamp, so replicas and AOF replay reach the same state without reading a clock.
+fn commit(
+    ctx: &Context,
+    key: RedisKeyWritable,
+    key_name: &RedisString,
+    window_ms: u64,
+    effect: &Effect,
+    event: &str,
+) -> Result<(), CommandError> {
+    let (before, after) = match key.get_value::<Window>(&LLMRL_TYPE)? {
+        Some(window) => {
+            let before = window.expire_at_ms();
+            window.apply(effect);
+            (before, window.expire_at_ms())
+        }
+        None => {
+            let mut window = Window::new(window_ms)?;
+            window.apply(effect);
+            let after = window.expire_at_ms();
+            key.set_value(&LLMRL_TYPE, window)?;
+            (None, after)
+        }
+    };
+    drop(key);
+    if after != before {
+        if let Some(at) = after {
+            expire_at(ctx, key_name, at);
+        }
+    }
+    signal_modified(ctx, key_name, event);
+    let refund = effect.refund.map_or([0, 0, 0], |r| [r.ticket, r.amounts[1], r.amounts[2]]);
+    let numbers: Vec<String> = [
+        window_ms,
+        effect.now_ms,
+        effect.limits[0],
+        effect.limits[1],
+        effect.limits[2],
+        effect.charge[0],
+        effect.charge[1],
+        effect.charge[2],
+        refund[0],
+        refund[1],
+        refund[2],
+    ]
+    .iter()
+    .map(u64::to_string)
+    .collect();
+    let mut argv: Vec<&[u8]> = Vec::with_capacity(numbers.len() + 1);
+    argv.push(key_name.as_slice());
+    argv.extend(numbers.iter().map(String::as_bytes));
+    ctx.replicate("LLMRL.APPLY", argv.as_slice());
+    Ok(())
+}
+
+/// Set an absolute expiry. PEXPIREAT through RM_Call is not itself replicated (no `!` flag):
+/// replicas and the AOF derive the same absolute time from the replicated effect.
+fn expire_at(ctx: &Context, key_name: &RedisString, at_ms: u64) {
+    let at = at_ms.to_string();
+    if let Err(error) = ctx.call("PEXPIREAT", &[key_name.as_slice(), at.as_bytes()]) {
+        ctx.log_warning(&format!("llmrl: could not set the key's expiry: {error}"));
+    }
+}
+
+fn signal_modified(ctx: &Context, key_name: &RedisString, event: &str) {
+    // SAFETY: as for the clock: filled at load; the key name outlives the call.
+    if let Some(signal) = unsafe { raw::RedisModule_SignalModifiedKey } {
+        unsafe { signal(ctx.ctx, key_name.inner) };
+    }
+    ctx.notify_keyspace_event(NotifyEvent::MODULE, event, key_name);
+}
+
+fn load_impl(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(), CommandError> {
+    let snapshot = args::parse_load(args)?;
+    let window = Window::from_snapshot(&snapshot)?;
+    let expire = window.expire_at_ms();
+    let key = ctx.open_key_writable(key_name);
+    key.set_value(&LLMRL_TYPE, window)?;
+    drop(key);
+    if let Some(at) = expire {
+        expire_at(ctx, key_name, at);
+    }
+    signal_modified(ctx, key_name, "llmrl.load");
+    ctx.replicate_verbatim();
+    ctx.reply_simple_string("OK");
+    Ok(())
+}
+
+fn inspect_impl(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(), CommandError> {
+    if !args.is_empty() {
+        return Err(CommandError::WrongArity("llmrl.inspect"));
+    }
+    let key = ctx.open_key(key_name);
+    let Some(window) = key.get_value::<Window>(&LLMRL_TYPE)? else {
+        raw::reply_with_null(ctx.ctx);
+        return Ok(());
+    };
+    let snapshot = window.snapshot();
+    let width = window.bucket_ms();
+    let first = snapshot.head.saturating_add(1).saturating_sub(snapshot.rows.len() as u64);
+    let rows: Vec<[i64; 4]> = snapshot
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let start = (first + i as u64).saturating_mul(width);
+            [clamp_i64(start), clamp_i64(row[0]), clamp_i64(row[1]), clamp_i64(row[2])]
+        })
+        .collect();
+    let buckets: Vec<Value> = rows.iter().map(|row| Value::Ints(row)).collect();
+    let limits = snapshot.limits.map(clamp_i64);
+    let encoded = encode(&snapshot).len();
+    let fields = [
+        ("window_ms", Value::Int(clamp_i64(snapshot.window_ms))),
+        ("bucket_ms", Value::Int(clamp_i64(width))),
+        ("head_bucket", Value::Int(clamp_i64(snapshot.head))),
+        ("limits", Value::Ints(&limits)),
+        ("expire_at_ms", Value::Int(window.expire_at_ms().map_or(-1, clamp_i64))),
+        ("encoded_numbers", Value::Int(clamp_i64(encoded as u64))),
+        ("buckets", Value::List(&buckets)),
+    ];
+    reply::record(ctx, reply::is_resp3(ctx), &fields, true);
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! The `llmrl-win` native type: persistence (RDB, AOF rewrite), MEMORY USAGE, DEBUG DIGEST, COPY.
+
+use crate::window::{Snapshot, Window, MAX_ROWS};
+use redis_module::logging::log_warning;
+use redis_module::native_types::RedisType;
+use redis_module::{raw, RedisString};
+use std::os::raw::{c_int, c_void};
+use std::ptr;
+
+/// RDB encoding version. Version 1: window_ms, head, 3 limits, row count, then 3 counters a row.
+pub const ENCODING_VERSION: i32 = 1;
+
+pub static LLMRL_TYPE: RedisType = RedisType::new(
+    "llmrl-win",
+    ENCODING_VERSION,
+    raw::RedisModuleTypeMethods {
+        version: raw::REDISMODULE_TYPE_METHOD_VERSION as u64,
+        rdb_load: Some(rdb_load),
+        rdb_save: Some(rdb_save),
+        aof_rewrite: Some(aof_rewrite),
+        free: Some(free),
+        mem_usage: Some(mem_usage),
+        digest: Some(digest),
+        aux_load: None,
+        aux_save: None,
+        aux_save2: None,
+        aux_save_triggers: 0,
+        free_effort: None,
+        unlink: None,
+        copy: Some(copy),
+        defrag: None,
+        copy2: None,
+        free_effort2: None,
+        mem_usage2: None,
+        unlink2: None,
+    },
+);
+
+/// The flat list of numbers that describes a window: shared by RDB, AOF and the digest so the
+/// three can never disagree on what the state is.
+pub fn encode(snapshot: &Snapshot) -> Vec<u64> {
+    let mut out = Vec::with_capacity(6 + snapshot.rows.len() * 3);
+    out.push(snapshot.window_ms);
+    out.push(snapshot.head);
+    out.extend_from_slice(&snapshot.limits);
+    out.push(snapshot.rows.len() as u64);
+    for row in &snapshot.rows {
+        out.extend_from_slice(row);
+    }
+    out
+}
+
+unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
+    let Some(window) = value.cast::<Window>().as_ref() else {
+        return;
+    };
+    for number in encode(&window.snapshot()) {
+        raw::save_unsigned(rdb, number);
+    }
+}
+
+unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
+    if encver > ENCODING_VERSION {
+        log_warning(format!(
+            "llmrl: cannot load a key with encoding version {encver}: this module reads up to \
+             version {ENCODING_VERSION}; upgrade the module"
+        ));
+        return ptr::null_mut();
+    }
+    match load_snapshot(rdb) {
+        Ok(snapshot) => match Window::from_snapshot(&snapshot) {
+            Ok(window) => Box::into_raw(Box::new(window)).cast::<c_void>(),
+            Err(error) => {
+                log_warning(format!("llmrl: refusing a corrupt key in the RDB: {error}"));
+                ptr::null_mut()
+            }
+        },
+        // A short read: Redis reports the I/O error itself (HANDLE_IO_ERRORS).
+        Err(()) => ptr::null_mut(),
+    }
+}
+
+fn load_snapshot(rdb: *mut raw::RedisModuleIO) -> Result<Snapshot, ()> {
+    let next = || raw::load_unsigned(rdb).map_err(|_| ());
+    let window_ms = next()?;
+    let head = next()?;
+    let limits = [next()?, next()?, next()?];
+    let count = next()?;
+    if count > MAX_ROWS as u64 {
+        log_warning("llmrl: refusing a corrupt key in the RDB: more than 61 buckets");
+        return Err(());
+    }
+    let mut rows = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        rows.push([next()?, next()?, next()?]);
+    }
+    Ok(Snapshot {
+        window_ms,
+        head,
+        limits,
+        rows,
+    })
+}
+
+unsafe extern "C" fn aof_rewrite(
+    aof: *mut raw::RedisModuleIO,
+    key: *mut raw::RedisModuleString,
+    value: *mut c_void,
+) {
+    let (Some(window), Some(emit)) = (value.cast::<Window>().as_ref(), raw::RedisModule_EmitAOF)
+    else {
+        return;
+    };
+    let numbers: Vec<RedisString> = encode(&window.snapshot())
+        .into_iter()
+        .map(|n| RedisString::create(None, n.to_string()))
+        .collect();
+    let mut argv: Vec<*mut raw::RedisModuleString> = Vec::with_capacity(numbers.len() + 1);
+    argv.push(key);
+    argv.extend(numbers.iter().map(|s| s.inner));
+    // "v": an array of RedisModuleString pointers followed by its length.
+    emit(
+        aof,
+        c"LLMRL.LOAD".as_ptr(),
+        c"v".as_ptr(),
+        argv.as_ptr(),
+        argv.len(),
+    );
+}
+
+unsafe extern "C" fn free(value: *mut c_void) {
+    if !value.is_null() {
+        drop(Box::from_raw(value.cast::<Window>()));
+    }
+}
+
+unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
+    value.cast::<Window>().as_ref().map_or(0, |window| {
+        std::mem::size_of::<Window>() + window.heap_bytes()
+    })
+}
+
+unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
+    let (Some(window), Some(add), Some(end)) = (
+        value.cast::<Window>().as_ref(),
+        raw::RedisModule_DigestAddLongLong,
+        raw::RedisModule_DigestEndSequence,
+    ) else {
+        return;
+    };
+    for number in encode(&window.snapshot()) {
+        add(md, number as i64);
+    }
+    end(md);
+}
+
+unsafe extern "C" fn copy(
+    _from: *mut raw::RedisModuleString,
+    _to: *mut raw::RedisModuleString,
+    value: *const c_void,
+) -> *mut c_void {
+    match value.cast::<Window>().as_ref() {
+        Some(window) => Box::into_raw(Box::new(window.clone())).cast::<c_void>(),
+        None => ptr::null_mut(),
+    }
+}

@@ -1,0 +1,58 @@
+//! Every error a command can answer with. Messages never echo argument bytes: an argument may
+//! hold anything, including NUL, and error replies must stay one clean line.
+
+use crate::window::WindowError;
+use redis_module::RedisError;
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CommandError {
+    #[error("ERR wrong number of arguments for '{0}' command")]
+    WrongArity(&'static str),
+    #[error("ERR {0} must be a non-negative integer")]
+    NotAnInteger(&'static str),
+    #[error("ERR {0} is out of range (the maximum is 18446744073709551615)")]
+    OutOfRange(&'static str),
+    #[error("ERR syntax error: unknown option (expected WINDOW ms)")]
+    UnknownOption,
+    #[error("ERR WINDOW must be a positive multiple of 60 milliseconds")]
+    InvalidWindow,
+    #[error("ERR window mismatch: this key was created with WINDOW {existing} ms, not {requested} ms")]
+    WindowMismatch { existing: u64, requested: u64 },
+    #[error("ERR invalid ticket: not a ticket issued for this key's buckets")]
+    InvalidTicket,
+    #[error("ERR ticket is in the future")]
+    TicketInFuture,
+    #[error("ERR invalid state: {0}")]
+    InvalidState(&'static str),
+    #[error("ERR the server clock is unavailable")]
+    NoClock,
+    #[error("WRONGTYPE Operation against a key holding the wrong kind of value")]
+    WrongType,
+    #[error("ERR internal error in llmrl (a bug, logged; nothing was recorded)")]
+    Internal,
+}
+
+impl From<WindowError> for CommandError {
+    fn from(error: WindowError) -> Self {
+        match error {
+            WindowError::InvalidWindow => CommandError::InvalidWindow,
+            WindowError::InvalidTicket => CommandError::InvalidTicket,
+            WindowError::TicketInFuture => CommandError::TicketInFuture,
+            WindowError::InvalidState(what) => CommandError::InvalidState(what),
+        }
+    }
+}
+
+impl From<RedisError> for CommandError {
+    fn from(error: RedisError) -> Self {
+        match error {
+            RedisError::WrongType => CommandError::WrongType,
+            // How redis-module 2.0.8 reports a key holding another type.
+            RedisError::Str(message) if message.contains("wrong Redis type") => {
+                CommandError::WrongType
+            }
+            _ => CommandError::Internal,
+        }
+    }
+}

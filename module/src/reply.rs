@@ -1,0 +1,83 @@
+//! Replies written straight to the client: RESP2 clients get a positional array, RESP3 clients
+//! (`HELLO 3`) a map with field names. Written directly, no intermediate `RedisValue` tree, since
+//! this is on every request's path.
+
+use crate::window::Decision;
+use redis_module::{raw, Context, ContextFlags};
+use std::os::raw::{c_char, c_long};
+
+pub enum Value<'a> {
+    Int(i64),
+    Str(&'a [u8]),
+    Ints(&'a [i64]),
+    List(&'a [Value<'a>]),
+}
+
+pub fn clamp_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn bulk(ctx: &Context, bytes: &[u8]) {
+    raw::reply_with_string_buffer(ctx.ctx, bytes.as_ptr().cast::<c_char>(), bytes.len());
+}
+
+fn value(ctx: &Context, resp3: bool, v: &Value) {
+    match v {
+        Value::Int(i) => {
+            raw::reply_with_long_long(ctx.ctx, *i);
+        }
+        Value::Str(s) => bulk(ctx, s),
+        Value::Ints(items) => {
+            raw::reply_with_array(ctx.ctx, items.len() as c_long);
+            for i in items.iter() {
+                raw::reply_with_long_long(ctx.ctx, *i);
+            }
+        }
+        Value::List(items) => {
+            raw::reply_with_array(ctx.ctx, items.len() as c_long);
+            for item in items.iter() {
+                value(ctx, resp3, item);
+            }
+        }
+    }
+}
+
+/// Named fields: a map for RESP3; for RESP2 either positional values (`named_in_resp2` false,
+/// the CHECK reply) or a flat name/value array (like XINFO).
+pub fn record(ctx: &Context, resp3: bool, fields: &[(&str, Value)], named_in_resp2: bool) {
+    if resp3 {
+        raw::reply_with_map(ctx.ctx, fields.len() as c_long);
+    } else if named_in_resp2 {
+        raw::reply_with_array(ctx.ctx, (fields.len() * 2) as c_long);
+    } else {
+        raw::reply_with_array(ctx.ctx, fields.len() as c_long);
+    }
+    for (name, v) in fields {
+        if resp3 || named_in_resp2 {
+            bulk(ctx, name.as_bytes());
+        }
+        value(ctx, resp3, v);
+    }
+}
+
+pub fn is_resp3(ctx: &Context) -> bool {
+    ctx.get_flags().contains(ContextFlags::FLAGS_RESP3)
+}
+
+pub fn decision(ctx: &Context, d: &Decision) {
+    let remaining = d.remaining.map(|r| r.map_or(-1, clamp_i64));
+    let reason = d.reason.map_or("ok", |dim| dim.reason());
+    let fields = [
+        ("allowed", Value::Int(i64::from(d.allowed))),
+        ("reason", Value::Str(reason.as_bytes())),
+        ("retry_after_ms", Value::Int(d.retry.as_i64())),
+        ("remaining_requests", Value::Int(remaining[0])),
+        ("remaining_input_tokens", Value::Int(remaining[1])),
+        ("remaining_output_tokens", Value::Int(remaining[2])),
+        ("reset_requests_ms", Value::Int(clamp_i64(d.reset_ms[0]))),
+        ("reset_input_tokens_ms", Value::Int(clamp_i64(d.reset_ms[1]))),
+        ("reset_output_tokens_ms", Value::Int(clamp_i64(d.reset_ms[2]))),
+        ("ticket", Value::Int(clamp_i64(d.ticket))),
+    ];
+    record(ctx, is_resp3(ctx), &fields, false);
+}
