@@ -111,13 +111,13 @@ unsafe extern "C" fn aof_rewrite(
     else {
         return;
     };
-    let numbers: Vec<RedisString> = encode(&window.snapshot())
+    // The key Redis hands us lives on its stack and cannot be retained: pass a copy.
+    let key = RedisString::create_from_slice(ptr::null_mut(), RedisString::string_as_slice(key));
+    let numbers = encode(&window.snapshot())
         .into_iter()
-        .map(|n| RedisString::create(None, n.to_string()))
-        .collect();
-    let mut argv: Vec<*mut raw::RedisModuleString> = Vec::with_capacity(numbers.len() + 1);
-    argv.push(key);
-    argv.extend(numbers.iter().map(|s| s.inner));
+        .map(|n| RedisString::create(None, n.to_string()));
+    let args: Vec<RedisString> = std::iter::once(key).chain(numbers).collect();
+    let argv: Vec<*mut raw::RedisModuleString> = args.iter().map(|s| s.inner).collect();
     // "v": an array of RedisModuleString pointers followed by its length.
     emit(
         aof,

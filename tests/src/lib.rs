@@ -1,0 +1,285 @@
+//! Shared harness for the cross-program integration tests: real `redis-server` processes with the
+//! real module loaded, each on its own loopback port and directory, stopped when dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// The module under test: `LLMRL_MODULE`, or the release build in this workspace.
+pub fn module_path() -> PathBuf {
+    if let Ok(path) = std::env::var("LLMRL_MODULE") {
+        return PathBuf::from(path);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let path = root.join("target/release/libllmrl.so");
+    assert!(
+        path.exists(),
+        "{} is missing: run `make test` (or `cargo build --release -p llmrl`) first",
+        path.display()
+    );
+    path
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl RedisServer {
+    /// A server with the module and debug commands, no persistence unless `extra` asks for it.
+    pub fn start(extra: &[&str]) -> RedisServer {
+        Self::start_with_module_args(extra, &[])
+    }
+
+    pub fn start_with_module_args(extra: &[&str], module_args: &[&str]) -> RedisServer {
+        let n = NEXT_DIR.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("llmrl-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        let module = module_path();
+        let mut loadmodule = vec![module.display().to_string()];
+        loadmodule.extend(module_args.iter().map(|s| s.to_string()));
+        let mut args: Vec<String> = vec![
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            "".into(),
+            "--appendonly".into(),
+            "no".into(),
+            "--enable-debug-command".into(),
+            "yes".into(),
+            "--loadmodule".into(),
+        ];
+        args.extend(loadmodule);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut server = RedisServer {
+            child: None,
+            port: 0,
+            dir,
+            args,
+        };
+        server.launch(None);
+        server
+    }
+
+    fn launch(&mut self, port: Option<u16>) {
+        for _attempt in 0..5 {
+            let port = port.unwrap_or_else(free_port);
+            let log = self.dir.join("redis.log");
+            let child = Command::new("redis-server")
+                .args(&self.args)
+                .args(["--port", &port.to_string()])
+                .args(["--dir", &self.dir.display().to_string()])
+                .args(["--logfile", &log.display().to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (make test installs it)");
+            self.child = Some(child);
+            self.port = port;
+            if self.wait_ready(Duration::from_secs(10)) {
+                return;
+            }
+            self.kill();
+        }
+        panic!("redis-server did not start; log:\n{}", self.log());
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return false;
+                }
+            }
+            if let Ok(mut con) = self.try_client() {
+                let ping: redis::RedisResult<String> = redis::cmd("PING").query(&mut con);
+                if ping.is_ok() {
+                    return true;
+                }
+            }
+            sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+    }
+
+    fn try_client(&self) -> redis::RedisResult<redis::Connection> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?;
+        client.get_connection_with_timeout(Duration::from_secs(5))
+    }
+
+    pub fn client(&self) -> redis::Connection {
+        self.try_client().expect("connect to redis")
+    }
+
+    /// A RESP3 connection (`HELLO 3`).
+    pub fn client_resp3(&self) -> redis::Connection {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/?protocol=resp3", self.port))
+            .expect("client");
+        client
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .expect("connect with RESP3")
+    }
+
+    /// Stop the process at once (like a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Graceful SHUTDOWN (saving if persistence is configured), then wait for the process.
+    pub fn shutdown(&mut self, save: bool) {
+        if let Ok(mut con) = self.try_client() {
+            let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN")
+                .arg(if save { "SAVE" } else { "NOSAVE" })
+                .query(&mut con);
+        }
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start again on the same port and directory (so the RDB/AOF there is loaded).
+    pub fn restart(&mut self, extra: &[&str]) {
+        self.args.extend(extra.iter().map(|s| s.to_string()));
+        let port = self.port;
+        self.launch(Some(port));
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Run a command and return its reply as a value.
+pub fn exec(con: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<redis::Value> {
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query(con)
+}
+
+/// The 10-field reply of CHECK / PEEK / SETTLE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub reason: String,
+    pub retry_after_ms: i64,
+    pub remaining: [i64; 3],
+    pub reset_ms: [i64; 3],
+    pub ticket: i64,
+}
+
+impl Decision {
+    pub fn from_value(value: &redis::Value) -> Decision {
+        let redis::Value::Array(items) = value else {
+            panic!("expected an array, got {value:?}");
+        };
+        assert_eq!(items.len(), 10, "CHECK replies with 10 fields: {items:?}");
+        let int = |i: usize| -> i64 {
+            match &items[i] {
+                redis::Value::Int(n) => *n,
+                other => panic!("field {i} is not an integer: {other:?}"),
+            }
+        };
+        let reason = match &items[1] {
+            redis::Value::BulkString(bytes) => String::from_utf8(bytes.clone()).expect("utf8"),
+            other => panic!("reason is not a bulk string: {other:?}"),
+        };
+        Decision {
+            allowed: match int(0) {
+                0 => false,
+                1 => true,
+                n => panic!("allowed is {n}"),
+            },
+            reason,
+            retry_after_ms: int(2),
+            remaining: [int(3), int(4), int(5)],
+            reset_ms: [int(6), int(7), int(8)],
+            ticket: int(9),
+        }
+    }
+}
+
+/// Run a CHECK/PEEK/SETTLE-shaped command and parse its reply.
+pub fn decision(con: &mut redis::Connection, args: &[&str]) -> Decision {
+    let value = exec(con, args).unwrap_or_else(|e| panic!("{args:?} failed: {e}"));
+    Decision::from_value(&value)
+}
+
+/// The error message a command answers with (panics if it succeeds).
+pub fn error(con: &mut redis::Connection, args: &[&str]) -> String {
+    match exec(con, args) {
+        Ok(value) => panic!("{args:?} should fail, got {value:?}"),
+        Err(e) => {
+            let code = e.code().unwrap_or("").to_string();
+            let detail = e.detail().unwrap_or("").to_string();
+            format!("{code} {detail}").trim().to_string()
+        }
+    }
+}
+
+pub fn int(con: &mut redis::Connection, args: &[&str]) -> i64 {
+    match exec(con, args) {
+        Ok(redis::Value::Int(n)) => n,
+        other => panic!("{args:?}: expected an integer, got {other:?}"),
+    }
+}
+
+pub fn string(con: &mut redis::Connection, args: &[&str]) -> String {
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query(con)
+        .unwrap_or_else(|e| panic!("{args:?}: expected a string: {e}"))
+}
+
+/// Wait until `f` holds, for at most `timeout`.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        sleep(Duration::from_millis(20));
+    }
+}
