@@ -87,7 +87,7 @@ pub fn parse_peek(args: &[&[u8]]) -> Result<CheckArgs, CommandError> {
         [] => ([1, 0, 0], rest),
         [_] => return Err(CommandError::WrongArity("llmrl.peek")),
     };
-    if rest.len() != 0 && rest.len() != 2 {
+    if !rest.is_empty() && rest.len() != 2 {
         return Err(CommandError::WrongArity("llmrl.peek"));
     }
     Ok(CheckArgs {
@@ -210,7 +210,16 @@ mod tests {
             parse_u64(b"18446744073709551616", "x"),
             Err(CommandError::OutOfRange("x"))
         );
-        for bad in [&b""[..], b"-1", b"+1", b" 1", b"1.5", b"1e3", b"0x10", b"\xff"] {
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"+1",
+            b" 1",
+            b"1.5",
+            b"1e3",
+            b"0x10",
+            b"\xff",
+        ] {
             assert_eq!(parse_u64(bad, "x"), Err(CommandError::NotAnInteger("x")));
         }
     }
@@ -258,9 +267,14 @@ mod tests {
         assert_eq!(parse_peek(&split("1 2 3")).unwrap().cost, [1, 0, 0]);
         assert_eq!(parse_peek(&split("1 2 3 4 5")).unwrap().cost, [1, 4, 5]);
         let with_window = parse_peek(&split("1 2 3 WINDOW 600")).unwrap();
-        assert_eq!((with_window.cost, with_window.window_ms), ([1, 0, 0], Some(600)));
         assert_eq!(
-            parse_peek(&split("1 2 3 4 5 WINDOW 600")).unwrap().window_ms,
+            (with_window.cost, with_window.window_ms),
+            ([1, 0, 0], Some(600))
+        );
+        assert_eq!(
+            parse_peek(&split("1 2 3 4 5 WINDOW 600"))
+                .unwrap()
+                .window_ms,
             Some(600)
         );
         assert!(parse_peek(&split("1 2 3 4")).is_err());

@@ -86,7 +86,13 @@ fn resolve_window(existing: Option<&Window>, requested: Option<u64>) -> Result<u
     }
 }
 
-fn evaluate(existing: Option<&Window>, window_ms: u64, now: u64, limits: Amounts, cost: Amounts) -> Result<Decision, CommandError> {
+fn evaluate(
+    existing: Option<&Window>,
+    window_ms: u64,
+    now: u64,
+    limits: Amounts,
+    cost: Amounts,
+) -> Result<Decision, CommandError> {
     Ok(match existing {
         Some(window) => window.evaluate(now, limits, cost),
         None => Window::new(window_ms)?.evaluate(now, limits, cost),
@@ -100,7 +106,13 @@ fn check_impl(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(
     let key = ctx.open_key_writable(key_name);
     let existing = key.get_value::<Window>(&LLMRL_TYPE)?;
     let window_ms = resolve_window(existing.as_deref(), request.window_ms)?;
-    let decision = evaluate(existing.as_deref(), window_ms, now, request.limits, request.cost)?;
+    let decision = evaluate(
+        existing.as_deref(),
+        window_ms,
+        now,
+        request.limits,
+        request.cost,
+    )?;
     if decision.allowed {
         stats::ALLOWED.incr();
         let effect = Effect {
@@ -193,7 +205,14 @@ fn apply_impl(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(
     resolve_window(existing.as_deref(), Some(request.window_ms))?;
     // A refund for a key that no longer exists changes nothing and creates nothing.
     if existing.is_some() || request.effect.charge != [0; 3] {
-        commit(ctx, key, key_name, request.window_ms, &request.effect, "llmrl.apply")?;
+        commit(
+            ctx,
+            key,
+            key_name,
+            request.window_ms,
+            &request.effect,
+            "llmrl.apply",
+        )?;
     }
     ctx.reply_simple_string("OK");
     Ok(())
@@ -231,7 +250,9 @@ fn commit(
         }
     }
     signal_modified(ctx, key_name, event);
-    let refund = effect.refund.map_or([0, 0, 0], |r| [r.ticket, r.amounts[1], r.amounts[2]]);
+    let refund = effect
+        .refund
+        .map_or([0, 0, 0], |r| [r.ticket, r.amounts[1], r.amounts[2]]);
     let numbers: Vec<String> = [
         window_ms,
         effect.now_ms,
@@ -299,14 +320,22 @@ fn inspect_impl(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result
     };
     let snapshot = window.snapshot();
     let width = window.bucket_ms();
-    let first = snapshot.head.saturating_add(1).saturating_sub(snapshot.rows.len() as u64);
+    let first = snapshot
+        .head
+        .saturating_add(1)
+        .saturating_sub(snapshot.rows.len() as u64);
     let rows: Vec<[i64; 4]> = snapshot
         .rows
         .iter()
         .enumerate()
         .map(|(i, row)| {
             let start = (first + i as u64).saturating_mul(width);
-            [clamp_i64(start), clamp_i64(row[0]), clamp_i64(row[1]), clamp_i64(row[2])]
+            [
+                clamp_i64(start),
+                clamp_i64(row[0]),
+                clamp_i64(row[1]),
+                clamp_i64(row[2]),
+            ]
         })
         .collect();
     let buckets: Vec<Value> = rows.iter().map(|row| Value::Ints(row)).collect();
@@ -317,7 +346,10 @@ fn inspect_impl(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result
         ("bucket_ms", Value::Int(clamp_i64(width))),
         ("head_bucket", Value::Int(clamp_i64(snapshot.head))),
         ("limits", Value::Ints(&limits)),
-        ("expire_at_ms", Value::Int(window.expire_at_ms().map_or(-1, clamp_i64))),
+        (
+            "expire_at_ms",
+            Value::Int(window.expire_at_ms().map_or(-1, clamp_i64)),
+        ),
         ("encoded_numbers", Value::Int(clamp_i64(encoded as u64))),
         ("buckets", Value::List(&buckets)),
     ];

@@ -17,7 +17,9 @@ pub enum CommandError {
     UnknownOption,
     #[error("ERR WINDOW must be a positive multiple of 60 milliseconds")]
     InvalidWindow,
-    #[error("ERR window mismatch: this key was created with WINDOW {existing} ms, not {requested} ms")]
+    #[error(
+        "ERR window mismatch: this key was created with WINDOW {existing} ms, not {requested} ms"
+    )]
     WindowMismatch { existing: u64, requested: u64 },
     #[error("ERR invalid ticket: not a ticket issued for this key's buckets")]
     InvalidTicket,

@@ -21,7 +21,7 @@ fn bulk(ctx: &Context, bytes: &[u8]) {
     raw::reply_with_string_buffer(ctx.ctx, bytes.as_ptr().cast::<c_char>(), bytes.len());
 }
 
-fn value(ctx: &Context, resp3: bool, v: &Value) {
+fn value(ctx: &Context, v: &Value) {
     match v {
         Value::Int(i) => {
             raw::reply_with_long_long(ctx.ctx, *i);
@@ -36,7 +36,7 @@ fn value(ctx: &Context, resp3: bool, v: &Value) {
         Value::List(items) => {
             raw::reply_with_array(ctx.ctx, items.len() as c_long);
             for item in items.iter() {
-                value(ctx, resp3, item);
+                value(ctx, item);
             }
         }
     }
@@ -56,7 +56,7 @@ pub fn record(ctx: &Context, resp3: bool, fields: &[(&str, Value)], named_in_res
         if resp3 || named_in_resp2 {
             bulk(ctx, name.as_bytes());
         }
-        value(ctx, resp3, v);
+        value(ctx, v);
     }
 }
 
@@ -75,8 +75,14 @@ pub fn decision(ctx: &Context, d: &Decision) {
         ("remaining_input_tokens", Value::Int(remaining[1])),
         ("remaining_output_tokens", Value::Int(remaining[2])),
         ("reset_requests_ms", Value::Int(clamp_i64(d.reset_ms[0]))),
-        ("reset_input_tokens_ms", Value::Int(clamp_i64(d.reset_ms[1]))),
-        ("reset_output_tokens_ms", Value::Int(clamp_i64(d.reset_ms[2]))),
+        (
+            "reset_input_tokens_ms",
+            Value::Int(clamp_i64(d.reset_ms[1])),
+        ),
+        (
+            "reset_output_tokens_ms",
+            Value::Int(clamp_i64(d.reset_ms[2])),
+        ),
         ("ticket", Value::Int(clamp_i64(d.ticket))),
     ];
     record(ctx, is_resp3(ctx), &fields, false);

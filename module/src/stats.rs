@@ -52,7 +52,10 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
     for (name, counter) in fields {
         section = section.field(name, counter.get().to_string())?;
     }
-    section = section.field("default_window_ms", crate::config::default_window_ms().to_string())?;
+    section = section.field(
+        "default_window_ms",
+        crate::config::default_window_ms().to_string(),
+    )?;
     section.build_section()?.build_info()?;
     Ok(())
 }

@@ -135,8 +135,9 @@ impl RedisServer {
 
     /// A RESP3 connection (`HELLO 3`).
     pub fn client_resp3(&self) -> redis::Connection {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/?protocol=resp3", self.port))
-            .expect("client");
+        let client =
+            redis::Client::open(format!("redis://127.0.0.1:{}/?protocol=resp3", self.port))
+                .expect("client");
         client
             .get_connection_with_timeout(Duration::from_secs(5))
             .expect("connect with RESP3")

@@ -12,7 +12,11 @@ fn server_ms(con: &mut redis::Connection) -> i64 {
 }
 
 fn digest(con: &mut redis::Connection, key: &str) -> String {
-    let digests: Vec<String> = redis::cmd("DEBUG").arg("DIGEST-VALUE").arg(key).query(con).unwrap();
+    let digests: Vec<String> = redis::cmd("DEBUG")
+        .arg("DIGEST-VALUE")
+        .arg(key)
+        .query(con)
+        .unwrap();
     digests.concat()
 }
 
@@ -60,7 +64,10 @@ fn check_reports_every_field() {
     let mut con = server.client();
 
     let before = server_ms(&mut con);
-    let d = decision(&mut con, &["LLMRL.CHECK", "k", "3", "100", "50", "10", "20"]);
+    let d = decision(
+        &mut con,
+        &["LLMRL.CHECK", "k", "3", "100", "50", "10", "20"],
+    );
     let after = server_ms(&mut con);
     assert!(d.allowed);
     assert_eq!(d.reason, "ok");
@@ -90,10 +97,17 @@ fn check_reports_every_field() {
     assert_eq!(d.remaining, [0, 88, 28]);
     assert!(d.retry_after_ms > 0 && d.retry_after_ms <= 61_000);
     assert_eq!(d.retry_after_ms, d.reset_ms[0]);
-    assert_eq!(inspect(&mut con, "k"), state, "a denied check records nothing");
+    assert_eq!(
+        inspect(&mut con, "k"),
+        state,
+        "a denied check records nothing"
+    );
 
     // A request whose own cost exceeds a limit can never be admitted.
-    let d = decision(&mut con, &["LLMRL.CHECK", "k", "0", "100", "50", "101", "0"]);
+    let d = decision(
+        &mut con,
+        &["LLMRL.CHECK", "k", "0", "100", "50", "101", "0"],
+    );
     assert!(!d.allowed);
     assert_eq!((d.reason.as_str(), d.retry_after_ms), ("itpm", -1));
     assert_eq!(info_field(&mut con, "too_large"), 1);
@@ -107,10 +121,49 @@ fn denial_names_the_dimension_with_the_longest_wait() {
     let server = RedisServer::start(&[]);
     let mut con = server.client();
     // 10 ms buckets: the input tokens are charged several buckets before the output tokens.
-    decision(&mut con, &["LLMRL.CHECK", "k", "0", "100", "100", "90", "0", "WINDOW", "600"]);
+    decision(
+        &mut con,
+        &[
+            "LLMRL.CHECK",
+            "k",
+            "0",
+            "100",
+            "100",
+            "90",
+            "0",
+            "WINDOW",
+            "600",
+        ],
+    );
     sleep(Duration::from_millis(40));
-    decision(&mut con, &["LLMRL.CHECK", "k", "0", "100", "100", "0", "90", "WINDOW", "600"]);
-    let d = decision(&mut con, &["LLMRL.CHECK", "k", "0", "100", "100", "20", "20", "WINDOW", "600"]);
+    decision(
+        &mut con,
+        &[
+            "LLMRL.CHECK",
+            "k",
+            "0",
+            "100",
+            "100",
+            "0",
+            "90",
+            "WINDOW",
+            "600",
+        ],
+    );
+    let d = decision(
+        &mut con,
+        &[
+            "LLMRL.CHECK",
+            "k",
+            "0",
+            "100",
+            "100",
+            "20",
+            "20",
+            "WINDOW",
+            "600",
+        ],
+    );
     assert!(!d.allowed);
     assert_eq!(d.reason, "otpm");
     assert_eq!(d.retry_after_ms, d.reset_ms[2]);
@@ -127,9 +180,15 @@ fn capacity_comes_back_after_retry_after_ms() {
     let denied = decision(&mut con, &check);
     assert!(!denied.allowed);
     // At most one window plus one 10 ms bucket.
-    assert!(denied.retry_after_ms > 0 && denied.retry_after_ms <= 610, "{denied:?}");
+    assert!(
+        denied.retry_after_ms > 0 && denied.retry_after_ms <= 610,
+        "{denied:?}"
+    );
     sleep(Duration::from_millis(denied.retry_after_ms as u64));
-    assert!(decision(&mut con, &check).allowed, "admitted once retry_after_ms has passed");
+    assert!(
+        decision(&mut con, &check).allowed,
+        "admitted once retry_after_ms has passed"
+    );
 }
 
 #[test]
@@ -138,33 +197,146 @@ fn bad_arguments_get_clear_errors_and_record_nothing() {
     let mut con = server.client();
     let cases: &[(&[&str], &str)] = &[
         (&["LLMRL.CHECK"], "wrong number of arguments"),
-        (&["LLMRL.CHECK", "k", "1", "2", "3", "4"], "wrong number of arguments"),
-        (&["LLMRL.CHECK", "k", "1", "2", "3", "4", "5", "WINDOW"], "wrong number of arguments"),
-        (&["LLMRL.CHECK", "k", "x", "2", "3", "4", "5"], "rpm must be a non-negative integer"),
-        (&["LLMRL.CHECK", "k", "1", "-2", "3", "4", "5"], "itpm must be a non-negative integer"),
-        (&["LLMRL.CHECK", "k", "1", "2", "3.5", "4", "5"], "otpm must be a non-negative integer"),
-        (&["LLMRL.CHECK", "k", "1", "2", "3", "18446744073709551616", "5"], "input_tokens is out of range"),
-        (&["LLMRL.CHECK", "k", "1", "2", "3", "4", "5", "SIZE", "600"], "unknown option"),
-        (&["LLMRL.CHECK", "k", "1", "2", "3", "4", "5", "WINDOW", "601"], "positive multiple of 60"),
-        (&["LLMRL.CHECK", "k", "1", "2", "3", "4", "5", "WINDOW", "0"], "positive multiple of 60"),
+        (
+            &["LLMRL.CHECK", "k", "1", "2", "3", "4"],
+            "wrong number of arguments",
+        ),
+        (
+            &["LLMRL.CHECK", "k", "1", "2", "3", "4", "5", "WINDOW"],
+            "wrong number of arguments",
+        ),
+        (
+            &["LLMRL.CHECK", "k", "x", "2", "3", "4", "5"],
+            "rpm must be a non-negative integer",
+        ),
+        (
+            &["LLMRL.CHECK", "k", "1", "-2", "3", "4", "5"],
+            "itpm must be a non-negative integer",
+        ),
+        (
+            &["LLMRL.CHECK", "k", "1", "2", "3.5", "4", "5"],
+            "otpm must be a non-negative integer",
+        ),
+        (
+            &[
+                "LLMRL.CHECK",
+                "k",
+                "1",
+                "2",
+                "3",
+                "18446744073709551616",
+                "5",
+            ],
+            "input_tokens is out of range",
+        ),
+        (
+            &["LLMRL.CHECK", "k", "1", "2", "3", "4", "5", "SIZE", "600"],
+            "unknown option",
+        ),
+        (
+            &["LLMRL.CHECK", "k", "1", "2", "3", "4", "5", "WINDOW", "601"],
+            "positive multiple of 60",
+        ),
+        (
+            &["LLMRL.CHECK", "k", "1", "2", "3", "4", "5", "WINDOW", "0"],
+            "positive multiple of 60",
+        ),
         (&["LLMRL.PEEK", "k", "1", "2"], "wrong number of arguments"),
-        (&["LLMRL.PEEK", "k", "1", "2", "3", "4"], "wrong number of arguments"),
-        (&["LLMRL.SETTLE", "k", "1000", "1", "2", "3"], "wrong number of arguments"),
-        (&["LLMRL.SETTLE", "k", "0", "1", "2", "3", "4"], "invalid ticket"),
-        (&["LLMRL.SETTLE", "k", "-5", "1", "2", "3", "4"], "ticket must be a non-negative integer"),
-        (&["LLMRL.APPLY", "k", "600", "1"], "wrong number of arguments"),
-        (&["LLMRL.APPLY", "k", "601", "1", "0", "0", "0", "1", "0", "0", "0", "0", "0"], "positive multiple of 60"),
-        (&["LLMRL.LOAD", "k", "600", "100", "0", "0", "0", "2", "1", "1", "1"], "wrong number of arguments"),
-        (&["LLMRL.LOAD", "k", "600", "100", "0", "0", "0", "62"], "more than 61 buckets"),
-        (&["LLMRL.LOAD", "k", "600", "0", "0", "0", "0", "2", "1", "1", "1", "1", "1", "1"], "before time zero"),
-        (&["LLMRL.INSPECT", "k", "extra"], "wrong number of arguments"),
+        (
+            &["LLMRL.PEEK", "k", "1", "2", "3", "4"],
+            "wrong number of arguments",
+        ),
+        (
+            &["LLMRL.SETTLE", "k", "1000", "1", "2", "3"],
+            "wrong number of arguments",
+        ),
+        (
+            &["LLMRL.SETTLE", "k", "0", "1", "2", "3", "4"],
+            "invalid ticket",
+        ),
+        (
+            &["LLMRL.SETTLE", "k", "-5", "1", "2", "3", "4"],
+            "ticket must be a non-negative integer",
+        ),
+        (
+            &["LLMRL.APPLY", "k", "600", "1"],
+            "wrong number of arguments",
+        ),
+        (
+            &[
+                "LLMRL.APPLY",
+                "k",
+                "601",
+                "1",
+                "0",
+                "0",
+                "0",
+                "1",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+            ],
+            "positive multiple of 60",
+        ),
+        (
+            &[
+                "LLMRL.LOAD",
+                "k",
+                "600",
+                "100",
+                "0",
+                "0",
+                "0",
+                "2",
+                "1",
+                "1",
+                "1",
+            ],
+            "wrong number of arguments",
+        ),
+        (
+            &["LLMRL.LOAD", "k", "600", "100", "0", "0", "0", "62"],
+            "more than 61 buckets",
+        ),
+        (
+            &[
+                "LLMRL.LOAD",
+                "k",
+                "600",
+                "0",
+                "0",
+                "0",
+                "0",
+                "2",
+                "1",
+                "1",
+                "1",
+                "1",
+                "1",
+                "1",
+            ],
+            "before time zero",
+        ),
+        (
+            &["LLMRL.INSPECT", "k", "extra"],
+            "wrong number of arguments",
+        ),
     ];
     for (args, expected) in cases {
         let message = error(&mut con, args);
         assert!(message.starts_with("ERR"), "{args:?}: {message}");
-        assert!(message.contains(expected), "{args:?}: {message:?} lacks {expected:?}");
+        assert!(
+            message.contains(expected),
+            "{args:?}: {message:?} lacks {expected:?}"
+        );
     }
-    assert_eq!(int(&mut con, &["EXISTS", "k"]), 0, "no bad command created the key");
+    assert_eq!(
+        int(&mut con, &["EXISTS", "k"]),
+        0,
+        "no bad command created the key"
+    );
     assert_eq!(info_field(&mut con, "errors"), cases.len() as i64);
 
     // Non-UTF-8 and NUL bytes in arguments are just bad integers.
@@ -191,15 +363,53 @@ fn bad_arguments_get_clear_errors_and_record_nothing() {
     assert_eq!(string(&mut con, &["GET", "s"]), "x");
 
     // A key keeps its window; tickets must name one of its buckets in the past.
-    let d = decision(&mut con, &["LLMRL.CHECK", "w", "0", "0", "0", "5", "5", "WINDOW", "600"]);
+    let d = decision(
+        &mut con,
+        &["LLMRL.CHECK", "w", "0", "0", "0", "5", "5", "WINDOW", "600"],
+    );
     let state = inspect(&mut con, "w");
-    let mismatch = error(&mut con, &["LLMRL.CHECK", "w", "0", "0", "0", "5", "5", "WINDOW", "60000"]);
+    let mismatch = error(
+        &mut con,
+        &[
+            "LLMRL.CHECK",
+            "w",
+            "0",
+            "0",
+            "0",
+            "5",
+            "5",
+            "WINDOW",
+            "60000",
+        ],
+    );
     assert!(mismatch.contains("window mismatch"), "{mismatch}");
     let future = (d.ticket + 10_000).to_string();
-    assert!(error(&mut con, &["LLMRL.SETTLE", "w", &future, "5", "0", "5", "0"]).contains("ticket is in the future"));
+    assert!(error(
+        &mut con,
+        &["LLMRL.SETTLE", "w", &future, "5", "0", "5", "0"]
+    )
+    .contains("ticket is in the future"));
     let misaligned = (d.ticket + 1).to_string();
-    assert!(error(&mut con, &["LLMRL.SETTLE", "w", &misaligned, "5", "0", "5", "0"]).contains("invalid ticket"));
-    let apply = ["LLMRL.APPLY", "w", "6000", "1", "0", "0", "0", "1", "0", "0", "0", "0", "0"];
+    assert!(error(
+        &mut con,
+        &["LLMRL.SETTLE", "w", &misaligned, "5", "0", "5", "0"]
+    )
+    .contains("invalid ticket"));
+    let apply = [
+        "LLMRL.APPLY",
+        "w",
+        "6000",
+        "1",
+        "0",
+        "0",
+        "0",
+        "1",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
+    ];
     assert!(error(&mut con, &apply).contains("window mismatch"));
     assert_eq!(inspect(&mut con, "w"), state, "errors changed nothing");
 }
@@ -208,14 +418,27 @@ fn bad_arguments_get_clear_errors_and_record_nothing() {
 fn peek_is_read_only() {
     let server = RedisServer::start(&[]);
     let mut con = server.client();
-    let d = decision(&mut con, &["LLMRL.PEEK", "k", "5", "100", "100", "10", "20"]);
+    let d = decision(
+        &mut con,
+        &["LLMRL.PEEK", "k", "5", "100", "100", "10", "20"],
+    );
     assert!(d.allowed);
-    assert_eq!(d.remaining, [4, 90, 80], "full capacity minus the peeked cost");
+    assert_eq!(
+        d.remaining,
+        [4, 90, 80],
+        "full capacity minus the peeked cost"
+    );
     // The same reply CHECK would give: the peeked cost would count for one window and a bucket.
-    assert!(d.reset_ms.iter().all(|r| *r > 60_000 && *r <= 61_000), "{d:?}");
+    assert!(
+        d.reset_ms.iter().all(|r| *r > 60_000 && *r <= 61_000),
+        "{d:?}"
+    );
     assert_eq!(int(&mut con, &["EXISTS", "k"]), 0, "PEEK creates no key");
 
-    decision(&mut con, &["LLMRL.CHECK", "k", "5", "100", "100", "10", "20"]);
+    decision(
+        &mut con,
+        &["LLMRL.CHECK", "k", "5", "100", "100", "10", "20"],
+    );
     let expire = int(&mut con, &["PEXPIRETIME", "k"]);
     let state = inspect(&mut con, "k");
     let d = decision(&mut con, &["LLMRL.PEEK", "k", "5", "100", "100"]);
@@ -223,7 +446,11 @@ fn peek_is_read_only() {
     let d = decision(&mut con, &["LLMRL.PEEK", "k", "5", "100", "100", "95", "0"]);
     assert!(!d.allowed);
     assert_eq!(d.reason, "itpm");
-    assert_eq!(int(&mut con, &["PEXPIRETIME", "k"]), expire, "PEEK touches no TTL");
+    assert_eq!(
+        int(&mut con, &["PEXPIRETIME", "k"]),
+        expire,
+        "PEEK touches no TTL"
+    );
     assert_eq!(inspect(&mut con, "k"), state);
 
     let info = exec(&mut con, &["COMMAND", "INFO", "llmrl.peek"]).unwrap();
@@ -234,38 +461,113 @@ fn peek_is_read_only() {
 fn settle_refunds_and_charges() {
     let server = RedisServer::start(&[]);
     let mut con = server.client();
-    let d = decision(&mut con, &["LLMRL.CHECK", "k", "0", "1000", "1000", "100", "200"]);
+    let d = decision(
+        &mut con,
+        &["LLMRL.CHECK", "k", "0", "1000", "1000", "100", "200"],
+    );
     let ticket = d.ticket.to_string();
     assert_eq!(d.remaining, [-1, 900, 800]);
 
     // Used less input than reserved, more output: refund 60 input, charge 50 output.
-    let s = decision(&mut con, &["LLMRL.SETTLE", "k", &ticket, "100", "40", "200", "250"]);
+    let s = decision(
+        &mut con,
+        &["LLMRL.SETTLE", "k", &ticket, "100", "40", "200", "250"],
+    );
     assert!(s.allowed);
-    assert_eq!((s.reason.as_str(), s.retry_after_ms, s.ticket), ("ok", 0, d.ticket));
-    assert_eq!(s.remaining, [-1, 960, 750], "reported against the remembered limits");
-    let p = decision(&mut con, &["LLMRL.PEEK", "k", "0", "1000", "1000", "0", "0"]);
+    assert_eq!(
+        (s.reason.as_str(), s.retry_after_ms, s.ticket),
+        ("ok", 0, d.ticket)
+    );
+    assert_eq!(
+        s.remaining,
+        [-1, 960, 750],
+        "reported against the remembered limits"
+    );
+    let p = decision(
+        &mut con,
+        &["LLMRL.PEEK", "k", "0", "1000", "1000", "0", "0"],
+    );
     assert_eq!(p.remaining, [-1, 960, 750]);
 
     // A refund never goes below zero.
-    decision(&mut con, &["LLMRL.SETTLE", "k", &ticket, "5000", "0", "0", "0"]);
-    let p = decision(&mut con, &["LLMRL.PEEK", "k", "0", "1000", "1000", "0", "0"]);
+    decision(
+        &mut con,
+        &["LLMRL.SETTLE", "k", &ticket, "5000", "0", "0", "0"],
+    );
+    let p = decision(
+        &mut con,
+        &["LLMRL.PEEK", "k", "0", "1000", "1000", "0", "0"],
+    );
     assert_eq!(p.remaining, [-1, 1000, 750]);
     assert_eq!(info_field(&mut con, "settles"), 2);
 
     // A settle on a missing key is a no-op that still replies.
-    let s = decision(&mut con, &["LLMRL.SETTLE", "gone", &ticket, "10", "0", "10", "0"]);
+    let s = decision(
+        &mut con,
+        &["LLMRL.SETTLE", "gone", &ticket, "10", "0", "10", "0"],
+    );
     assert!(s.allowed);
     assert_eq!(s.remaining, [-1, -1, -1]);
     assert_eq!(int(&mut con, &["EXISTS", "gone"]), 0);
 
     // A ticket older than the window is a no-op.
-    let d = decision(&mut con, &["LLMRL.CHECK", "short", "0", "0", "0", "100", "100", "WINDOW", "600"]);
-    let keep = decision(&mut con, &["LLMRL.CHECK", "short", "0", "0", "0", "1", "1", "WINDOW", "600"]);
+    let d = decision(
+        &mut con,
+        &[
+            "LLMRL.CHECK",
+            "short",
+            "0",
+            "0",
+            "0",
+            "100",
+            "100",
+            "WINDOW",
+            "600",
+        ],
+    );
+    let keep = decision(
+        &mut con,
+        &[
+            "LLMRL.CHECK",
+            "short",
+            "0",
+            "0",
+            "0",
+            "1",
+            "1",
+            "WINDOW",
+            "600",
+        ],
+    );
     sleep(Duration::from_millis(700));
     // Keep the key alive with a fresh charge, then settle the expired ticket.
-    decision(&mut con, &["LLMRL.CHECK", "short", "0", "0", "0", "1", "1", "WINDOW", "600"]);
+    decision(
+        &mut con,
+        &[
+            "LLMRL.CHECK",
+            "short",
+            "0",
+            "0",
+            "0",
+            "1",
+            "1",
+            "WINDOW",
+            "600",
+        ],
+    );
     let state = inspect(&mut con, "short");
-    let s = decision(&mut con, &["LLMRL.SETTLE", "short", &d.ticket.to_string(), "100", "0", "100", "0"]);
+    let s = decision(
+        &mut con,
+        &[
+            "LLMRL.SETTLE",
+            "short",
+            &d.ticket.to_string(),
+            "100",
+            "0",
+            "100",
+            "0",
+        ],
+    );
     assert_eq!(s.ticket, d.ticket);
     assert!(keep.allowed);
     assert_eq!(inspect(&mut con, "short"), state);
@@ -280,12 +582,32 @@ fn ttl_is_absolute_and_idle_keys_expire() {
     let state = inspect(&mut con, "k");
     let head = as_int(&inspect_field(&state, "head_bucket"));
     let expire_at = as_int(&inspect_field(&state, "expire_at_ms"));
-    assert_eq!(expire_at, (head + 61) * 1000, "end of the newest bucket plus one window");
+    assert_eq!(
+        expire_at,
+        (head + 61) * 1000,
+        "end of the newest bucket plus one window"
+    );
     assert_eq!(int(&mut con, &["PEXPIRETIME", "k"]), expire_at);
 
     // With a 60 ms window the key is gone soon after its last request.
-    decision(&mut con, &["LLMRL.CHECK", "tiny", "0", "0", "0", "1", "1", "WINDOW", "60"]);
-    assert!(eventually(Duration::from_secs(3), || int(&mut con, &["EXISTS", "tiny"]) == 0));
+    decision(
+        &mut con,
+        &[
+            "LLMRL.CHECK",
+            "tiny",
+            "0",
+            "0",
+            "0",
+            "1",
+            "1",
+            "WINDOW",
+            "60",
+        ],
+    );
+    assert!(eventually(Duration::from_secs(3), || int(
+        &mut con,
+        &["EXISTS", "tiny"]
+    ) == 0));
 }
 
 #[test]
@@ -299,13 +621,21 @@ fn denied_checks_do_not_touch_watched_keys() {
     assert!(!decision(&mut other, &["LLMRL.CHECK", "k", "1", "0", "0", "0", "0"]).allowed);
     exec(&mut con, &["MULTI"]).unwrap();
     exec(&mut con, &["PING"]).unwrap();
-    assert_ne!(exec(&mut con, &["EXEC"]).unwrap(), Value::Nil, "a denial modified nothing");
+    assert_ne!(
+        exec(&mut con, &["EXEC"]).unwrap(),
+        Value::Nil,
+        "a denial modified nothing"
+    );
 
     exec(&mut con, &["WATCH", "k"]).unwrap();
     assert!(decision(&mut other, &["LLMRL.CHECK", "k", "2", "0", "0", "0", "0"]).allowed);
     exec(&mut con, &["MULTI"]).unwrap();
     exec(&mut con, &["PING"]).unwrap();
-    assert_eq!(exec(&mut con, &["EXEC"]).unwrap(), Value::Nil, "an admission modifies the key");
+    assert_eq!(
+        exec(&mut con, &["EXEC"]).unwrap(),
+        Value::Nil,
+        "an admission modifies the key"
+    );
 }
 
 /// Keys with various windows, checks and settles, for persistence tests.
@@ -316,9 +646,33 @@ fn populate(con: &mut redis::Connection) -> Vec<String> {
         let window = ["60000", "6000", "600000"][i % 3];
         for j in 0..(i + 1) {
             let input = (j * 37 % 500).to_string();
-            let d = decision(con, &["LLMRL.CHECK", &key, "50", "5000", "3000", &input, "64", "WINDOW", window]);
+            let d = decision(
+                con,
+                &[
+                    "LLMRL.CHECK",
+                    &key,
+                    "50",
+                    "5000",
+                    "3000",
+                    &input,
+                    "64",
+                    "WINDOW",
+                    window,
+                ],
+            );
             if j % 3 == 0 && d.allowed {
-                decision(con, &["LLMRL.SETTLE", &key, &d.ticket.to_string(), &input, "7", "64", "100"]);
+                decision(
+                    con,
+                    &[
+                        "LLMRL.SETTLE",
+                        &key,
+                        &d.ticket.to_string(),
+                        &input,
+                        "7",
+                        "64",
+                        "100",
+                    ],
+                );
             }
         }
         keys.push(key);
@@ -328,7 +682,13 @@ fn populate(con: &mut redis::Connection) -> Vec<String> {
 
 fn fingerprint(con: &mut redis::Connection, keys: &[String]) -> Vec<(String, i64, Value)> {
     keys.iter()
-        .map(|k| (digest(con, k), int(con, &["PEXPIRETIME", k]), inspect(con, k)))
+        .map(|k| {
+            (
+                digest(con, k),
+                int(con, &["PEXPIRETIME", k]),
+                inspect(con, k),
+            )
+        })
         .collect()
 }
 
@@ -349,20 +709,32 @@ fn survives_debug_reload_and_rdb_restart() {
     server.shutdown(false);
     server.restart(&[]);
     let mut con = server.client();
-    assert_eq!(fingerprint(&mut con, &keys), before, "state and TTLs survive an RDB restart");
+    assert_eq!(
+        fingerprint(&mut con, &keys),
+        before,
+        "state and TTLs survive an RDB restart"
+    );
     assert_eq!(db_digest(&mut con), db);
 }
 
 #[test]
 fn survives_aof_rewrite_and_replay() {
-    let aof = ["--appendonly", "yes", "--aof-use-rdb-preamble", "no", "--appendfsync", "always"];
+    let aof = [
+        "--appendonly",
+        "yes",
+        "--aof-use-rdb-preamble",
+        "no",
+        "--appendfsync",
+        "always",
+    ];
     let mut server = RedisServer::start(&aof);
     let mut con = server.client();
     let keys = populate(&mut con);
     exec(&mut con, &["BGREWRITEAOF"]).unwrap();
     assert!(eventually(Duration::from_secs(20), || {
         let info = string(&mut con, &["INFO", "persistence"]);
-        info.contains("aof_rewrite_in_progress:0") && info.contains("aof_rewrite_scheduled:0")
+        info.contains("aof_rewrite_in_progress:0")
+            && info.contains("aof_rewrite_scheduled:0")
             && info.contains("aof_last_bgrewrite_status:ok")
     }));
     // More traffic after the rewrite lands in the incremental AOF as LLMRL.APPLY.
@@ -373,16 +745,31 @@ fn survives_aof_rewrite_and_replay() {
 
     let mut aof_text = String::new();
     for entry in std::fs::read_dir(server.dir.join("appendonlydir")).unwrap() {
-        aof_text.push_str(&String::from_utf8_lossy(&std::fs::read(entry.unwrap().path()).unwrap()));
+        aof_text.push_str(&String::from_utf8_lossy(
+            &std::fs::read(entry.unwrap().path()).unwrap(),
+        ));
     }
-    assert!(aof_text.contains("LLMRL.LOAD"), "the rewrite emitted LLMRL.LOAD");
-    assert!(aof_text.contains("LLMRL.APPLY"), "later traffic is logged as LLMRL.APPLY");
-    assert!(!aof_text.contains("LLMRL.CHECK"), "the AOF never replays a clock-reading CHECK");
+    assert!(
+        aof_text.contains("LLMRL.LOAD"),
+        "the rewrite emitted LLMRL.LOAD"
+    );
+    assert!(
+        aof_text.contains("LLMRL.APPLY"),
+        "later traffic is logged as LLMRL.APPLY"
+    );
+    assert!(
+        !aof_text.contains("LLMRL.CHECK"),
+        "the AOF never replays a clock-reading CHECK"
+    );
 
     server.shutdown(false);
     server.restart(&[]);
     let mut con = server.client();
-    assert_eq!(fingerprint(&mut con, &keys), before, "state and TTLs survive an AOF restart");
+    assert_eq!(
+        fingerprint(&mut con, &keys),
+        before,
+        "state and TTLs survive an AOF restart"
+    );
     assert_eq!(db_digest(&mut con), db);
 }
 
@@ -401,30 +788,61 @@ fn replica_matches_primary_and_takes_over() {
     let mut tickets = Vec::new();
     for i in 0..300 {
         let key = format!("burst:{}", i % 7);
-        let d = decision(&mut p, &["LLMRL.CHECK", &key, "40", "2000", "2000", "30", "60"]);
+        let d = decision(
+            &mut p,
+            &["LLMRL.CHECK", &key, "40", "2000", "2000", "30", "60"],
+        );
         if d.allowed {
             tickets.push((key, d.ticket));
         }
     }
     for (key, ticket) in tickets.iter().step_by(2) {
-        decision(&mut p, &["LLMRL.SETTLE", key, &ticket.to_string(), "30", "10", "60", "90"]);
+        decision(
+            &mut p,
+            &[
+                "LLMRL.SETTLE",
+                key,
+                &ticket.to_string(),
+                "30",
+                "10",
+                "60",
+                "90",
+            ],
+        );
     }
     assert_eq!(int(&mut p, &["WAIT", "1", "5000"]), 1);
-    let all: Vec<String> = keys.iter().cloned().chain((0..7).map(|i| format!("burst:{i}"))).collect();
-    assert!(eventually(Duration::from_secs(10), || db_digest(&mut p) == db_digest(&mut r)));
-    assert_eq!(fingerprint(&mut r, &all), fingerprint(&mut p, &all), "digests and absolute TTLs match");
+    let all: Vec<String> = keys
+        .iter()
+        .cloned()
+        .chain((0..7).map(|i| format!("burst:{i}")))
+        .collect();
+    assert!(eventually(Duration::from_secs(10), || db_digest(&mut p)
+        == db_digest(&mut r)));
+    assert_eq!(
+        fingerprint(&mut r, &all),
+        fingerprint(&mut p, &all),
+        "digests and absolute TTLs match"
+    );
 
     // PEEK works on the read-only replica and agrees; CHECK is refused there.
     let peek = ["LLMRL.PEEK", "burst:1", "40", "2000", "2000", "0", "0"];
-    assert_eq!(decision(&mut r, &peek).remaining, decision(&mut p, &peek).remaining);
-    assert!(error(&mut r, &["LLMRL.CHECK", "burst:1", "1", "1", "1", "0", "0"]).starts_with("READONLY"));
+    assert_eq!(
+        decision(&mut r, &peek).remaining,
+        decision(&mut p, &peek).remaining
+    );
+    assert!(
+        error(&mut r, &["LLMRL.CHECK", "burst:1", "1", "1", "1", "0", "0"]).starts_with("READONLY")
+    );
 
     // Promote the replica: it answers as the primary did and keeps enforcing.
     let requests_only = ["LLMRL.PEEK", "burst:1", "40", "0", "0", "0", "0"];
     let expected = decision(&mut p, &requests_only);
     drop(primary);
     exec(&mut r, &["REPLICAOF", "NO", "ONE"]).unwrap();
-    assert_eq!(decision(&mut r, &requests_only).remaining, expected.remaining);
+    assert_eq!(
+        decision(&mut r, &requests_only).remaining,
+        expected.remaining
+    );
     let limits = ["LLMRL.CHECK", "burst:1", "40", "0", "0", "0", "0"];
     let mut admitted = 0;
     while decision(&mut r, &limits).allowed {
@@ -432,7 +850,11 @@ fn replica_matches_primary_and_takes_over() {
         assert!(admitted <= 40);
     }
     // PEEK reports what would remain after one more request.
-    assert_eq!(admitted as i64, expected.remaining[0] + 1, "the new primary admits exactly what was left");
+    assert_eq!(
+        admitted as i64,
+        expected.remaining[0] + 1,
+        "the new primary admits exactly what was left"
+    );
 }
 
 #[test]
@@ -441,7 +863,12 @@ fn memory_per_key_is_bounded() {
     let mut con = server.client();
     // A key with all 61 buckets in use, realistic counts: built with LLMRL.LOAD.
     let head = (server_ms(&mut con) / 1000).to_string();
-    let mut args = vec!["LLMRL.LOAD".to_string(), "full".into(), "60000".into(), head];
+    let mut args = vec![
+        "LLMRL.LOAD".to_string(),
+        "full".into(),
+        "60000".into(),
+        head,
+    ];
     args.extend(["500", "2000000", "400000", "61"].map(String::from));
     for _ in 0..61 {
         args.extend(["1000", "1000000", "200000"].map(String::from));
@@ -454,21 +881,45 @@ fn memory_per_key_is_bounded() {
     // The same, filled for real with a 60 ms window (1 ms buckets).
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_millis(90) {
-        decision(&mut con, &["LLMRL.CHECK", "real", "0", "0", "0", "70000", "9000", "WINDOW", "60"]);
+        decision(
+            &mut con,
+            &[
+                "LLMRL.CHECK",
+                "real",
+                "0",
+                "0",
+                "0",
+                "70000",
+                "9000",
+                "WINDOW",
+                "60",
+            ],
+        );
     }
     let (_, usage, state): (Value, i64, Value) = redis::pipe()
-        .cmd("LLMRL.CHECK").arg(&["real", "0", "0", "0", "70000", "9000", "WINDOW", "60"])
-        .cmd("MEMORY").arg(&["USAGE", "real"])
-        .cmd("LLMRL.INSPECT").arg("real")
+        .cmd("LLMRL.CHECK")
+        .arg(&["real", "0", "0", "0", "70000", "9000", "WINDOW", "60"])
+        .cmd("MEMORY")
+        .arg(&["USAGE", "real"])
+        .cmd("LLMRL.INSPECT")
+        .arg("real")
         .query(&mut con)
         .unwrap();
-    let Value::Array(buckets) = inspect_field(&state, "buckets") else { panic!() };
+    let Value::Array(buckets) = inspect_field(&state, "buckets") else {
+        panic!()
+    };
     assert!(buckets.len() >= 40, "only {} buckets in use", buckets.len());
     assert!(usage <= 1024, "a real full key takes {usage} bytes");
 
-    decision(&mut con, &["LLMRL.CHECK", "sparse", "10", "1000", "1000", "100", "100"]);
+    decision(
+        &mut con,
+        &["LLMRL.CHECK", "sparse", "10", "1000", "1000", "100", "100"],
+    );
     let sparse = int(&mut con, &["MEMORY", "USAGE", "sparse"]);
-    assert!(sparse <= full / 3, "a one-bucket key takes {sparse} bytes, a full one {full}");
+    assert!(
+        sparse <= full / 3,
+        "a one-bucket key takes {sparse} bytes, a full one {full}"
+    );
 }
 
 #[test]
@@ -481,7 +932,12 @@ fn concurrent_clients_never_exceed_the_limit() {
                 let mut admitted = 0u32;
                 for _ in 0..150 {
                     // rpm 100 binds; itpm 1000 would allow 142 of these.
-                    if decision(&mut con, &["LLMRL.CHECK", "hot", "100", "1000", "0", "7", "3"]).allowed {
+                    if decision(
+                        &mut con,
+                        &["LLMRL.CHECK", "hot", "100", "1000", "0", "7", "3"],
+                    )
+                    .allowed
+                    {
                         admitted += 1;
                     }
                 }
@@ -492,7 +948,10 @@ fn concurrent_clients_never_exceed_the_limit() {
     let admitted: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert_eq!(admitted, 100);
     let mut con = server.client();
-    let p = decision(&mut con, &["LLMRL.PEEK", "hot", "100", "1000", "0", "0", "0"]);
+    let p = decision(
+        &mut con,
+        &["LLMRL.PEEK", "hot", "100", "1000", "0", "0", "0"],
+    );
     assert_eq!(p.remaining, [0, 300, -1]);
     assert_eq!(info_field(&mut con, "allowed"), 100);
     assert_eq!(info_field(&mut con, "denied_rpm"), 1100);
@@ -503,7 +962,9 @@ fn resp3_clients_get_a_map() {
     let server = RedisServer::start(&[]);
     let mut con = server.client_resp3();
     let reply = exec(&mut con, &["LLMRL.CHECK", "k", "10", "100", "0", "5", "5"]).unwrap();
-    let Value::Map(pairs) = reply else { panic!("expected a map, got {reply:?}") };
+    let Value::Map(pairs) = reply else {
+        panic!("expected a map, got {reply:?}")
+    };
     let names: Vec<String> = pairs
         .iter()
         .map(|(k, _)| match k {
@@ -514,9 +975,16 @@ fn resp3_clients_get_a_map() {
     assert_eq!(
         names,
         [
-            "allowed", "reason", "retry_after_ms", "remaining_requests", "remaining_input_tokens",
-            "remaining_output_tokens", "reset_requests_ms", "reset_input_tokens_ms",
-            "reset_output_tokens_ms", "ticket"
+            "allowed",
+            "reason",
+            "retry_after_ms",
+            "remaining_requests",
+            "remaining_input_tokens",
+            "remaining_output_tokens",
+            "reset_requests_ms",
+            "reset_input_tokens_ms",
+            "reset_output_tokens_ms",
+            "ticket"
         ]
     );
     assert_eq!(pairs[3].1, Value::Int(9));
@@ -527,25 +995,65 @@ fn resp3_clients_get_a_map() {
 fn config_info_and_key_positions() {
     let server = RedisServer::start_with_module_args(&[], &["default-window-ms", "1200"]);
     let mut con = server.client();
-    let config: Vec<String> = redis::cmd("CONFIG").arg(&["GET", "llmrl.default-window-ms"]).query(&mut con).unwrap();
+    let config: Vec<String> = redis::cmd("CONFIG")
+        .arg(&["GET", "llmrl.default-window-ms"])
+        .query(&mut con)
+        .unwrap();
     assert_eq!(config, ["llmrl.default-window-ms", "1200"]);
     decision(&mut con, &["LLMRL.CHECK", "a", "0", "0", "0", "1", "1"]);
-    assert_eq!(as_int(&inspect_field(&inspect(&mut con, "a"), "window_ms")), 1200);
+    assert_eq!(
+        as_int(&inspect_field(&inspect(&mut con, "a"), "window_ms")),
+        1200
+    );
 
-    assert!(exec(&mut con, &["CONFIG", "SET", "llmrl.default-window-ms", "1000"]).is_err());
-    exec(&mut con, &["CONFIG", "SET", "llmrl.default-window-ms", "6000"]).unwrap();
+    assert!(exec(
+        &mut con,
+        &["CONFIG", "SET", "llmrl.default-window-ms", "1000"]
+    )
+    .is_err());
+    exec(
+        &mut con,
+        &["CONFIG", "SET", "llmrl.default-window-ms", "6000"],
+    )
+    .unwrap();
     decision(&mut con, &["LLMRL.CHECK", "b", "0", "0", "0", "1", "1"]);
-    assert_eq!(as_int(&inspect_field(&inspect(&mut con, "b"), "window_ms")), 6000);
+    assert_eq!(
+        as_int(&inspect_field(&inspect(&mut con, "b"), "window_ms")),
+        6000
+    );
     // An existing key keeps its window whatever the default becomes.
     decision(&mut con, &["LLMRL.CHECK", "a", "0", "0", "0", "1", "1"]);
-    assert_eq!(as_int(&inspect_field(&inspect(&mut con, "a"), "window_ms")), 1200);
+    assert_eq!(
+        as_int(&inspect_field(&inspect(&mut con, "a"), "window_ms")),
+        1200
+    );
     assert_eq!(info_field(&mut con, "default_window_ms"), 6000);
 
     // The key is the first argument of every command (cluster routing, ACL key patterns).
     for args in [
-        &["COMMAND", "GETKEYS", "LLMRL.CHECK", "user:1", "1", "1", "1", "1", "1"][..],
+        &[
+            "COMMAND",
+            "GETKEYS",
+            "LLMRL.CHECK",
+            "user:1",
+            "1",
+            "1",
+            "1",
+            "1",
+            "1",
+        ][..],
         &["COMMAND", "GETKEYS", "LLMRL.PEEK", "user:1", "1", "1", "1"],
-        &["COMMAND", "GETKEYS", "LLMRL.SETTLE", "user:1", "1", "1", "1", "1", "1"],
+        &[
+            "COMMAND",
+            "GETKEYS",
+            "LLMRL.SETTLE",
+            "user:1",
+            "1",
+            "1",
+            "1",
+            "1",
+            "1",
+        ],
         &["COMMAND", "GETKEYS", "LLMRL.INSPECT", "user:1"],
     ] {
         let keys: Vec<String> = {
@@ -563,22 +1071,53 @@ fn config_info_and_key_positions() {
 fn load_and_apply_rebuild_state_exactly() {
     let server = RedisServer::start(&[]);
     let mut con = server.client();
-    let d = decision(&mut con, &["LLMRL.CHECK", "src", "9", "900", "800", "10", "20", "WINDOW", "6000"]);
-    decision(&mut con, &["LLMRL.SETTLE", "src", &d.ticket.to_string(), "10", "3", "20", "20"]);
+    let d = decision(
+        &mut con,
+        &[
+            "LLMRL.CHECK",
+            "src",
+            "9",
+            "900",
+            "800",
+            "10",
+            "20",
+            "WINDOW",
+            "6000",
+        ],
+    );
+    decision(
+        &mut con,
+        &[
+            "LLMRL.SETTLE",
+            "src",
+            &d.ticket.to_string(),
+            "10",
+            "3",
+            "20",
+            "20",
+        ],
+    );
     let state = inspect(&mut con, "src");
-    let Value::Array(buckets) = inspect_field(&state, "buckets") else { panic!() };
+    let Value::Array(buckets) = inspect_field(&state, "buckets") else {
+        panic!()
+    };
     let head = as_int(&inspect_field(&state, "head_bucket")).to_string();
     let mut args = vec!["LLMRL.LOAD".to_string(), "copy".into(), "6000".into(), head];
     args.extend(["9", "900", "800"].map(String::from));
     args.push(buckets.len().to_string());
     for bucket in &buckets {
-        let Value::Array(fields) = bucket else { panic!() };
+        let Value::Array(fields) = bucket else {
+            panic!()
+        };
         args.extend(fields[1..].iter().map(|v| as_int(v).to_string()));
     }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     assert_eq!(string(&mut con, &refs), "OK");
     assert_eq!(digest(&mut con, "copy"), digest(&mut con, "src"));
-    assert_eq!(int(&mut con, &["PEXPIRETIME", "copy"]), int(&mut con, &["PEXPIRETIME", "src"]));
+    assert_eq!(
+        int(&mut con, &["PEXPIRETIME", "copy"]),
+        int(&mut con, &["PEXPIRETIME", "src"])
+    );
 
     // COPY duplicates the value too.
     assert_eq!(int(&mut con, &["COPY", "src", "dup"]), 1);
@@ -586,13 +1125,47 @@ fn load_and_apply_rebuild_state_exactly() {
 
     // APPLY replays an effect with its own timestamp and no clock: a refund on a missing key
     // creates nothing; a charge creates the key at that time.
-    let refund = ["LLMRL.APPLY", "none", "600", "1000000", "0", "0", "0", "0", "0", "0", "1010", "5", "5"];
+    let refund = [
+        "LLMRL.APPLY",
+        "none",
+        "600",
+        "1000000",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
+        "1010",
+        "5",
+        "5",
+    ];
     assert_eq!(string(&mut con, &refund), "OK");
     assert_eq!(int(&mut con, &["EXISTS", "none"]), 0);
     let far_future = "4102444800000"; // 2100-01-01
-    let charge = ["LLMRL.APPLY", "later", "600", far_future, "1", "2", "3", "1", "2", "3", "0", "0", "0"];
+    let charge = [
+        "LLMRL.APPLY",
+        "later",
+        "600",
+        far_future,
+        "1",
+        "2",
+        "3",
+        "1",
+        "2",
+        "3",
+        "0",
+        "0",
+        "0",
+    ];
     assert_eq!(string(&mut con, &charge), "OK");
     let state = inspect(&mut con, "later");
-    assert_eq!(as_int(&inspect_field(&state, "head_bucket")), 4102444800000 / 10);
-    assert_eq!(int(&mut con, &["PEXPIRETIME", "later"]), 4102444800000 + 610);
+    assert_eq!(
+        as_int(&inspect_field(&state, "head_bucket")),
+        4102444800000 / 10
+    );
+    assert_eq!(
+        int(&mut con, &["PEXPIRETIME", "later"]),
+        4102444800000 + 610
+    );
 }

@@ -13,8 +13,8 @@
 
 mod ring;
 
-pub use ring::{Row, MAX_ROWS};
 use ring::Ring;
+pub use ring::{Row, MAX_ROWS};
 use thiserror::Error;
 
 /// Buckets in one window.
@@ -156,7 +156,7 @@ pub struct Snapshot {
 }
 
 pub fn validate_window(window_ms: u64) -> Result<u64, WindowError> {
-    if window_ms == 0 || window_ms % BUCKETS_PER_WINDOW != 0 {
+    if window_ms == 0 || !window_ms.is_multiple_of(BUCKETS_PER_WINDOW) {
         return Err(WindowError::InvalidWindow);
     }
     Ok(window_ms)
@@ -285,7 +285,11 @@ impl Window {
                 .rev()
                 .find(|(_, row)| row[d] > 0)
                 .map(|(bucket, _)| bucket);
-            let newest = if charged[d] > 0 { Some(current) } else { newest };
+            let newest = if charged[d] > 0 {
+                Some(current)
+            } else {
+                newest
+            };
             if let Some(bucket) = newest {
                 reset_ms[d] = self.bucket_expiry_ms(bucket).saturating_sub(now_ms);
             }
@@ -350,10 +354,11 @@ impl Window {
             }
             let newest = self.ring.len().saturating_sub(1);
             let mut row = self.ring.get(newest);
-            for d in 0..3 {
-                let before = row[d];
-                row[d] = before.saturating_add(effect.charge[d]);
-                self.totals[d] += u128::from(row[d] - before);
+            for ((value, total), charge) in row.iter_mut().zip(&mut self.totals).zip(effect.charge)
+            {
+                let before = *value;
+                *value = before.saturating_add(charge);
+                *total += u128::from(*value - before);
             }
             self.ring.set(newest, row);
         }
@@ -371,10 +376,10 @@ impl Window {
         };
         let index = index as usize;
         let mut row = self.ring.get(index);
-        for d in 0..3 {
-            let taken = row[d].min(refund.amounts[d]);
-            row[d] -= taken;
-            self.totals[d] = self.totals[d].saturating_sub(u128::from(taken));
+        for ((value, total), amount) in row.iter_mut().zip(&mut self.totals).zip(refund.amounts) {
+            let taken = (*value).min(amount);
+            *value -= taken;
+            *total = total.saturating_sub(u128::from(taken));
         }
         self.ring.set(index, row);
     }
@@ -413,7 +418,7 @@ impl Window {
 
     fn bucket_of_ticket(&self, ticket: u64) -> Option<u64> {
         let width = self.bucket_ms();
-        if ticket == 0 || ticket % width != 0 {
+        if ticket == 0 || !ticket.is_multiple_of(width) {
             return None;
         }
         Some(ticket / width - 1)

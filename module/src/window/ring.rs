@@ -182,8 +182,7 @@ impl Ring {
         let cap = cap.clamp(self.len(), MAX_ROWS);
         let rows: Vec<Row> = self.iter().collect();
         let stride: usize = widths.iter().map(|w| usize::from(*w)).sum();
-        let mut bytes = Vec::with_capacity(cap * stride);
-        bytes.resize(cap * stride, 0);
+        let mut bytes = vec![0; cap * stride];
         for (index, row) in rows.iter().enumerate() {
             let mut offset = index * stride;
             for (value, width) in row.iter().zip(widths) {

@@ -134,10 +134,20 @@ impl Naive {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Check { dt: u64, cost: Amounts },
-    Peek { dt: u64, cost: Amounts },
+    Check {
+        dt: u64,
+        cost: Amounts,
+    },
+    Peek {
+        dt: u64,
+        cost: Amounts,
+    },
     /// Settle the `pick`-th admitted request (modulo their count) with these actual usages.
-    Settle { dt: u64, pick: usize, actual: [u64; 2] },
+    Settle {
+        dt: u64,
+        pick: usize,
+        actual: [u64; 2],
+    },
 }
 
 fn op_strategy(width: u64, allow_excess: bool) -> impl Strategy<Value = Op> {
@@ -371,8 +381,14 @@ fn settle_validates_tickets() {
         window.plan_settle(now, 0, [10, 10], [5, 5]),
         Err(WindowError::InvalidTicket)
     );
-    assert_eq!(window.plan_settle(now, ticket, [10, 10], [10, 10]), Ok(None));
-    assert_eq!(window.plan_settle(now + 700, ticket, [10, 10], [0, 0]), Ok(None));
+    assert_eq!(
+        window.plan_settle(now, ticket, [10, 10], [10, 10]),
+        Ok(None)
+    );
+    assert_eq!(
+        window.plan_settle(now + 700, ticket, [10, 10], [0, 0]),
+        Ok(None)
+    );
     let effect = window
         .plan_settle(now, ticket, [10, 10], [4, 25])
         .unwrap()

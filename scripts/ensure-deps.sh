@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Make sure the system packages llmrl needs are present: redis-server / redis-cli (to run and
+# test the module) and libclang (bindgen, used by the redis-module crate at build time).
+# As root with apt-get, missing ones are installed; otherwise we say exactly what to install.
+set -euo pipefail
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+if ! { ldconfig -p 2>/dev/null | grep -q 'libclang'; } && ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then
+    missing+=(libclang-dev)
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${missing[*]} with apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian may start a system redis-server on 6379; llmrl runs its own.
+    exit 0
+fi
+
+echo "llmrl needs these packages: ${missing[*]}" >&2
+echo "install them, e.g.: sudo apt-get install ${missing[*]}" >&2
+exit 1
