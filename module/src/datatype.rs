@@ -5,7 +5,16 @@ use redis_module::logging::log_warning;
 use redis_module::native_types::RedisType;
 use redis_module::{raw, RedisString};
 use std::os::raw::{c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+
+/// Run a callback, turning a panic (a bug) into `fallback` rather than unwinding into Redis.
+fn guarded<T>(fallback: T, callback: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(callback)).unwrap_or_else(|_| {
+        log_warning("llmrl: caught a panic in a data type callback");
+        fallback
+    })
+}
 
 /// RDB encoding version. Version 1: window_ms, head, 3 limits, row count, then 3 counters a row.
 pub const ENCODING_VERSION: i32 = 1;
@@ -54,7 +63,8 @@ unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) 
     let Some(window) = value.cast::<Window>().as_ref() else {
         return;
     };
-    for number in encode(&window.snapshot()) {
+    let numbers = guarded(Vec::new(), || encode(&window.snapshot()));
+    for number in numbers {
         raw::save_unsigned(rdb, number);
     }
 }
@@ -67,7 +77,7 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
         ));
         return ptr::null_mut();
     }
-    match load_snapshot(rdb) {
+    guarded(ptr::null_mut(), || match load_snapshot(rdb) {
         Ok(snapshot) => match Window::from_snapshot(&snapshot) {
             Ok(window) => Box::into_raw(Box::new(window)).cast::<c_void>(),
             Err(error) => {
@@ -77,7 +87,7 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
         },
         // A short read: Redis reports the I/O error itself (HANDLE_IO_ERRORS).
         Err(()) => ptr::null_mut(),
-    }
+    })
 }
 
 fn load_snapshot(rdb: *mut raw::RedisModuleIO) -> Result<Snapshot, ()> {
@@ -113,7 +123,8 @@ unsafe extern "C" fn aof_rewrite(
     };
     // The key Redis hands us lives on its stack and cannot be retained: pass a copy.
     let key = RedisString::create_from_slice(ptr::null_mut(), RedisString::string_as_slice(key));
-    let numbers = encode(&window.snapshot())
+    let numbers = guarded(Vec::new(), || encode(&window.snapshot()));
+    let numbers = numbers
         .into_iter()
         .map(|n| RedisString::create(None, n.to_string()));
     let args: Vec<RedisString> = std::iter::once(key).chain(numbers).collect();
@@ -148,7 +159,7 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
     ) else {
         return;
     };
-    for number in encode(&window.snapshot()) {
+    for number in guarded(Vec::new(), || encode(&window.snapshot())) {
         add(md, number as i64);
     }
     end(md);
@@ -160,7 +171,9 @@ unsafe extern "C" fn copy(
     value: *const c_void,
 ) -> *mut c_void {
     match value.cast::<Window>().as_ref() {
-        Some(window) => Box::into_raw(Box::new(window.clone())).cast::<c_void>(),
+        Some(window) => guarded(ptr::null_mut(), || {
+            Box::into_raw(Box::new(window.clone())).cast::<c_void>()
+        }),
         None => ptr::null_mut(),
     }
 }

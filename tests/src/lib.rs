@@ -79,26 +79,33 @@ impl RedisServer {
 
     fn launch(&mut self, port: Option<u16>) {
         for _attempt in 0..5 {
-            let port = port.unwrap_or_else(free_port);
-            let log = self.dir.join("redis.log");
-            let child = Command::new("redis-server")
-                .args(&self.args)
-                .args(["--port", &port.to_string()])
-                .args(["--dir", &self.dir.display().to_string()])
-                .args(["--logfile", &log.display().to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed (make test installs it)");
-            self.child = Some(child);
-            self.port = port;
-            if self.wait_ready(Duration::from_secs(10)) {
+            if self.try_launch(port.unwrap_or_else(free_port)) {
                 return;
             }
-            self.kill();
         }
         panic!("redis-server did not start; log:\n{}", self.log());
+    }
+
+    /// One attempt to start on `port`; false if the server exits or never answers.
+    fn try_launch(&mut self, port: u16) -> bool {
+        let log = self.dir.join("redis.log");
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .args(["--port", &port.to_string()])
+            .args(["--dir", &self.dir.display().to_string()])
+            .args(["--logfile", &log.display().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (make test installs it)");
+        self.child = Some(child);
+        self.port = port;
+        if self.wait_ready(Duration::from_secs(10)) {
+            return true;
+        }
+        self.kill();
+        false
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> bool {
@@ -176,6 +183,12 @@ impl RedisServer {
         self.args.extend(extra.iter().map(|s| s.to_string()));
         let port = self.port;
         self.launch(Some(port));
+    }
+
+    /// Like `restart`, once, reporting whether the server came up (it may refuse its data).
+    pub fn try_restart(&mut self) -> bool {
+        let port = self.port;
+        self.try_launch(port)
     }
 }
 

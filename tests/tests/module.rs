@@ -773,6 +773,53 @@ fn survives_aof_rewrite_and_replay() {
     assert_eq!(db_digest(&mut con), db);
 }
 
+/// The 64-bit id an RDB stores for a module type: 9 name characters of 6 bits, then the
+/// 10-bit encoding version.
+fn module_type_id(encver: u64) -> u64 {
+    const CHARSET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let name = b"llmrl-win";
+    let id = name.iter().fold(0u64, |id, c| {
+        (id << 6) | CHARSET.iter().position(|x| x == c).unwrap() as u64
+    });
+    (id << 10) | encver
+}
+
+#[test]
+fn refuses_an_rdb_from_a_newer_encoding() {
+    // Without a checksum the RDB can be edited: claim the keys were written by encoding 2.
+    let mut server = RedisServer::start(&["--rdbchecksum", "no"]);
+    let mut con = server.client();
+    populate(&mut con);
+    exec(&mut con, &["SAVE"]).unwrap();
+    server.shutdown(false);
+    let path = server.dir.join("dump.rdb");
+    let mut rdb = std::fs::read(&path).unwrap();
+    let (current, newer) = (
+        module_type_id(1).to_be_bytes(),
+        module_type_id(2).to_be_bytes(),
+    );
+    let mut patched = 0;
+    for i in 0..rdb.len().saturating_sub(8) {
+        if rdb[i..i + 8] == current {
+            rdb[i..i + 8].copy_from_slice(&newer);
+            patched += 1;
+        }
+    }
+    assert_eq!(patched, 20, "one type id per key");
+    std::fs::write(&path, rdb).unwrap();
+    assert!(
+        !server.try_restart(),
+        "Redis must not start on data it cannot read"
+    );
+    assert!(
+        server
+            .log()
+            .contains("cannot load a key with encoding version 2"),
+        "{}",
+        server.log()
+    );
+}
+
 #[test]
 fn replica_matches_primary_and_takes_over() {
     let primary = RedisServer::start(&[]);
