@@ -1,0 +1,408 @@
+//! Command line (every flag also from the environment) and the API keys file.
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use thiserror::Error;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FailureMode {
+    /// Answer 503 while the limiter is unreachable (nothing unlimited gets through).
+    Closed,
+    /// Serve without limits while the limiter is unreachable (counted in metrics).
+    Open,
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "llmrl-gateway",
+    version,
+    about = "OpenAI-compatible gateway that enforces RPM/ITPM/OTPM limits with the llmrl Redis module"
+)]
+pub struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "LLMRL_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+
+    /// This node's name (reported by /health and in logs); default "gw-<port>".
+    #[arg(long, env = "LLMRL_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Redis with the llmrl module loaded.
+    #[arg(
+        long,
+        env = "LLMRL_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/"
+    )]
+    pub redis_url: String,
+
+    /// Redis Cluster seed nodes (comma separated URLs); when set, --redis-url is ignored.
+    #[arg(long, env = "LLMRL_REDIS_CLUSTER", value_delimiter = ',')]
+    pub redis_cluster: Vec<String>,
+
+    /// API keys and their limits (TOML, or JSON when the name ends in .json). Reloaded on SIGHUP.
+    #[arg(long, env = "LLMRL_KEYS_FILE", default_value = "keys.toml")]
+    pub keys_file: PathBuf,
+
+    /// Proxy admitted requests to this OpenAI-compatible server (e.g. https://api.openai.com)
+    /// instead of answering with the built-in mock. Its API key is read from the environment
+    /// variable LLMRL_UPSTREAM_API_KEY.
+    #[arg(long, env = "LLMRL_UPSTREAM")]
+    pub upstream: Option<String>,
+
+    /// Upstream request timeout, in ms.
+    #[arg(long, env = "LLMRL_UPSTREAM_TIMEOUT_MS", default_value_t = 600_000)]
+    pub upstream_timeout_ms: u64,
+
+    /// Largest request body accepted, in bytes (larger: 413).
+    #[arg(long, env = "LLMRL_BODY_LIMIT", default_value_t = 1 << 20)]
+    pub body_limit: usize,
+
+    /// Time allowed to receive a request's headers and body, in ms (slow clients get 408).
+    #[arg(long, env = "LLMRL_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub read_timeout_ms: u64,
+
+    /// Timeout of each Redis call, in ms; past it the limiter counts as unavailable.
+    #[arg(long, env = "LLMRL_REDIS_TIMEOUT_MS", default_value_t = 50)]
+    pub redis_timeout_ms: u64,
+
+    /// What to do when Redis cannot be reached or answers too slowly.
+    #[arg(
+        long,
+        env = "LLMRL_ON_REDIS_ERROR",
+        value_enum,
+        default_value = "closed"
+    )]
+    pub on_redis_error: FailureMode,
+
+    /// Completion length (tokens per choice) of the built-in mock upstream, before max_tokens.
+    #[arg(long, env = "LLMRL_MOCK_TOKENS", default_value_t = 32)]
+    pub mock_tokens: u64,
+
+    /// Delay between streamed mock chunks, in ms (to imitate a model's pace).
+    #[arg(long, env = "LLMRL_MOCK_CHUNK_DELAY_MS", default_value_t = 0)]
+    pub mock_chunk_delay_ms: u64,
+
+    /// How long a graceful shutdown waits for requests in flight, in ms.
+    #[arg(long, env = "LLMRL_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+
+    /// Benchmarks only: skip the limiter entirely (no Redis calls, no rate-limit headers).
+    #[arg(long, env = "LLMRL_NO_LIMITER")]
+    pub no_limiter: bool,
+}
+
+impl Cli {
+    pub fn node_id(&self) -> String {
+        self.node_id
+            .clone()
+            .unwrap_or_else(|| format!("gw-{}", self.listen.port()))
+    }
+}
+
+/// Limits of one (key, model scope); 0 means unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub rpm: u64,
+    pub itpm: u64,
+    pub otpm: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelEntry {
+    #[serde(default)]
+    rpm: u64,
+    #[serde(default)]
+    itpm: u64,
+    #[serde(default)]
+    otpm: u64,
+    default_output_reservation: Option<u64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyEntry {
+    name: String,
+    /// The API key itself, or...
+    key: Option<String>,
+    /// ...its SHA-256 in hex, so the file need not hold the secret.
+    key_sha256: Option<String>,
+    #[serde(default)]
+    rpm: u64,
+    #[serde(default)]
+    itpm: u64,
+    #[serde(default)]
+    otpm: u64,
+    #[serde(default = "default_reservation")]
+    default_output_reservation: u64,
+    #[serde(default)]
+    shadow: bool,
+    #[serde(default = "default_window")]
+    window_ms: u64,
+    #[serde(default)]
+    models: HashMap<String, ModelEntry>,
+}
+
+fn default_reservation() -> u64 {
+    1024
+}
+
+fn default_window() -> u64 {
+    60_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysFile {
+    keys: Vec<KeyEntry>,
+}
+
+/// What the gateway knows about one API key (never the key itself).
+#[derive(Debug)]
+pub struct ApiKey {
+    pub name: String,
+    digest: [u8; 32],
+    pub limits: Limits,
+    pub default_output_reservation: u64,
+    pub shadow: bool,
+    pub window_ms: u64,
+    models: HashMap<String, (Limits, u64)>,
+}
+
+/// The limits that apply to one request: which Redis key, which limits, which reservation.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub redis_key: String,
+    pub limits: Limits,
+    pub default_output_reservation: u64,
+}
+
+impl ApiKey {
+    /// Per-model overrides get their own Redis key; every other model shares "default".
+    pub fn scope(&self, model: &str) -> Scope {
+        let hash: String = self.digest[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        match self.models.get(model) {
+            Some((limits, reservation)) => Scope {
+                redis_key: format!("llmrl:{{{hash}}}:model:{model}"),
+                limits: *limits,
+                default_output_reservation: *reservation,
+            },
+            None => Scope {
+                redis_key: format!("llmrl:{{{hash}}}:default"),
+                limits: self.limits,
+                default_output_reservation: self.default_output_reservation,
+            },
+        }
+    }
+
+    pub fn model_names(&self) -> impl Iterator<Item = &str> {
+        self.models.keys().map(String::as_str)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum KeysError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot parse {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("key {name:?}: {message}")]
+    Invalid { name: String, message: String },
+}
+
+#[derive(Debug, Default)]
+pub struct KeyStore {
+    by_digest: HashMap<[u8; 32], Arc<ApiKey>>,
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn parse_hex_digest(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl KeyStore {
+    pub fn load(path: &Path) -> Result<KeyStore, KeysError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| KeysError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        let file: KeysFile = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        } else {
+            toml::from_str(&text).map_err(|e| e.to_string())
+        }
+        .map_err(|message| KeysError::Parse {
+            path: display,
+            message,
+        })?;
+        KeyStore::from_entries(file.keys)
+    }
+
+    fn from_entries(entries: Vec<KeyEntry>) -> Result<KeyStore, KeysError> {
+        let mut by_digest = HashMap::new();
+        for entry in entries {
+            let invalid = |message: &str| KeysError::Invalid {
+                name: entry.name.clone(),
+                message: message.to_string(),
+            };
+            let digest = match (&entry.key, &entry.key_sha256) {
+                (Some(key), None) if !key.is_empty() => sha256(key.as_bytes()),
+                (None, Some(hex)) => parse_hex_digest(hex)
+                    .ok_or_else(|| invalid("key_sha256 must be 64 hex digits"))?,
+                _ => return Err(invalid("give exactly one of key or key_sha256")),
+            };
+            if entry.window_ms == 0 || !entry.window_ms.is_multiple_of(60) {
+                return Err(invalid("window_ms must be a positive multiple of 60"));
+            }
+            let models = entry
+                .models
+                .iter()
+                .map(|(model, m)| {
+                    let reservation = m
+                        .default_output_reservation
+                        .unwrap_or(entry.default_output_reservation);
+                    let limits = Limits {
+                        rpm: m.rpm,
+                        itpm: m.itpm,
+                        otpm: m.otpm,
+                    };
+                    (model.clone(), (limits, reservation))
+                })
+                .collect();
+            let key = ApiKey {
+                name: entry.name.clone(),
+                digest,
+                limits: Limits {
+                    rpm: entry.rpm,
+                    itpm: entry.itpm,
+                    otpm: entry.otpm,
+                },
+                default_output_reservation: entry.default_output_reservation,
+                shadow: entry.shadow,
+                window_ms: entry.window_ms,
+                models,
+            };
+            if by_digest.insert(digest, Arc::new(key)).is_some() {
+                return Err(invalid("the same API key appears twice"));
+            }
+        }
+        Ok(KeyStore { by_digest })
+    }
+
+    /// Find the key a client presented. The map is keyed by SHA-256, so lookup time says
+    /// nothing about the secret; the final comparison is constant-time.
+    pub fn authenticate(&self, presented: &[u8]) -> Option<Arc<ApiKey>> {
+        let digest = sha256(presented);
+        let found = self.by_digest.get(&digest)?;
+        bool::from(found.digest.ct_eq(&digest)).then(|| Arc::clone(found))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_digest.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(toml_text: &str) -> Result<KeyStore, KeysError> {
+        let file: KeysFile = toml::from_str(toml_text).map_err(|e| KeysError::Parse {
+            path: "test".into(),
+            message: e.to_string(),
+        })?;
+        KeyStore::from_entries(file.keys)
+    }
+
+    #[test]
+    fn keys_scopes_and_hashes() {
+        let digest: String = sha256(b"sk-two")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let text = format!(
+            r#"
+            [[keys]]
+            name = "one"
+            key = "sk-one"
+            rpm = 10
+            itpm = 1000
+            [keys.models."gpt-4o"]
+            rpm = 5
+            default_output_reservation = 77
+
+            [[keys]]
+            name = "two"
+            key_sha256 = "{digest}"
+            shadow = true
+            window_ms = 600
+            "#
+        );
+        let store = store(&text).unwrap();
+        assert_eq!(store.len(), 2);
+        let one = store.authenticate(b"sk-one").unwrap();
+        assert_eq!(one.name, "one");
+        let default = one.scope("gpt-4o-mini");
+        assert_eq!(
+            default.limits,
+            Limits {
+                rpm: 10,
+                itpm: 1000,
+                otpm: 0
+            }
+        );
+        assert_eq!(default.default_output_reservation, 1024);
+        let special = one.scope("gpt-4o");
+        assert_eq!(special.limits.rpm, 5);
+        assert_eq!(special.default_output_reservation, 77);
+        assert_ne!(special.redis_key, default.redis_key);
+        assert!(
+            !default.redis_key.contains("sk-one"),
+            "plaintext keys never reach Redis"
+        );
+        let two = store.authenticate(b"sk-two").unwrap();
+        assert!(two.shadow);
+        assert_eq!(two.window_ms, 600);
+        assert!(store.authenticate(b"sk-three").is_none());
+        assert!(store.authenticate(b"").is_none());
+    }
+
+    #[test]
+    fn bad_files_are_refused() {
+        assert!(store("[[keys]]\nname = \"x\"\n").is_err(), "no key");
+        assert!(store("[[keys]]\nname = \"x\"\nkey = \"a\"\nkey_sha256 = \"00\"\n").is_err());
+        assert!(store("[[keys]]\nname = \"x\"\nkey = \"a\"\nwindow_ms = 61\n").is_err());
+        assert!(
+            store("[[keys]]\nname = \"x\"\nkey = \"a\"\nrpn = 1\n").is_err(),
+            "typo"
+        );
+        assert!(store(
+            "[[keys]]\nname = \"x\"\nkey = \"a\"\n[[keys]]\nname = \"y\"\nkey = \"a\"\n"
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,145 @@
+//! OpenAI's rate-limit headers and duration format.
+
+use crate::config::Limits;
+use crate::limiter::Verdict;
+
+/// OpenAI's reset format: `12ms` under a second, else Go-style `1s`, `9.816s`, `6m0s`, `1h2m3s`.
+pub fn duration(ms: u64) -> String {
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let hours = ms / 3_600_000;
+    let minutes = ms / 60_000 % 60;
+    let millis = ms % 60_000;
+    let seconds = if millis.is_multiple_of(1000) {
+        format!("{}s", millis / 1000)
+    } else {
+        let text = format!("{}.{:03}", millis / 1000, millis % 1000);
+        format!("{}s", text.trim_end_matches('0'))
+    };
+    match (hours, minutes) {
+        (0, 0) => seconds,
+        (0, m) => format!("{m}m{seconds}"),
+        (h, m) => format!("{h}h{m}m{seconds}"),
+    }
+}
+
+/// The three dimensions as OpenAI names them in headers and 429 bodies.
+pub const DIMENSIONS: [(&str, &str, &str); 3] = [
+    ("requests", "requests", "requests per min (RPM)"),
+    (
+        "input-tokens",
+        "input_tokens",
+        "input tokens per min (ITPM)",
+    ),
+    (
+        "output-tokens",
+        "output_tokens",
+        "output tokens per min (OTPM)",
+    ),
+];
+
+pub fn dimension_index(reason: &str) -> Option<usize> {
+    match reason {
+        "rpm" => Some(0),
+        "itpm" => Some(1),
+        "otpm" => Some(2),
+        _ => None,
+    }
+}
+
+pub fn limit_array(limits: Limits) -> [u64; 3] {
+    [limits.rpm, limits.itpm, limits.otpm]
+}
+
+/// Every `x-ratelimit-*` header for a decision; unlimited dimensions are left out.
+pub fn rate_limit_headers(limits: Limits, verdict: &Verdict) -> Vec<(String, String)> {
+    let limits = limit_array(limits);
+    let mut headers = Vec::with_capacity(12);
+    let mut push = |name: &str, limit: u64, remaining: i64, reset: i64| {
+        headers.push((format!("x-ratelimit-limit-{name}"), limit.to_string()));
+        headers.push((
+            format!("x-ratelimit-remaining-{name}"),
+            remaining.max(0).to_string(),
+        ));
+        headers.push((
+            format!("x-ratelimit-reset-{name}"),
+            duration(reset.max(0) as u64),
+        ));
+    };
+    for (i, (name, _, _)) in DIMENSIONS.iter().enumerate() {
+        if limits[i] > 0 {
+            push(name, limits[i], verdict.remaining[i], verdict.reset_ms[i]);
+        }
+    }
+    // The classic `-tokens` headers describe whichever token limit binds first: the one with
+    // the smaller share left.
+    let share = |i: usize| verdict.remaining[i].max(0) as f64 / limits[i] as f64;
+    let binding = match (limits[1] > 0, limits[2] > 0) {
+        (true, true) => Some(if share(2) < share(1) { 2 } else { 1 }),
+        (true, false) => Some(1),
+        (false, true) => Some(2),
+        (false, false) => None,
+    };
+    if let Some(i) = binding {
+        push(
+            "tokens",
+            limits[i],
+            verdict.remaining[i],
+            verdict.reset_ms[i],
+        );
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_like_openai() {
+        assert_eq!(duration(0), "0ms");
+        assert_eq!(duration(12), "12ms");
+        assert_eq!(duration(1000), "1s");
+        assert_eq!(duration(9816), "9.816s");
+        assert_eq!(duration(6410), "6.41s");
+        assert_eq!(duration(360_000), "6m0s");
+        assert_eq!(duration(61_500), "1m1.5s");
+        assert_eq!(duration(3_723_000), "1h2m3s");
+    }
+
+    #[test]
+    fn headers_pick_the_binding_token_limit() {
+        let verdict = Verdict {
+            allowed: true,
+            reason: "ok".into(),
+            retry_after_ms: 0,
+            remaining: [9, 900, 100],
+            reset_ms: [6000, 6000, 59_000],
+            ticket: 1,
+        };
+        let h = rate_limit_headers(
+            Limits {
+                rpm: 10,
+                itpm: 1000,
+                otpm: 1000,
+            },
+            &verdict,
+        );
+        let get = |n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("x-ratelimit-limit-requests"), Some("10"));
+        assert_eq!(get("x-ratelimit-remaining-input-tokens"), Some("900"));
+        assert_eq!(get("x-ratelimit-remaining-tokens"), Some("100"));
+        assert_eq!(get("x-ratelimit-reset-tokens"), Some("59s"));
+        assert_eq!(get("x-ratelimit-reset-requests"), Some("6s"));
+        let h = rate_limit_headers(
+            Limits {
+                rpm: 0,
+                itpm: 0,
+                otpm: 5,
+            },
+            &verdict,
+        );
+        assert_eq!(h.len(), 6);
+    }
+}

@@ -1,0 +1,151 @@
+//! llmrl-gateway: an OpenAI-compatible HTTP gateway that enforces per-key RPM/ITPM/OTPM limits
+//! with one atomic LLMRL.CHECK per request, shared by every node through Redis.
+
+mod config;
+mod headers;
+mod limiter;
+mod metrics;
+mod openai;
+mod server;
+mod tokens;
+mod upstream;
+
+use clap::Parser;
+use config::{Cli, KeyStore};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use server::App;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LLMRL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let keys = KeyStore::load(&cli.keys_file).map_err(|e| e.to_string())?;
+    let limiter = if cli.no_limiter {
+        tracing::warn!("--no-limiter: requests are NOT rate limited (benchmarking mode)");
+        None
+    } else {
+        let timeout = Duration::from_millis(cli.redis_timeout_ms);
+        Some(
+            limiter::Limiter::new(&cli.redis_url, &cli.redis_cluster, timeout)
+                .map_err(|e| e.to_string())?,
+        )
+    };
+    let upstream = match &cli.upstream {
+        None => None,
+        Some(url) => {
+            let api_key = std::env::var("LLMRL_UPSTREAM_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty());
+            let timeout = Duration::from_millis(cli.upstream_timeout_ms);
+            Some(upstream::Upstream::new(url, api_key, timeout)?)
+        }
+    };
+    let listener = TcpListener::bind(cli.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
+    let read_timeout = Duration::from_millis(cli.read_timeout_ms);
+    let grace = Duration::from_millis(cli.shutdown_grace_ms);
+    let app = Arc::new(App::new(cli, keys, limiter, upstream));
+    tracing::info!(
+        listen = %app.cli.listen,
+        node = %app.node,
+        keys = app.keys.read().map(|k| k.len()).unwrap_or(0),
+        redis = if app.cli.redis_cluster.is_empty() { app.cli.redis_url.as_str() } else { "cluster" },
+        upstream = app.cli.upstream.as_deref().unwrap_or("mock"),
+        on_redis_error = ?app.cli.on_redis_error,
+        "llmrl gateway ready"
+    );
+    tokio::spawn(reload_on_sighup(Arc::clone(&app)));
+
+    let graceful = GracefulShutdown::new();
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        // E.g. out of file descriptors: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let app = Arc::clone(&app);
+                let connection = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(read_timeout)
+                    .max_buf_size(64 * 1024)
+                    .serve_connection(TokioIo::new(stream), service_fn(move |request| server::handle(Arc::clone(&app), request)));
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                });
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections, finishing requests in flight");
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while app.pending_settles.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGHUP re-reads the keys file; new limits apply from the next request, usage is kept (it
+/// lives in Redis). A broken file is reported and the old keys stay in force.
+async fn reload_on_sighup(app: Arc<App>) {
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        match KeyStore::load(&app.cli.keys_file) {
+            Ok(keys) => {
+                let count = keys.len();
+                app.replace_keys(keys);
+                tracing::info!(keys = count, "keys file reloaded");
+            }
+            Err(error) => {
+                tracing::error!(%error, "keys file reload failed; keeping the previous keys")
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Prometheus metrics served at /metrics.
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Responses by route, status and reason (ok, rpm, itpm, otpm, too_large, auth, ...).
+    pub requests: IntCounterVec,
+    /// Time spent in LLMRL.CHECK, seen from the gateway.
+    pub limiter_seconds: Histogram,
+    pub redis_errors: IntCounterVec,
+    /// Tokens reserved at admission, by dimension (input, output).
+    pub tokens_reserved: IntCounterVec,
+    /// Corrections sent with LLMRL.SETTLE, by dimension and direction (refund, charge).
+    pub tokens_settled: IntCounterVec,
+    /// |actual - estimated| input tokens, where the upstream reported usage.
+    pub input_estimate_error: Histogram,
+    pub shadow_denied: IntCounter,
+    pub fail_open: IntCounter,
+    pub in_flight: IntGauge,
+}
+
+impl Metrics {
+    pub fn new(node: &str) -> Metrics {
+        let registry = Registry::new_custom(
+            Some("llmrl_gateway".into()),
+            Some([("node".to_string(), node.to_string())].into()),
+        )
+        .unwrap_or_default();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "requests_total",
+                "Responses by route, status code and reason",
+            ),
+            &["route", "status", "reason"],
+        )
+        .expect("valid metric");
+        let limiter_seconds = Histogram::with_opts(
+            HistogramOpts::new("limiter_seconds", "LLMRL.CHECK round trip, seconds")
+                .buckets(exponential_buckets(0.000_05, 2.0, 16).expect("valid buckets")),
+        )
+        .expect("valid metric");
+        let redis_errors = IntCounterVec::new(
+            Opts::new("redis_errors_total", "Failed or timed-out Redis calls"),
+            &["op"],
+        )
+        .expect("valid metric");
+        let tokens_reserved = IntCounterVec::new(
+            Opts::new("tokens_reserved_total", "Tokens reserved at admission"),
+            &["dimension"],
+        )
+        .expect("valid metric");
+        let tokens_settled = IntCounterVec::new(
+            Opts::new(
+                "tokens_settled_total",
+                "Token corrections sent with LLMRL.SETTLE",
+            ),
+            &["dimension", "direction"],
+        )
+        .expect("valid metric");
+        let input_estimate_error = Histogram::with_opts(
+            HistogramOpts::new(
+                "input_estimate_error_tokens",
+                "Absolute difference between counted and reported input tokens",
+            )
+            .buckets(vec![0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1000.0]),
+        )
+        .expect("valid metric");
+        let shadow_denied = IntCounter::new(
+            "shadow_denied_total",
+            "Requests a shadow key would have had denied",
+        )
+        .expect("valid metric");
+        let fail_open = IntCounter::new(
+            "fail_open_total",
+            "Requests served unchecked because the limiter was unavailable",
+        )
+        .expect("valid metric");
+        let in_flight =
+            IntGauge::new("in_flight_requests", "Requests being served").expect("valid metric");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(limiter_seconds.clone()),
+            Box::new(redis_errors.clone()),
+            Box::new(tokens_reserved.clone()),
+            Box::new(tokens_settled.clone()),
+            Box::new(input_estimate_error.clone()),
+            Box::new(shadow_denied.clone()),
+            Box::new(fail_open.clone()),
+            Box::new(in_flight.clone()),
+        ] {
+            let _ = registry.register(collector);
+        }
+        Metrics {
+            registry,
+            requests,
+            limiter_seconds,
+            redis_errors,
+            tokens_reserved,
+            tokens_settled,
+            input_estimate_error,
+            shadow_denied,
+            fail_open,
+            in_flight,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    pub fn count(&self, route: &str, status: u16, reason: &str) {
+        self.requests
+            .with_label_values(&[route, &status.to_string(), reason])
+            .inc();
+    }
+}

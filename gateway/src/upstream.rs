@@ -1,0 +1,262 @@
+//! Proxying admitted requests to a real OpenAI-compatible server, streaming or not, and settling
+//! the reservation with the usage the upstream reports.
+
+use crate::openai::{Endpoint, Request as ApiRequest};
+use crate::server::{passthrough, sse_response, upstream_error_response, App, Body, Settlement};
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Request, Response};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub struct Upstream {
+    /// scheme://host[:port], without a trailing slash or /v1.
+    base: String,
+    api_key: Option<String>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeout: Duration,
+}
+
+/// Usage an upstream reported: prompt and completion tokens.
+fn reported_usage(value: &Value) -> Option<(u64, u64)> {
+    let usage = value.get("usage")?;
+    Some((
+        usage.get("prompt_tokens")?.as_u64()?,
+        usage.get("completion_tokens")?.as_u64()?,
+    ))
+}
+
+impl Upstream {
+    pub fn new(base: &str, api_key: Option<String>, timeout: Duration) -> Result<Upstream, String> {
+        let base = base
+            .trim_end_matches('/')
+            .trim_end_matches("/v1")
+            .to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(format!(
+                "--upstream must be an http:// or https:// URL, got {base:?}"
+            ));
+        }
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(Upstream {
+            base,
+            api_key,
+            client,
+            timeout,
+        })
+    }
+
+    async fn send(
+        &self,
+        endpoint: Endpoint,
+        body: &Value,
+    ) -> Result<hyper::Response<Incoming>, String> {
+        let path = match endpoint {
+            Endpoint::Chat => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+        };
+        let mut builder =
+            Request::post(format!("{}{path}", self.base)).header(CONTENT_TYPE, "application/json");
+        if let Some(key) = &self.api_key {
+            builder = builder.header(AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Err(_) => Err("the upstream did not answer in time".into()),
+            Ok(Err(error)) => Err(format!("the upstream could not be reached: {error}")),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+
+    /// Forward an admitted request; settle once the upstream says what it really used.
+    pub async fn forward(
+        &self,
+        app: &Arc<App>,
+        request: &ApiRequest,
+        settlement: Settlement,
+    ) -> Response<Body> {
+        let mut body = Value::Object(request.body.clone());
+        if request.stream {
+            // Ask for the usage chunk even if the client did not, to settle exactly.
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        let estimate = settlement.reserved_input;
+        let response = match self.send(request.endpoint, &body).await {
+            Ok(response) => response,
+            Err(message) => {
+                tracing::warn!(%message, "upstream request failed");
+                // Nothing was generated: give the output reservation back.
+                settlement.spawn(estimate, 0);
+                return upstream_error_response(&message);
+            }
+        };
+        let status = response.status();
+        let content_type = response.headers().get(CONTENT_TYPE).cloned();
+        if !request.stream || !status.is_success() {
+            let bytes =
+                match tokio::time::timeout(self.timeout, response.into_body().collect()).await {
+                    Ok(Ok(collected)) => collected.to_bytes(),
+                    _ => {
+                        settlement.spawn(estimate, 0);
+                        return upstream_error_response("the upstream response broke off");
+                    }
+                };
+            let usage = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .as_ref()
+                .and_then(reported_usage);
+            match (status.is_success(), usage) {
+                (true, Some((prompt, completion))) => {
+                    app.metrics
+                        .input_estimate_error
+                        .observe(prompt.abs_diff(estimate) as f64);
+                    settlement.spawn(prompt, completion);
+                }
+                // A success without usage: keep the reservation, it is the safe side.
+                (true, None) => {}
+                (false, _) => settlement.spawn(estimate, 0),
+            }
+            return passthrough(status, content_type, bytes);
+        }
+        let (tx, rx) = mpsc::channel::<Bytes>(32);
+        let include_usage = request.include_usage;
+        let app = Arc::clone(app);
+        tokio::spawn(relay_stream(
+            app,
+            response.into_body(),
+            tx,
+            include_usage,
+            settlement,
+        ));
+        let mut response = sse_response(rx);
+        *response.status_mut() = status;
+        response
+    }
+}
+
+/// Copy SSE events from the upstream to the client, taking the usage chunk for settlement and
+/// passing it on only if the client asked for it.
+async fn relay_stream(
+    app: Arc<App>,
+    mut body: Incoming,
+    tx: mpsc::Sender<Bytes>,
+    include_usage: bool,
+    settlement: Settlement,
+) {
+    let mut buffer = BytesMut::new();
+    let mut usage = None;
+    let mut client_gone = false;
+    let mut upstream_failed = false;
+    'read: loop {
+        let frame = match body.frame().await {
+            None => break,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "upstream stream broke off");
+                upstream_failed = true;
+                break;
+            }
+            Some(Ok(frame)) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buffer.extend_from_slice(&data);
+        while let Some(end) = find_event_end(&buffer) {
+            let event = buffer.split_to(end);
+            let mut forward = true;
+            if let Some(json) = event_data(&event) {
+                if let Ok(value) = serde_json::from_str::<Value>(json) {
+                    let no_choices = value
+                        .get("choices")
+                        .and_then(Value::as_array)
+                        .is_some_and(Vec::is_empty);
+                    if let Some(found) = reported_usage(&value) {
+                        usage = Some(found);
+                        forward = include_usage || !no_choices;
+                    }
+                }
+            }
+            if forward && tx.send(event.freeze()).await.is_err() {
+                client_gone = true;
+                break 'read;
+            }
+        }
+    }
+    if !buffer.is_empty() && !client_gone {
+        let _ = tx.send(buffer.freeze()).await;
+    }
+    match usage {
+        Some((prompt, completion)) => {
+            app.metrics
+                .input_estimate_error
+                .observe(prompt.abs_diff(settlement.reserved_input) as f64);
+            settlement.settle(prompt, completion).await;
+        }
+        // No usage seen (client left early or the upstream failed): the reservation stands.
+        None => tracing::debug!(
+            client_gone,
+            upstream_failed,
+            "stream ended without usage; reservation kept"
+        ),
+    }
+}
+
+/// The length of the first complete SSE event (through its blank line), if any.
+fn find_event_end(buffer: &[u8]) -> Option<usize> {
+    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = buffer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The `data:` payload of an event, unless it is `[DONE]`.
+fn event_data(event: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(event).ok()?;
+    let data = text
+        .lines()
+        .find_map(|line| line.strip_prefix("data:"))?
+        .trim();
+    (data != "[DONE]").then_some(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_sse_events() {
+        let buffer = b"data: {\"a\":1}\n\ndata: [DONE]\n\n";
+        let end = find_event_end(buffer).unwrap();
+        assert_eq!(event_data(&buffer[..end]), Some("{\"a\":1}"));
+        assert_eq!(event_data(&buffer[end..]), None);
+        assert_eq!(find_event_end(b"data: partial"), None);
+        assert_eq!(find_event_end(b"data: x\r\n\r\nmore"), Some(11));
+    }
+
+    #[test]
+    fn reads_usage() {
+        let value = json!({"usage": {"prompt_tokens": 3, "completion_tokens": 4}});
+        assert_eq!(reported_usage(&value), Some((3, 4)));
+        assert_eq!(reported_usage(&json!({"usage": null})), None);
+    }
+}
