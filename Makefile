@@ -1,12 +1,17 @@
 # llmrl — a Redis module (and friends) for LLM API rate limits.
-#   make run    build everything, start Redis with the module on 127.0.0.1, print how to call it
+#   make run    build everything, start Redis with the module and three gateway nodes on
+#               127.0.0.1, print how to call them
 #   make test   build, then run every unit, property and integration test
 #   make stop   stop what `make run` started
 
-CARGO      ?= cargo
-REDIS_PORT ?= 6379
-RUN_DIR    := $(CURDIR)/run
-MODULE     := $(CURDIR)/target/release/libllmrl.so
+SHELL         := /bin/bash
+CARGO         ?= cargo
+REDIS_PORT    ?= 6379
+GATEWAY_PORTS ?= 8000 8001 8002
+KEYS_FILE     ?= gateway/keys.sample.toml
+RUN_DIR       := $(CURDIR)/run
+MODULE        := $(CURDIR)/target/release/libllmrl.so
+GATEWAY       := $(CURDIR)/target/release/llmrl-gateway
 
 .PHONY: all build deps test lint run stop clean
 
@@ -19,8 +24,8 @@ build: deps
 	$(CARGO) build --release --workspace
 
 test: deps
-	$(CARGO) build --release -p llmrl
-	LLMRL_MODULE=$(MODULE) $(CARGO) test --workspace
+	$(CARGO) build --release -p llmrl -p llmrl-gateway
+	LLMRL_MODULE=$(MODULE) LLMRL_GATEWAY=$(GATEWAY) $(CARGO) test --workspace
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -32,15 +37,38 @@ run: build stop
 		--pidfile $(RUN_DIR)/redis.pid --logfile $(RUN_DIR)/redis.log
 	@for i in $$(seq 50); do redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1 && break; sleep 0.1; done
 	@redis-cli -p $(REDIS_PORT) ping >/dev/null || { echo "redis-server did not start, see $(RUN_DIR)/redis.log"; exit 1; }
+	@for port in $(GATEWAY_PORTS); do \
+		nohup $(GATEWAY) --listen 127.0.0.1:$$port --node-id gw-$$port \
+			--redis-url redis://127.0.0.1:$(REDIS_PORT)/ --keys-file $(KEYS_FILE) \
+			> $(RUN_DIR)/gateway-$$port.log 2>&1 & echo $$! > $(RUN_DIR)/gateway-$$port.pid; \
+	done
+	@for port in $(GATEWAY_PORTS); do \
+		for i in $$(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$$port) 2>/dev/null && break; sleep 0.1; done; \
+		(exec 3<>/dev/tcp/127.0.0.1/$$port) 2>/dev/null || { echo "gateway on $$port did not start, see $(RUN_DIR)/gateway-$$port.log"; exit 1; }; \
+	done
 	@echo
-	@echo "Redis with llmrl is running on 127.0.0.1:$(REDIS_PORT) (log: run/redis.log, data: run/redis)."
-	@echo "Try (limits: 3 requests, 1000 input and 500 output tokens per minute; this request: 120 in, 80 out):"
+	@echo "Redis with llmrl:  127.0.0.1:$(REDIS_PORT)   (log run/redis.log, data run/redis/)"
+	@echo "Gateway nodes:     $(foreach p,$(GATEWAY_PORTS),http://127.0.0.1:$(p))   (logs run/gateway-*.log)"
+	@echo "API keys:          $(KEYS_FILE)  (sk-llmrl-demo: 60 RPM; sk-llmrl-small: 3 RPM)"
+	@echo
+	@echo "Try a chat completion (the built-in mock answers), then exceed the 3 RPM of sk-llmrl-small:"
+	@echo "  curl -s http://127.0.0.1:$(firstword $(GATEWAY_PORTS))/v1/chat/completions -H 'Authorization: Bearer sk-llmrl-demo' \\"
+	@echo "       -H 'Content-Type: application/json' -d '{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'"
+	@echo "  for p in $(GATEWAY_PORTS) $(firstword $(GATEWAY_PORTS)); do curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:\$$p/v1/chat/completions \\"
+	@echo "       -H 'Authorization: Bearer sk-llmrl-small' -H 'Content-Type: application/json' -d '{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'; done"
+	@echo "The module directly:"
 	@echo "  redis-cli -p $(REDIS_PORT) LLMRL.CHECK api:demo 3 1000 500 120 80"
-	@echo "  redis-cli -p $(REDIS_PORT) LLMRL.PEEK api:demo 3 1000 500"
 	@echo "  redis-cli -p $(REDIS_PORT) INFO llmrl"
-	@echo "Stop with: make stop"
+	@echo "Health and metrics: curl http://127.0.0.1:$(firstword $(GATEWAY_PORTS))/health   .../metrics"
+	@echo "Stop everything with: make stop"
 
 stop:
+	@for pidfile in $(RUN_DIR)/gateway-*.pid; do \
+		[ -f "$$pidfile" ] || continue; \
+		pid=$$(cat "$$pidfile"); kill -TERM $$pid 2>/dev/null || true; \
+		for i in $$(seq 100); do kill -0 $$pid 2>/dev/null || break; sleep 0.1; done; \
+		rm -f "$$pidfile"; \
+	done
 	@if [ -f $(RUN_DIR)/redis.pid ]; then \
 		redis-cli -p $(REDIS_PORT) shutdown >/dev/null 2>&1 || kill $$(cat $(RUN_DIR)/redis.pid) 2>/dev/null || true; \
 		for i in $$(seq 50); do [ -f $(RUN_DIR)/redis.pid ] || break; sleep 0.1; done; \
