@@ -297,3 +297,260 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         sleep(Duration::from_millis(20));
     }
 }
+
+/// The gateway binary: `LLMRL_GATEWAY`, or the release build in this workspace.
+pub fn gateway_path() -> PathBuf {
+    if let Ok(path) = std::env::var("LLMRL_GATEWAY") {
+        return PathBuf::from(path);
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/llmrl-gateway");
+    assert!(
+        path.exists(),
+        "{} is missing: run `make test` (or `cargo build --release -p llmrl-gateway`) first",
+        path.display()
+    );
+    path
+}
+
+/// A gateway process on its own loopback port, killed when dropped.
+pub struct Gateway {
+    child: Option<Child>,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Gateway {
+    /// Start a gateway against `redis_port` with the keys in `keys_file`, plus `extra` flags.
+    pub fn start(redis_port: u16, keys_file: &Path, extra: &[&str]) -> Gateway {
+        Self::start_with_env(redis_port, keys_file, extra, &[])
+    }
+
+    pub fn start_with_env(
+        redis_port: u16,
+        keys_file: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Gateway {
+        for _attempt in 0..5 {
+            let port = free_port();
+            let log = keys_file.with_file_name(format!("gateway-{port}.log"));
+            let log_file = std::fs::File::create(&log).expect("create gateway log");
+            let child = Command::new(gateway_path())
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(["--redis-url", &format!("redis://127.0.0.1:{redis_port}/")])
+                .args(["--keys-file", &keys_file.display().to_string()])
+                .args(extra)
+                .envs(env.iter().copied())
+                .env("LLMRL_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone().expect("log"))
+                .stderr(log_file)
+                .spawn()
+                .expect("start llmrl-gateway");
+            let mut gateway = Gateway {
+                child: Some(child),
+                port,
+                log,
+            };
+            if gateway.wait_ready() {
+                return gateway;
+            }
+            gateway.kill();
+        }
+        panic!("llmrl-gateway did not start");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return false;
+                }
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Send a signal by name (TERM, HUP, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Wait for the process to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return status.code();
+                }
+            }
+            sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An HTTP response as read off the socket.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Send raw bytes to a port and read the whole response (the server closes after it).
+pub fn raw_http(port: u16, request: &[u8]) -> std::io::Result<HttpResponse> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(request)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_http(&raw).ok_or_else(|| {
+        std::io::Error::other(format!(
+            "bad HTTP response: {:?}",
+            String::from_utf8_lossy(&raw)
+        ))
+    })
+}
+
+fn parse_http(raw: &[u8]) -> Option<HttpResponse> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..split]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        let mut decoded = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).ok()?.trim(), 16)
+                    .ok()?;
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                break;
+            }
+            decoded.extend_from_slice(rest.get(..size)?);
+            rest = rest.get(size + 2..)?;
+        }
+        body = decoded;
+    }
+    Some(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// A request with `Connection: close`; `body` is sent as JSON when given.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    api_key: Option<&str>,
+    body: Option<&str>,
+) -> HttpResponse {
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if let Some(key) = api_key {
+        request.push_str(&format!("Authorization: Bearer {key}\r\n"));
+    }
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    } else {
+        request.push_str("\r\n");
+    }
+    raw_http(port, request.as_bytes()).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// A one-message chat request body.
+pub fn chat_body(model: &str, content: &str, extra: &str) -> String {
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(",{extra}")
+    };
+    format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"{content}"}}]{extra}}}"#)
+}
+
+/// The `data:` payloads of a server-sent event stream, `[DONE]` included.
+pub fn sse_events(body: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Write a keys file into `dir`.
+pub fn write_keys(dir: &Path, toml: &str) -> PathBuf {
+    let path = dir.join("keys.toml");
+    std::fs::write(&path, toml).expect("write keys file");
+    path
+}
