@@ -26,6 +26,7 @@ build: deps
 test: deps
 	$(CARGO) build --release -p llmrl -p llmrl-gateway
 	LLMRL_MODULE=$(MODULE) LLMRL_GATEWAY=$(GATEWAY) $(CARGO) test --workspace
+	LLMRL_MODULE=$(MODULE) LLMRL_GATEWAY=$(GATEWAY) scripts/python-tests.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

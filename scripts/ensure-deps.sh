@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the system packages llmrl needs are present: redis-server / redis-cli (to run and
-# test the module) and libclang (bindgen, used by the redis-module crate at build time).
+# test the module), libclang (bindgen, used by the redis-module crate at build time), and
+# python3 with venv (the compatibility tests with the official openai package).
 # As root with apt-get, missing ones are installed; otherwise we say exactly what to install.
 set -euo pipefail
 
@@ -9,6 +10,9 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 if ! { ldconfig -p 2>/dev/null | grep -q 'libclang'; } && ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then
     missing+=(libclang-dev)
+fi
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    missing+=(python3 python3-venv)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then

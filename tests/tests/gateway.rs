@@ -717,36 +717,47 @@ fn slow_redis_counts_as_an_outage() {
 
 #[test]
 fn graceful_shutdown_finishes_streams_in_flight() {
+    use std::io::{Read, Write};
     let s = stack();
     let mut gw = Gateway::start(
         s.redis.port,
         &s.keys,
         &["--mock-chunk-delay-ms", "100", "--mock-tokens", "40"],
     );
-    let port = gw.port;
-    let streaming = std::thread::spawn(move || {
-        let body = chat_body("gpt-4o", "slow", "\"stream\":true");
-        http(
-            port,
-            "POST",
-            "/v1/chat/completions",
-            Some("sk-tokens"),
-            Some(&body),
-        )
-    });
-    sleep(Duration::from_millis(300));
+    let body = chat_body("gpt-4o", "slow", "\"stream\":true");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer sk-tokens\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    // Wait until the stream is under way, then ask the gateway to stop.
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&received).contains("data: ") {
+        let n = stream.read(&mut buffer).unwrap();
+        assert!(n > 0, "connection closed early");
+        received.extend_from_slice(&buffer[..n]);
+    }
     gw.signal("TERM");
-    sleep(Duration::from_millis(200));
     assert!(
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-        "no new connections"
+        eventually(Duration::from_secs(2), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            gw.port
+        ))
+        .is_err()),
+        "no new connections once stopping"
     );
-    let r = streaming.join().unwrap();
-    assert_eq!(r.status, 200);
-    assert_eq!(
-        sse_events(&r.body).last().map(String::as_str),
-        Some("[DONE]"),
-        "the stream finished"
+    stream.read_to_end(&mut received).unwrap();
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("data: [DONE]"),
+        "the stream in flight finished: {text}"
     );
     assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
 }
