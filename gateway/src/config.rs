@@ -392,6 +392,25 @@ mod tests {
     }
 
     #[test]
+    fn json_files_and_the_sample_load() {
+        let dir = std::env::temp_dir().join(format!("llmrl-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let json = dir.join("keys.json");
+        std::fs::write(&json, r#"{"keys": [{"name": "j", "key": "sk-j", "otpm": 9, "models": {"gpt-4o": {"rpm": 2}}}]}"#).unwrap();
+        let store = KeyStore::load(&json).unwrap();
+        let key = store.authenticate(b"sk-j").unwrap();
+        assert_eq!(key.scope("other").limits.otpm, 9);
+        assert_eq!(key.scope("gpt-4o").limits, Limits { rpm: 2, itpm: 0, otpm: 0 });
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("keys.sample.toml");
+        let store = KeyStore::load(&sample).unwrap();
+        assert!(store.authenticate(b"sk-llmrl-demo").is_some());
+        assert!(store.authenticate(b"sk-llmrl-shadow").unwrap().shadow);
+        assert!(matches!(KeyStore::load(&dir.join("missing.toml")), Err(KeysError::Read { .. })));
+    }
+
+    #[test]
     fn bad_files_are_refused() {
         assert!(store("[[keys]]\nname = \"x\"\n").is_err(), "no key");
         assert!(store("[[keys]]\nname = \"x\"\nkey = \"a\"\nkey_sha256 = \"00\"\n").is_err());
