@@ -12,6 +12,7 @@ KEYS_FILE     ?= gateway/keys.sample.toml
 RUN_DIR       := $(CURDIR)/run
 MODULE        := $(CURDIR)/target/release/libllmrl.so
 GATEWAY       := $(CURDIR)/target/release/llmrl-gateway
+LOADGEN       := $(CURDIR)/target/release/llmrl-loadgen
 
 .PHONY: all build deps test lint run stop clean
 
@@ -24,8 +25,8 @@ build: deps
 	$(CARGO) build --release --workspace
 
 test: deps
-	$(CARGO) build --release -p llmrl -p llmrl-gateway
-	LLMRL_MODULE=$(MODULE) LLMRL_GATEWAY=$(GATEWAY) $(CARGO) test --workspace
+	$(CARGO) build --release -p llmrl -p llmrl-gateway -p llmrl-loadgen
+	LLMRL_MODULE=$(MODULE) LLMRL_GATEWAY=$(GATEWAY) LLMRL_LOADGEN=$(LOADGEN) $(CARGO) test --workspace
 	LLMRL_MODULE=$(MODULE) LLMRL_GATEWAY=$(GATEWAY) scripts/python-tests.sh
 
 lint:

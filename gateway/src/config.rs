@@ -400,14 +400,24 @@ mod tests {
         let store = KeyStore::load(&json).unwrap();
         let key = store.authenticate(b"sk-j").unwrap();
         assert_eq!(key.scope("other").limits.otpm, 9);
-        assert_eq!(key.scope("gpt-4o").limits, Limits { rpm: 2, itpm: 0, otpm: 0 });
+        assert_eq!(
+            key.scope("gpt-4o").limits,
+            Limits {
+                rpm: 2,
+                itpm: 0,
+                otpm: 0
+            }
+        );
         std::fs::remove_dir_all(&dir).unwrap();
 
         let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("keys.sample.toml");
         let store = KeyStore::load(&sample).unwrap();
         assert!(store.authenticate(b"sk-llmrl-demo").is_some());
         assert!(store.authenticate(b"sk-llmrl-shadow").unwrap().shadow);
-        assert!(matches!(KeyStore::load(&dir.join("missing.toml")), Err(KeysError::Read { .. })));
+        assert!(matches!(
+            KeyStore::load(&dir.join("missing.toml")),
+            Err(KeysError::Read { .. })
+        ));
     }
 
     #[test]

@@ -554,3 +554,32 @@ pub fn write_keys(dir: &Path, toml: &str) -> PathBuf {
     std::fs::write(&path, toml).expect("write keys file");
     path
 }
+
+/// The load generator binary: `LLMRL_LOADGEN`, or the release build in this workspace.
+pub fn loadgen_path() -> PathBuf {
+    if let Ok(path) = std::env::var("LLMRL_LOADGEN") {
+        return PathBuf::from(path);
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/llmrl-loadgen");
+    assert!(
+        path.exists(),
+        "{} is missing: run `make test` first",
+        path.display()
+    );
+    path
+}
+
+/// Run the load generator to completion: its exit code and stdout.
+pub fn run_loadgen(args: &[&str]) -> (i32, String) {
+    let output = Command::new(loadgen_path())
+        .args(args)
+        .arg("--quiet")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run llmrl-loadgen");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr),
+    )
+}

@@ -1,0 +1,405 @@
+//! Sending requests: closed loop (virtual clients) or open loop (a schedule), bounded in time
+//! and count, with every outcome recorded.
+
+use crate::{Cli, Select};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    Requests,
+    InputTokens,
+    OutputTokens,
+    TooLarge,
+    Other,
+}
+
+impl Reason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Requests => "requests",
+            Reason::InputTokens => "input_tokens",
+            Reason::OutputTokens => "output_tokens",
+            Reason::TooLarge => "too_large",
+            Reason::Other => "other",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Limited(Reason),
+    Http(u16),
+    Transport,
+}
+
+/// One finished request.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub node: usize,
+    pub key: usize,
+    pub status: Status,
+    /// From the (intended) send time to the last byte, in µs.
+    pub latency_us: u64,
+    /// Send and completion times, ms since the run started (the audit's bounds on admission).
+    pub sent_ms: f64,
+    pub done_ms: f64,
+    /// Tokens the gateway charged for an admitted request (usage reported back).
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+pub struct Outcome {
+    pub samples: Vec<Sample>,
+    pub elapsed: Duration,
+    pub latency_ok: Histogram<u64>,
+    pub latency_limited: Histogram<u64>,
+}
+
+struct Shared {
+    client: Client<HttpConnector, Full<Bytes>>,
+    nodes: Vec<String>,
+    keys: Vec<String>,
+    bodies: Vec<Bytes>,
+    select: Select,
+    counter: AtomicU64,
+    budget: Option<u64>,
+    issued: AtomicU64,
+    deadline: Option<Instant>,
+    start: Instant,
+    timeout: Duration,
+    stop: AtomicBool,
+    ok: AtomicU64,
+    limited: AtomicU64,
+    errors: AtomicU64,
+    samples: Mutex<Vec<Sample>>,
+}
+
+impl Shared {
+    /// Claim the right to send one more request (the --requests budget and --duration).
+    fn claim(&self) -> bool {
+        if self.stop.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        match self.budget {
+            None => {
+                self.issued.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Some(budget) => self.issued.fetch_add(1, Ordering::Relaxed) < budget,
+        }
+    }
+
+    fn pick(&self, rng: &mut SmallRng) -> (usize, usize) {
+        match self.select {
+            Select::RoundRobin => {
+                let n = self.counter.fetch_add(1, Ordering::Relaxed) as usize;
+                // Walk keys fastest, nodes once per full cycle of keys, so every pair is used.
+                (n / self.keys.len() % self.nodes.len(), n % self.keys.len())
+            }
+            Select::Random => (
+                rng.random_range(0..self.nodes.len()),
+                rng.random_range(0..self.keys.len()),
+            ),
+        }
+    }
+}
+
+fn build_bodies(cli: &Cli) -> Result<Vec<Bytes>, String> {
+    let (min, max) = cli.prompt_range()?;
+    // A few dozen prompt sizes spread over the range; " the" is one token in OpenAI's encodings.
+    let steps = if min == max { 1 } else { 32 };
+    Ok((0..steps)
+        .map(|i| {
+            let tokens = if steps == 1 {
+                min
+            } else {
+                min + (max - min) * i / (steps - 1)
+            };
+            let mut body = serde_json::json!({
+                "model": cli.model,
+                "messages": [{"role": "user", "content": " the".repeat(tokens as usize)}],
+            });
+            if let Some(max_tokens) = cli.max_tokens {
+                body["max_tokens"] = max_tokens.into();
+            }
+            if cli.stream {
+                body["stream"] = true.into();
+                body["stream_options"] = serde_json::json!({"include_usage": true});
+            }
+            Bytes::from(body.to_string())
+        })
+        .collect())
+}
+
+pub async fn drive(cli: &Cli) -> Result<Outcome, String> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let concurrency = cli.concurrency.unwrap_or(64);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(concurrency.max(8))
+        .build(connector);
+    let nodes: Vec<String> = cli
+        .nodes
+        .iter()
+        .map(|n| n.trim_end_matches('/').trim_end_matches("/v1").to_string())
+        .collect();
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        client,
+        nodes,
+        keys: cli.keys.clone(),
+        bodies: build_bodies(cli)?,
+        select: cli.select,
+        counter: AtomicU64::new(0),
+        budget: cli.requests,
+        issued: AtomicU64::new(0),
+        deadline: cli.duration().map(|d| start + d),
+        start,
+        timeout: Duration::from_millis(cli.timeout_ms),
+        stop: AtomicBool::new(false),
+        ok: AtomicU64::new(0),
+        limited: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        samples: Mutex::new(Vec::new()),
+    });
+    let progress = (!cli.quiet).then(|| tokio::spawn(progress(Arc::clone(&shared))));
+    match cli.rate {
+        Some(rate) if rate > 0.0 => open_loop(&shared, rate).await,
+        Some(_) => return Err("--rate must be positive".into()),
+        None => closed_loop(&shared, concurrency.max(1), cli.honor_retry_after).await,
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    if let Some(progress) = progress {
+        progress.abort();
+        eprintln!();
+    }
+    let elapsed = start.elapsed();
+    let samples = std::mem::take(&mut *shared.samples.lock().map_err(|_| "poisoned")?);
+    let mut latency_ok =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let mut latency_limited = latency_ok.clone();
+    for sample in &samples {
+        let value = sample.latency_us.clamp(1, 60_000_000);
+        match sample.status {
+            Status::Ok => latency_ok.saturating_record(value),
+            Status::Limited(_) => latency_limited.saturating_record(value),
+            _ => {}
+        }
+    }
+    Ok(Outcome {
+        samples,
+        elapsed,
+        latency_ok,
+        latency_limited,
+    })
+}
+
+async fn progress(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut last = 0;
+    loop {
+        tick.tick().await;
+        let (ok, limited, errors) = (
+            shared.ok.load(Ordering::Relaxed),
+            shared.limited.load(Ordering::Relaxed),
+            shared.errors.load(Ordering::Relaxed),
+        );
+        let done = ok + limited + errors;
+        eprint!(
+            "\r[{:>5.1}s] sent {:>9}  {:>8} rps  2xx {:>9}  429 {:>9}  errors {:>6}",
+            shared.start.elapsed().as_secs_f64(),
+            shared.issued.load(Ordering::Relaxed),
+            done - last,
+            ok,
+            limited,
+            errors
+        );
+        last = done;
+    }
+}
+
+async fn closed_loop(shared: &Arc<Shared>, concurrency: usize, honor_retry_after: bool) {
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|i| {
+            let shared = Arc::clone(shared);
+            tokio::spawn(async move {
+                let mut rng = SmallRng::seed_from_u64(i as u64);
+                let mut local = Vec::new();
+                while shared.claim() {
+                    let (sample, retry_after) = send(&shared, &mut rng, Instant::now()).await;
+                    local.push(sample);
+                    if honor_retry_after {
+                        if let Some(ms) = retry_after {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                        }
+                    }
+                }
+                if let Ok(mut samples) = shared.samples.lock() {
+                    samples.extend(local);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+async fn open_loop(shared: &Arc<Shared>, rate: f64) {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut tasks = Vec::new();
+    let mut k: u32 = 0;
+    let mut rng = SmallRng::seed_from_u64(7);
+    loop {
+        let intended = shared.start + interval * k;
+        tokio::time::sleep_until(intended.into()).await;
+        if !shared.claim() {
+            break;
+        }
+        let shared = Arc::clone(shared);
+        let seed = rng.random();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            // Latency counts from when the request should have gone out, so a server that
+            // stalls cannot hide its queue (no coordinated omission).
+            let (sample, _) = send(&shared, &mut rng, intended).await;
+            if let Ok(mut samples) = shared.samples.lock() {
+                samples.push(sample);
+            }
+        }));
+        k = k.saturating_add(1);
+        if tasks.len() >= 4096 {
+            tasks.retain(|t| !t.is_finished());
+        }
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+/// Send one request; the sample and, for a 429, the retry-after-ms it carried.
+async fn send(shared: &Shared, rng: &mut SmallRng, intended: Instant) -> (Sample, Option<u64>) {
+    let (node, key) = shared.pick(rng);
+    let body = shared.bodies[rng.random_range(0..shared.bodies.len())].clone();
+    let sent = Instant::now();
+    let request = Request::post(format!("{}/v1/chat/completions", shared.nodes[node]))
+        .header("authorization", format!("Bearer {}", shared.keys[key]))
+        .header("content-type", "application/json")
+        .body(Full::new(body));
+    let mut sample = Sample {
+        node,
+        key,
+        status: Status::Transport,
+        latency_us: 0,
+        sent_ms: (sent - shared.start).as_secs_f64() * 1000.0,
+        done_ms: 0.0,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+    };
+    let mut retry_after = None;
+    let result = match request {
+        Ok(request) => tokio::time::timeout(shared.timeout, async {
+            let response = shared
+                .client
+                .request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (parts, body) = response.into_parts();
+            let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+            Ok::<_, String>((parts, bytes))
+        })
+        .await
+        .unwrap_or_else(|_| Err("timeout".into())),
+        Err(error) => Err(error.to_string()),
+    };
+    let done = Instant::now();
+    sample.latency_us = done.saturating_duration_since(intended).as_micros() as u64;
+    sample.done_ms = (done - shared.start).as_secs_f64() * 1000.0;
+    match result {
+        Err(_) => {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok((parts, bytes)) => match parts.status.as_u16() {
+            200 => {
+                shared.ok.fetch_add(1, Ordering::Relaxed);
+                sample.status = Status::Ok;
+                if let Some((prompt, completion)) = usage(&bytes) {
+                    sample.prompt_tokens = prompt;
+                    sample.completion_tokens = completion;
+                }
+            }
+            429 => {
+                shared.limited.fetch_add(1, Ordering::Relaxed);
+                let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+                retry_after = header("retry-after-ms").and_then(|v| v.parse().ok());
+                let reason = if header("x-should-retry") == Some("false") {
+                    Reason::TooLarge
+                } else {
+                    let kind = serde_json::from_slice::<Value>(&bytes)
+                        .ok()
+                        .and_then(|v| v["error"]["type"].as_str().map(str::to_string));
+                    match kind.as_deref() {
+                        Some("requests") => Reason::Requests,
+                        Some("input_tokens") => Reason::InputTokens,
+                        Some("output_tokens") => Reason::OutputTokens,
+                        _ => Reason::Other,
+                    }
+                };
+                sample.status = Status::Limited(reason);
+            }
+            code => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                sample.status = Status::Http(code);
+            }
+        },
+    }
+    (sample, retry_after)
+}
+
+/// The usage block of a JSON response, or of the usage chunk of an SSE stream.
+fn usage(bytes: &[u8]) -> Option<(u64, u64)> {
+    let read = |value: &Value| {
+        Some((
+            value["usage"]["prompt_tokens"].as_u64()?,
+            value["usage"]["completion_tokens"].as_u64()?,
+        ))
+    };
+    if let Ok(value) = serde_json::from_slice::<Value>(bytes) {
+        return read(&value);
+    }
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .find_map(|value| read(&value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_usage_from_json_and_streams() {
+        assert_eq!(
+            usage(br#"{"usage":{"prompt_tokens":5,"completion_tokens":7}}"#),
+            Some((5, 7))
+        );
+        let stream = b"data: {\"choices\":[{}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
+        assert_eq!(usage(stream), Some((1, 2)));
+        assert_eq!(usage(b"nope"), None);
+    }
+}
