@@ -168,11 +168,11 @@ struct KeysFile {
 pub struct ApiKey {
     pub name: String,
     digest: [u8; 32],
-    pub limits: Limits,
-    pub default_output_reservation: u64,
     pub shadow: bool,
     pub window_ms: u64,
-    models: HashMap<String, (Limits, u64)>,
+    /// Built once at load: the scope most requests use, and one per model override.
+    default_scope: Scope,
+    models: HashMap<String, Scope>,
 }
 
 /// The limits that apply to one request: which Redis key, which limits, which reservation.
@@ -185,23 +185,8 @@ pub struct Scope {
 
 impl ApiKey {
     /// Per-model overrides get their own Redis key; every other model shares "default".
-    pub fn scope(&self, model: &str) -> Scope {
-        let hash: String = self.digest[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        match self.models.get(model) {
-            Some((limits, reservation)) => Scope {
-                redis_key: format!("llmrl:{{{hash}}}:model:{model}"),
-                limits: *limits,
-                default_output_reservation: *reservation,
-            },
-            None => Scope {
-                redis_key: format!("llmrl:{{{hash}}}:default"),
-                limits: self.limits,
-                default_output_reservation: self.default_output_reservation,
-            },
-        }
+    pub fn scope(&self, model: &str) -> &Scope {
+        self.models.get(model).unwrap_or(&self.default_scope)
     }
 
     pub fn model_names(&self) -> impl Iterator<Item = &str> {
@@ -278,30 +263,37 @@ impl KeyStore {
             if entry.window_ms == 0 || !entry.window_ms.is_multiple_of(60) {
                 return Err(invalid("window_ms must be a positive multiple of 60"));
             }
+            let hash: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
             let models = entry
                 .models
                 .iter()
                 .map(|(model, m)| {
-                    let reservation = m
-                        .default_output_reservation
-                        .unwrap_or(entry.default_output_reservation);
-                    let limits = Limits {
-                        rpm: m.rpm,
-                        itpm: m.itpm,
-                        otpm: m.otpm,
+                    let scope = Scope {
+                        redis_key: format!("llmrl:{{{hash}}}:model:{model}"),
+                        limits: Limits {
+                            rpm: m.rpm,
+                            itpm: m.itpm,
+                            otpm: m.otpm,
+                        },
+                        default_output_reservation: m
+                            .default_output_reservation
+                            .unwrap_or(entry.default_output_reservation),
                     };
-                    (model.clone(), (limits, reservation))
+                    (model.clone(), scope)
                 })
                 .collect();
             let key = ApiKey {
                 name: entry.name.clone(),
                 digest,
-                limits: Limits {
-                    rpm: entry.rpm,
-                    itpm: entry.itpm,
-                    otpm: entry.otpm,
+                default_scope: Scope {
+                    redis_key: format!("llmrl:{{{hash}}}:default"),
+                    limits: Limits {
+                        rpm: entry.rpm,
+                        itpm: entry.itpm,
+                        otpm: entry.otpm,
+                    },
+                    default_output_reservation: entry.default_output_reservation,
                 },
-                default_output_reservation: entry.default_output_reservation,
                 shadow: entry.shadow,
                 window_ms: entry.window_ms,
                 models,

@@ -2,6 +2,7 @@
 
 use crate::config::Limits;
 use crate::limiter::Verdict;
+use hyper::header::{HeaderName, HeaderValue};
 
 /// OpenAI's reset format: `12ms` under a second, else Go-style `1s`, `9.816s`, `6m0s`, `1h2m3s`.
 pub fn duration(ms: u64) -> String {
@@ -52,24 +53,45 @@ pub fn limit_array(limits: Limits) -> [u64; 3] {
     [limits.rpm, limits.itpm, limits.otpm]
 }
 
+/// Header names per dimension (requests, input tokens, output tokens, binding tokens):
+/// limit, remaining, reset. Static, so building a response parses no names.
+const NAMES: [[HeaderName; 3]; 4] = [
+    [
+        HeaderName::from_static("x-ratelimit-limit-requests"),
+        HeaderName::from_static("x-ratelimit-remaining-requests"),
+        HeaderName::from_static("x-ratelimit-reset-requests"),
+    ],
+    [
+        HeaderName::from_static("x-ratelimit-limit-input-tokens"),
+        HeaderName::from_static("x-ratelimit-remaining-input-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-input-tokens"),
+    ],
+    [
+        HeaderName::from_static("x-ratelimit-limit-output-tokens"),
+        HeaderName::from_static("x-ratelimit-remaining-output-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-output-tokens"),
+    ],
+    [
+        HeaderName::from_static("x-ratelimit-limit-tokens"),
+        HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-tokens"),
+    ],
+];
+
 /// Every `x-ratelimit-*` header for a decision; unlimited dimensions are left out.
-pub fn rate_limit_headers(limits: Limits, verdict: &Verdict) -> Vec<(String, String)> {
+pub fn rate_limit_headers(limits: Limits, verdict: &Verdict) -> Vec<(HeaderName, HeaderValue)> {
     let limits = limit_array(limits);
     let mut headers = Vec::with_capacity(12);
-    let mut push = |name: &str, limit: u64, remaining: i64, reset: i64| {
-        headers.push((format!("x-ratelimit-limit-{name}"), limit.to_string()));
-        headers.push((
-            format!("x-ratelimit-remaining-{name}"),
-            remaining.max(0).to_string(),
-        ));
-        headers.push((
-            format!("x-ratelimit-reset-{name}"),
-            duration(reset.max(0) as u64),
-        ));
+    let mut push = |names: &[HeaderName; 3], limit: u64, remaining: i64, reset: i64| {
+        let reset = HeaderValue::from_str(&duration(reset.max(0) as u64))
+            .unwrap_or(HeaderValue::from_static("0ms"));
+        headers.push((names[0].clone(), HeaderValue::from(limit)));
+        headers.push((names[1].clone(), HeaderValue::from(remaining.max(0))));
+        headers.push((names[2].clone(), reset));
     };
-    for (i, (name, _, _)) in DIMENSIONS.iter().enumerate() {
+    for (i, names) in NAMES.iter().take(3).enumerate() {
         if limits[i] > 0 {
-            push(name, limits[i], verdict.remaining[i], verdict.reset_ms[i]);
+            push(names, limits[i], verdict.remaining[i], verdict.reset_ms[i]);
         }
     }
     // The classic `-tokens` headers describe whichever token limit binds first: the one with
@@ -83,7 +105,7 @@ pub fn rate_limit_headers(limits: Limits, verdict: &Verdict) -> Vec<(String, Str
     };
     if let Some(i) = binding {
         push(
-            "tokens",
+            &NAMES[3],
             limits[i],
             verdict.remaining[i],
             verdict.reset_ms[i],
@@ -126,7 +148,11 @@ mod tests {
             },
             &verdict,
         );
-        let get = |n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        let get = |n: &str| {
+            h.iter()
+                .find(|(k, _)| k == n)
+                .and_then(|(_, v)| v.to_str().ok())
+        };
         assert_eq!(get("x-ratelimit-limit-requests"), Some("10"));
         assert_eq!(get("x-ratelimit-remaining-input-tokens"), Some("900"));
         assert_eq!(get("x-ratelimit-remaining-tokens"), Some("100"));

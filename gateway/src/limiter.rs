@@ -70,8 +70,10 @@ enum Connection {
 pub struct Limiter {
     target: Target,
     /// Established lazily, so the gateway starts (and answers 503 or fails open) while Redis is
-    /// down; once made, the connection reconnects by itself.
-    connection: Mutex<Option<Connection>>,
+    /// down; once made, the connection reconnects by itself. Requests read it without waiting
+    /// on each other; only establishing it takes the async lock.
+    connection: std::sync::RwLock<Option<Connection>>,
+    connecting: Mutex<()>,
     timeout: Duration,
 }
 
@@ -94,15 +96,26 @@ impl Limiter {
         };
         Ok(Limiter {
             target,
-            connection: Mutex::new(None),
+            connection: std::sync::RwLock::new(None),
+            connecting: Mutex::new(()),
             timeout,
         })
     }
 
+    fn established(&self) -> Option<Connection> {
+        self.connection
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     async fn connection(&self) -> Result<Connection, LimiterError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
+        if let Some(connection) = self.established() {
+            return Ok(connection);
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(connection) = self.established() {
+            return Ok(connection);
         }
         let connection = match &self.target {
             Target::Single(client) => {
@@ -114,7 +127,10 @@ impl Limiter {
             }
             Target::Cluster(client) => Connection::Cluster(client.get_async_connection().await?),
         };
-        *slot = Some(connection.clone());
+        *self
+            .connection
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(connection.clone());
         Ok(connection)
     }
 

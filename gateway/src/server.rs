@@ -316,14 +316,19 @@ pub struct Settlement {
 }
 
 impl Settlement {
+    /// Whether there is a reservation to correct: an admitted ticket and usage that differs.
+    fn needed(&self, actual_input: u64, actual_output: u64) -> bool {
+        self.app.limiter.is_some()
+            && self.ticket > 0
+            && (actual_input != self.reserved_input || actual_output != self.reserved_output)
+    }
+
     /// Send LLMRL.SETTLE (once; never retried) unless there is nothing to correct.
     pub async fn settle(self, actual_input: u64, actual_output: u64) {
         let Some(limiter) = self.app.limiter.as_ref() else {
             return;
         };
-        if self.ticket <= 0
-            || (actual_input == self.reserved_input && actual_output == self.reserved_output)
-        {
+        if !self.needed(actual_input, actual_output) {
             return;
         }
         let metrics = &self.app.metrics;
@@ -359,6 +364,9 @@ impl Settlement {
 
     /// Settle in the background, without holding up the response.
     pub fn spawn(self, actual_input: u64, actual_output: u64) {
+        if !self.needed(actual_input, actual_output) {
+            return;
+        }
         let app = Arc::clone(&self.app);
         app.pending_settles.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
@@ -448,7 +456,7 @@ async fn completion(
         .unwrap_or(scope.default_output_reservation);
     let reserved_output = per_choice.saturating_mul(parsed.n);
 
-    let admission = match admit(app, &key, &scope, input_tokens, reserved_output).await {
+    let admission = match admit(app, &key, scope, input_tokens, reserved_output).await {
         Ok(admission) => admission,
         Err(response) => return (response, route, "limiter_unavailable"),
     };
@@ -463,10 +471,8 @@ async fn completion(
             tracing::info!(key = %key.name, reason = %verdict.reason, "shadow key over its limit; served anyway");
         } else {
             let (mut response, reason) =
-                rate_limited(&parsed, &scope, verdict, input_tokens, reserved_output);
-            for (name, value) in &rate_headers {
-                set_header(&mut response, name, value);
-            }
+                rate_limited(&parsed, scope, verdict, input_tokens, reserved_output);
+            response.headers_mut().extend(rate_headers);
             return (response, route, reason);
         }
     }
@@ -496,9 +502,7 @@ async fn completion(
             settlement,
         ),
     };
-    for (name, value) in &rate_headers {
-        set_header(&mut response, name, value);
-    }
+    response.headers_mut().extend(rate_headers);
     let reason = if response.status().is_success() {
         "ok"
     } else {
