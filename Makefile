@@ -14,7 +14,7 @@ MODULE        := $(CURDIR)/target/release/libllmrl.so
 GATEWAY       := $(CURDIR)/target/release/llmrl-gateway
 LOADGEN       := $(CURDIR)/target/release/llmrl-loadgen
 
-.PHONY: all build deps test lint run stop clean
+.PHONY: all build deps test lint run stop clean bench
 
 all: build
 
@@ -28,6 +28,13 @@ test: deps
 	$(CARGO) build --release -p llmrl -p llmrl-gateway -p llmrl-loadgen
 	LLMRL_MODULE=$(MODULE) LLMRL_GATEWAY=$(GATEWAY) LLMRL_LOADGEN=$(LOADGEN) $(CARGO) test --workspace
 	LLMRL_MODULE=$(MODULE) LLMRL_GATEWAY=$(GATEWAY) scripts/python-tests.sh
+	$(CARGO) build --release -p llmrl-bench
+	python3 bench/run.py --smoke --out target/bench-smoke
+
+# The full benchmark (a few minutes): bench/results/<timestamp>.json and .md, latest.md/.svg.
+bench: deps
+	$(CARGO) build --release --workspace
+	python3 bench/run.py
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -250,10 +250,16 @@ fn commit(
         }
     }
     signal_modified(ctx, key_name, event);
+    replicate_effect(ctx, key_name, window_ms, effect);
+    Ok(())
+}
+
+/// Replicate an effect as `LLMRL.APPLY key window now rpm itpm otpm cr ci co ticket ri ro`.
+fn replicate_effect(ctx: &Context, key_name: &RedisString, window_ms: u64, effect: &Effect) {
     let refund = effect
         .refund
         .map_or([0, 0, 0], |r| [r.ticket, r.amounts[1], r.amounts[2]]);
-    let numbers: Vec<String> = [
+    let numbers = [
         window_ms,
         effect.now_ms,
         effect.limits[0],
@@ -265,15 +271,42 @@ fn commit(
         refund[0],
         refund[1],
         refund[2],
-    ]
-    .iter()
-    .map(u64::to_string)
-    .collect();
+    ];
+    // SAFETY: the API table is filled once at load, before any command runs.
+    let replicate = unsafe { raw::RedisModule_Replicate };
+    // Fast path (every realistic value fits a signed 64-bit integer): Redis builds the arguments
+    // from integers, which saves formatting and most allocations on every admitted request.
+    if let (true, Some(replicate)) = (numbers.iter().all(|n| i64::try_from(*n).is_ok()), replicate)
+    {
+        let n = numbers.map(|n| n as std::os::raw::c_longlong);
+        // SAFETY: the format string describes exactly the 12 arguments that follow (the key,
+        // then 11 integers).
+        unsafe {
+            replicate(
+                ctx.ctx,
+                c"LLMRL.APPLY".as_ptr(),
+                c"slllllllllll".as_ptr(),
+                key_name.inner,
+                n[0],
+                n[1],
+                n[2],
+                n[3],
+                n[4],
+                n[5],
+                n[6],
+                n[7],
+                n[8],
+                n[9],
+                n[10],
+            );
+        }
+        return;
+    }
+    let numbers: Vec<String> = numbers.iter().map(u64::to_string).collect();
     let mut argv: Vec<&[u8]> = Vec::with_capacity(numbers.len() + 1);
     argv.push(key_name.as_slice());
     argv.extend(numbers.iter().map(String::as_bytes));
     ctx.replicate("LLMRL.APPLY", argv.as_slice());
-    Ok(())
 }
 
 /// Set an absolute expiry. PEXPIREAT through RM_Call is not itself replicated (no `!` flag):

@@ -1,0 +1,398 @@
+#!/usr/bin/env python3
+"""`make bench`: llmrl measured side by side with what it replaces, in one run, as ratios.
+
+1. The module: redis-benchmark (50 clients, 1,000 keys) on INCR, LLMRL.CHECK (fresh and full
+   windows, allow and deny paths) and the Lua scripts in bench/lua/ (a sorted-set log and a hash
+   of per-second buckets), unpipelined and pipelined; each as a ratio to INCR.
+2. Memory: bytes per key for 100,000 full and 100,000 one-bucket keys.
+3. The gateway: llmrl-loadgen (closed loop) against a bare hyper server (llmrl-bare), the gateway
+   with --no-limiter, the gateway with the limiter (1 node, then 3 nodes), rounds interleaved,
+   medians kept; then an open-loop run at half the limiter's maximum.
+
+Writes bench/results/<timestamp>.json and .md (and latest.md, latest.svg). `--smoke` runs
+everything with tiny counts so `make test` keeps the harness working. Everything binds to
+127.0.0.1 and every process started is stopped at the end.
+"""
+
+import argparse
+import csv
+import datetime
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RELEASE = ROOT / "target" / "release"
+MODULE = Path(os.environ.get("LLMRL_MODULE", RELEASE / "libllmrl.so"))
+GATEWAY = Path(os.environ.get("LLMRL_GATEWAY", RELEASE / "llmrl-gateway"))
+LOADGEN = Path(os.environ.get("LLMRL_LOADGEN", RELEASE / "llmrl-loadgen"))
+BARE = RELEASE / "llmrl-bare"
+
+BENCH_KEYS = """
+[[keys]]
+name = "bench"
+key = "sk-bench"
+rpm = 1000000000
+itpm = 1000000000000
+otpm = 1000000000000
+default_output_reservation = 16
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, process, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+class Processes:
+    """Every process the benchmark starts; all stopped at exit."""
+
+    def __init__(self):
+        self.running = []
+
+    def start(self, args, port):
+        process = subprocess.Popen([str(a) for a in args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.running.append(process)
+        wait_port(port, process)
+        return process
+
+    def stop(self, process):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process in self.running:
+            self.running.remove(process)
+
+    def stop_all(self):
+        for process in list(reversed(self.running)):
+            self.stop(process)
+
+
+def redis_cli(port, *args, stdin=None):
+    result = subprocess.run(["redis-cli", "-p", str(port), *map(str, args)], input=stdin,
+                            capture_output=True, check=True)
+    return result.stdout.decode().strip()
+
+
+def resp(*args):
+    out = [f"*{len(args)}\r\n"]
+    for a in args:
+        a = str(a)
+        out.append(f"${len(a.encode())}\r\n{a}\r\n")
+    return "".join(out)
+
+
+def pipe(port, commands):
+    """Send many commands at once with redis-cli --pipe."""
+    data = "".join(commands).encode()
+    subprocess.run(["redis-cli", "-p", str(port), "--pipe"], input=data, capture_output=True, check=True)
+
+
+def server_ms(port):
+    seconds, micros = redis_cli(port, "TIME").split()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def full_key_load(port, name, head_bucket):
+    args = ["LLMRL.LOAD", name, 60000, head_bucket, 0, 0, 0, 61]
+    for _ in range(61):
+        args += [1000, 1000000, 200000]
+    return resp(*args)
+
+
+def benchmark(port, n, pipeline, command):
+    out = subprocess.run(
+        ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(n), "-r", "1000", "-P", str(pipeline),
+         "--csv", *map(str, command)],
+        capture_output=True, check=True).stdout.decode()
+    rows = list(csv.reader(io.StringIO(out)))
+    header, values = rows[0], rows[-1]
+    row = dict(zip(header, values))
+    return {"rps": float(row["rps"]), "p50_ms": float(row["p50_latency_ms"]), "p99_ms": float(row["p99_latency_ms"])}
+
+
+def module_section(procs, smoke, tmp):
+    port = free_port()
+    redis = procs.start(["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                         "--dir", tmp, "--loadmodule", MODULE], port)
+    n = 2000 if smoke else 300000
+    prefill = 1000
+    # Full windows: 61 buckets ending now for every benchmark key (they stay live for a minute).
+    head = server_ms(port) // 1000
+    pipe(port, [full_key_load(port, f"full:{i:012d}", head) for i in range(prefill)])
+    shas = {}
+    for name in ("sorted_set_log", "hash_buckets"):
+        shas[name] = redis_cli(port, "SCRIPT", "LOAD", (ROOT / "bench" / "lua" / f"{name}.lua").read_text())
+    # Lua keys: 100 and 1,000 requests already in the window (recent timestamps, at their limit
+    # so the set keeps its size), and hash buckets for 60 full seconds.
+    now = server_ms(port)
+    zset_fill = []
+    for size in ([100, 1000] if not smoke else [100]):
+        for i in range(prefill if size == 100 else 200):
+            members = []
+            for m in range(size):
+                members += [now - m * 10, f"{now - m * 10}:{m}:100:20"]
+            zset_fill.append(resp("ZADD", f"z{size}:{i:012d}", *members))
+            zset_fill.append(resp("PEXPIRE", f"z{size}:{i:012d}", 600000))
+    pipe(port, zset_fill)
+    second = now // 1000
+    hash_fill = []
+    for i in range(prefill):
+        fields = []
+        for s in range(second - 59, second + 1):
+            fields += [f"{s}:r", 10, f"{s}:i", 1000, f"{s}:o", 200]
+        hash_fill.append(resp("HSET", f"hfull:{i:012d}", *fields))
+    pipe(port, hash_fill)
+
+    cases = [
+        ("INCR", ["INCR", "incr:__rand_int__"]),
+        ("LLMRL.CHECK fresh keys, allow", ["LLMRL.CHECK", "fresh:__rand_int__", 0, 0, 0, 100, 20]),
+        ("LLMRL.CHECK full windows, allow", ["LLMRL.CHECK", "full:__rand_int__", 0, 0, 0, 100, 20]),
+        ("LLMRL.CHECK full windows, deny", ["LLMRL.CHECK", "full:__rand_int__", 1, 0, 0, 100, 20]),
+        ("Lua sorted-set log, empty", ["EVALSHA", shas["sorted_set_log"], 1, "zempty:__rand_int__", 0, 0, 0, 100, 20, 60000]),
+        ("Lua sorted-set log, 100 members", ["EVALSHA", shas["sorted_set_log"], 1, "z100:__rand_int__", 100, 100000000, 100000000, 100, 20, 60000]),
+        ("Lua hash buckets, empty", ["EVALSHA", shas["hash_buckets"], 1, "hempty:__rand_int__", 0, 0, 0, 100, 20, 60000]),
+        ("Lua hash buckets, full", ["EVALSHA", shas["hash_buckets"], 1, "hfull:__rand_int__", 0, 100000000000, 100000000000, 100, 20, 60000]),
+    ]
+    if not smoke:
+        # 1,000-member sets only on 200 of the keys (-r 1000 picks among 1,000; the rest are
+        # created empty and grow): use a separate key space of exactly 200 keys.
+        cases.insert(6, ("Lua sorted-set log, 1000 members",
+                         ["EVALSHA", shas["sorted_set_log"], 1, "z1000:__rand_int__", 1000, 100000000, 100000000, 100, 20, 60000]))
+    results = []
+    for pipeline in (1, 16):
+        base = None
+        for name, command in cases:
+            # The slow Lua cases get fewer requests so the whole run stays within minutes.
+            slow = "members" in name or "buckets, full" in name
+            count = max(n // (50 if "1000 members" in name else 10), 1000) if slow else n
+            if "1000 members" in name:
+                # Only 200 keys were filled: restrict the key range.
+                measured = benchmark_range(port, count, pipeline, command, 200)
+            else:
+                measured = benchmark(port, count, pipeline, command)
+            if name == "INCR":
+                base = measured["rps"]
+            measured.update(name=name, pipeline=pipeline, ratio_to_incr=measured["rps"] / base if base else None)
+            results.append(measured)
+            print(f"  -P {pipeline:<2} {name:<36} {measured['rps']:>12,.0f} rps  p50 {measured['p50_ms']:.3f} ms  "
+                  f"p99 {measured['p99_ms']:.3f} ms  x{measured['ratio_to_incr']:.2f} INCR", flush=True)
+    procs.stop(redis)
+    return results
+
+
+def benchmark_range(port, n, pipeline, command, keys):
+    out = subprocess.run(
+        ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(n), "-r", str(keys), "-P", str(pipeline),
+         "--csv", *map(str, command)],
+        capture_output=True, check=True).stdout.decode()
+    rows = list(csv.reader(io.StringIO(out)))
+    row = dict(zip(rows[0], rows[-1]))
+    return {"rps": float(row["rps"]), "p50_ms": float(row["p50_latency_ms"]), "p99_ms": float(row["p99_latency_ms"])}
+
+
+def memory_section(procs, smoke, tmp):
+    port = free_port()
+    redis = procs.start(["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                         "--dir", tmp, "--loadmodule", MODULE], port)
+    count = 2000 if smoke else 100000
+    out = {}
+    for kind in ("full", "one_bucket"):
+        redis_cli(port, "FLUSHALL")
+        before = int(redis_cli(port, "INFO", "memory").split("used_memory:")[1].split()[0])
+        head = server_ms(port) // 1000
+        commands = []
+        for i in range(count):
+            if kind == "full":
+                commands.append(full_key_load(port, f"mem:{i:012d}", head))
+            else:
+                commands.append(resp("LLMRL.CHECK", f"mem:{i:012d}", 100, 100000, 20000, 120, 80))
+        for start in range(0, len(commands), 20000):
+            pipe(port, commands[start:start + 20000])
+        after = int(redis_cli(port, "INFO", "memory").split("used_memory:")[1].split()[0])
+        keys = int(redis_cli(port, "DBSIZE"))
+        usage = int(redis_cli(port, "MEMORY", "USAGE", "mem:000000000007"))
+        out[kind] = {"keys": keys, "used_memory_per_key": (after - before) / max(keys, 1), "memory_usage": usage}
+        print(f"  {kind:<11} {keys} keys: {out[kind]['used_memory_per_key']:.0f} B/key (INFO used_memory), "
+              f"MEMORY USAGE {usage} B", flush=True)
+    procs.stop(redis)
+    return out
+
+
+def loadgen(nodes, duration, concurrency=64, rate=None, requests=None):
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        report_path = f.name
+    args = [LOADGEN, "--quiet", "--key", "sk-bench", "--max-tokens", "16", "--prompt-tokens", "32",
+            "--duration", str(duration), "--json", report_path]
+    for node in nodes:
+        args += ["--node", f"http://127.0.0.1:{node}"]
+    if rate:
+        args += ["--rate", str(rate)]
+    else:
+        args += ["--concurrency", str(concurrency)]
+    subprocess.run([str(a) for a in args], capture_output=True, check=True)
+    report = json.loads(Path(report_path).read_text())
+    os.unlink(report_path)
+    return {"rps": report["rps"], "total": report["total_requests"], "ok": report["status_codes"].get("200", 0),
+            "p50_ms": report["latency_ok"]["p50_ms"], "p99_ms": report["latency_ok"]["p99_ms"],
+            "p999_ms": report["latency_ok"]["p999_ms"], "errors": report["transport_errors"]}
+
+
+def gateway_section(procs, smoke, tmp):
+    keys = Path(tmp) / "bench-keys.toml"
+    keys.write_text(BENCH_KEYS)
+    redis_port = free_port()
+    procs.start(["redis-server", "--port", redis_port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", tmp, "--loadmodule", MODULE], redis_port)
+
+    def gateway(*extra):
+        port = free_port()
+        procs.start([GATEWAY, "--listen", f"127.0.0.1:{port}", "--redis-url", f"redis://127.0.0.1:{redis_port}/",
+                     "--keys-file", keys, "--mock-tokens", "16", *extra], port)
+        return port
+
+    bare = free_port()
+    procs.start([BARE, f"127.0.0.1:{bare}"], bare)
+    no_limiter = gateway("--no-limiter")
+    limited = gateway()
+    three = [limited, gateway(), gateway()]
+    targets = {"bare hyper": [bare], "gateway --no-limiter": [no_limiter], "gateway, limiter, 1 node": [limited],
+               "gateway, limiter, 3 nodes": three}
+    duration = 1 if smoke else 5
+    rounds = 1 if smoke else 3
+    runs = {name: [] for name in targets}
+    for _ in range(rounds):
+        # Interleaved, so drift on a shared machine hits every target alike.
+        for name, nodes in targets.items():
+            runs[name].append(loadgen(nodes, duration))
+    summary = {}
+    for name, results in runs.items():
+        best = sorted(results, key=lambda r: r["rps"])[len(results) // 2]
+        summary[name] = dict(best, rps_runs=[r["rps"] for r in results])
+        print(f"  {name:<28} {best['rps']:>10,.0f} rps  p50 {best['p50_ms']:.3f}  p99 {best['p99_ms']:.3f}  "
+              f"p99.9 {best['p999_ms']:.3f} ms   (runs: {', '.join(f'{r:,.0f}' for r in summary[name]['rps_runs'])})",
+              flush=True)
+    half = max(summary["gateway, limiter, 1 node"]["rps"] / 2, 10)
+    open_loop = loadgen([limited], duration * 2, rate=round(half))
+    print(f"  open loop at {half:,.0f} rps (half the limiter's max): p50 {open_loop['p50_ms']:.3f}  "
+          f"p99 {open_loop['p99_ms']:.3f}  p99.9 {open_loop['p999_ms']:.3f} ms", flush=True)
+    bare_rps = summary["bare hyper"]["rps"]
+    ratios = {
+        "limiter_1_node_over_bare": summary["gateway, limiter, 1 node"]["rps"] / bare_rps,
+        "limiter_1_node_over_no_limiter": summary["gateway, limiter, 1 node"]["rps"] / summary["gateway --no-limiter"]["rps"],
+        "no_limiter_over_bare": summary["gateway --no-limiter"]["rps"] / bare_rps,
+        "limiter_3_nodes_over_bare": summary["gateway, limiter, 3 nodes"]["rps"] / bare_rps,
+    }
+    return {"closed_loop": summary, "open_loop_half": dict(open_loop, rate=round(half)), "ratios": ratios}
+
+
+def markdown(results):
+    lines = [f"# llmrl benchmark, {results['date']} ({results['cores']} cores{', smoke run' if results['smoke'] else ''})", ""]
+    lines += ["Command: `make bench` (bench/run.py). Ratios are against a baseline measured in the same run.", ""]
+    lines += ["## Module (redis-benchmark, 50 clients, 1,000 keys)", "",
+              "| command | pipeline | req/s | p50 ms | p99 ms | × INCR |", "|---|---|---|---|---|---|"]
+    for r in results["module"]:
+        lines.append(f"| {r['name']} | {r['pipeline']} | {r['rps']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['ratio_to_incr']:.2f} |")
+    lines += ["", "## Memory per key", "", "| keys | bytes/key (used_memory) | MEMORY USAGE |", "|---|---|---|"]
+    for kind, m in results["memory"].items():
+        lines.append(f"| {m['keys']:,} {kind.replace('_', ' ')} | {m['used_memory_per_key']:.0f} | {m['memory_usage']} |")
+    g = results["gateway"]
+    lines += ["", "## Gateway (llmrl-loadgen, closed loop, 64 clients; median of interleaved runs)", "",
+              "| target | req/s | p50 ms | p99 ms | p99.9 ms |", "|---|---|---|---|---|"]
+    for name, r in g["closed_loop"].items():
+        lines.append(f"| {name} | {r['rps']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['p999_ms']:.3f} |")
+    o = g["open_loop_half"]
+    lines += ["", f"Open loop at {o['rate']:,} req/s (half the 1-node maximum): p50 {o['p50_ms']:.3f} ms, "
+              f"p99 {o['p99_ms']:.3f} ms, p99.9 {o['p999_ms']:.3f} ms.", ""]
+    for name, value in g["ratios"].items():
+        lines.append(f"- {name.replace('_', ' ')}: {value:.2f}")
+    return "\n".join(lines) + "\n"
+
+
+def svg(results, path):
+    """A bar chart of the module's ratios to INCR (no plotting library needed)."""
+    rows = [r for r in results["module"]]
+    width, bar_h, left = 900, 18, 330
+    height = 40 + bar_h * len(rows) + 10 * 2
+    scale = (width - left - 80) / max(max(r["ratio_to_incr"] for r in rows), 1.0)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+             f'<text x="10" y="20" font-size="14">llmrl vs INCR and Lua (ratio of req/s to INCR, same run, {results["date"]})</text>']
+    y = 36
+    for r in rows:
+        color = "#2b7bb9" if r["name"].startswith("LLMRL") else ("#999" if r["name"] == "INCR" else "#d9822b")
+        w = r["ratio_to_incr"] * scale
+        parts.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{r["name"]} (-P {r["pipeline"]})</text>')
+        parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h - 4}" fill="{color}"/>')
+        parts.append(f'<text x="{left + w + 4:.1f}" y="{y + 13}">{r["ratio_to_incr"]:.2f}</text>')
+        y += bar_h
+    parts.append("</svg>")
+    path.write_text("\n".join(parts) + "\n")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny counts: seconds, to keep the harness working")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args()
+    for binary in (MODULE, GATEWAY, LOADGEN, BARE):
+        if not Path(binary).exists():
+            sys.exit(f"{binary} is missing: run `cargo build --release --workspace` first")
+    procs = Processes()
+    tmp = tempfile.mkdtemp(prefix="llmrl-bench-")
+    started = time.monotonic()
+    try:
+        print("module vs INCR and Lua:", flush=True)
+        module = module_section(procs, args.smoke, tmp)
+        print("memory:", flush=True)
+        memory = memory_section(procs, args.smoke, tmp)
+        print("gateway:", flush=True)
+        gateway = gateway_section(procs, args.smoke, tmp)
+    finally:
+        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    results = {"date": date, "cores": os.cpu_count(), "smoke": args.smoke, "seconds": round(time.monotonic() - started, 1),
+               "module": module, "memory": memory, "gateway": gateway}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    prefix = "smoke-" if args.smoke else ""
+    (out / f"{prefix}{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"{prefix}{stamp}.md").write_text(markdown(results))
+    if not args.smoke:
+        (out / "latest.md").write_text(markdown(results))
+        svg(results, out / "latest.svg")
+    else:
+        svg(results, out / f"{prefix}{stamp}.svg")
+    print(f"results: {out / (prefix + stamp)}.json / .md  ({results['seconds']} s)")
+
+
+if __name__ == "__main__":
+    main()
