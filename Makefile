@@ -25,11 +25,10 @@ build: deps
 	$(CARGO) build --release --workspace
 
 test: deps
-	$(CARGO) build --release -p llmrl -p llmrl-gateway -p llmrl-loadgen
+	$(CARGO) build --release -p llmrl -p llmrl-gateway -p llmrl-loadgen -p llmrl-bench
 	LLMRL_MODULE=$(MODULE) LLMRL_GATEWAY=$(GATEWAY) LLMRL_LOADGEN=$(LOADGEN) $(CARGO) test --workspace
-	LLMRL_MODULE=$(MODULE) LLMRL_GATEWAY=$(GATEWAY) scripts/python-tests.sh
-	$(CARGO) build --release -p llmrl-bench
 	python3 bench/run.py --smoke --out target/bench-smoke
+	LLMRL_MODULE=$(MODULE) LLMRL_GATEWAY=$(GATEWAY) scripts/python-tests.sh
 
 # The full benchmark (a few minutes): bench/results/<timestamp>.json and .md, latest.md/.svg.
 bench: deps
