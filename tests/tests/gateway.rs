@@ -946,3 +946,92 @@ fn capacity_returns_after_retry_after_ms() {
         200
     );
 }
+
+#[test]
+fn enforces_limits_against_a_redis_cluster() {
+    let nodes: Vec<RedisServer> = (0..3)
+        .map(|_| RedisServer::start(&["--cluster-enabled", "yes"]))
+        .collect();
+    let addresses: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let status = std::process::Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for node in &nodes {
+        let mut con = node.client();
+        assert!(eventually(Duration::from_secs(20), || string(
+            &mut con,
+            &["CLUSTER", "INFO"]
+        )
+        .contains("cluster_state:ok")));
+    }
+    let mut keys_toml = String::new();
+    for i in 0..12 {
+        keys_toml.push_str(&format!(
+            "[[keys]]\nname = \"k{i}\"\nkey = \"sk-cluster-{i}\"\nrpm = 3\n\n"
+        ));
+    }
+    let keys = write_keys(&nodes[0].dir, &keys_toml);
+    let seeds = nodes
+        .iter()
+        .map(|n| format!("redis://127.0.0.1:{}/", n.port))
+        .collect::<Vec<_>>()
+        .join(",");
+    let gw = Gateway::start(nodes[0].port, &keys, &["--redis-cluster", &seeds]);
+    let body = chat_body("gpt-4o", "hi", "\"max_tokens\":1");
+    for i in 0..12 {
+        let key = format!("sk-cluster-{i}");
+        let statuses: Vec<u16> = (0..5)
+            .map(|_| {
+                http(
+                    gw.port,
+                    "POST",
+                    "/v1/chat/completions",
+                    Some(&key),
+                    Some(&body),
+                )
+                .status
+            })
+            .collect();
+        assert_eq!(statuses, [200, 200, 200, 429, 429], "key {i}");
+    }
+    // The limiter keys are spread over the primaries, and any node answers for any key.
+    let mut holding = 0;
+    let mut all_keys = Vec::new();
+    for node in &nodes {
+        let mut con = node.client();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("llmrl:*").query(&mut con).unwrap();
+        holding += usize::from(!keys.is_empty());
+        all_keys.extend(keys);
+    }
+    assert_eq!(all_keys.len(), 12);
+    assert!(holding >= 2, "12 keys all landed on one node");
+    for key in &all_keys {
+        let output = std::process::Command::new("redis-cli")
+            .args([
+                "-c",
+                "-p",
+                &nodes[0].port.to_string(),
+                "LLMRL.PEEK",
+                key,
+                "3",
+                "0",
+                "0",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            text.starts_with("0\nrpm\n"),
+            "redis-cli -c follows MOVED to the key's node: {text}"
+        );
+    }
+}
