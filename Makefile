@@ -41,6 +41,11 @@ lint:
 
 run: build stop
 	@mkdir -p $(RUN_DIR)/redis
+	@for port in $(REDIS_PORT) $(GATEWAY_PORTS); do \
+		if (exec 3<>/dev/tcp/127.0.0.1/$$port) 2>/dev/null; then \
+			echo "port $$port is already in use (another Redis or gateway?): stop it, or pick other ports, e.g."; \
+			echo "  REDIS_PORT=6390 GATEWAY_PORTS=\"9000 9001 9002\" make run"; exit 1; fi; \
+	done
 	@redis-server redis.conf --port $(REDIS_PORT) --daemonize yes \
 		--pidfile $(RUN_DIR)/redis.pid --logfile $(RUN_DIR)/redis.log
 	@for i in $$(seq 50); do redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1 && break; sleep 0.1; done

@@ -24,7 +24,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    # Debian may start a system redis-server on 6379; llmrl runs its own.
+    # Debian starts the redis-server service it just installed on port 6379; llmrl runs its own
+    # Redis (with the module) there, so stop the service we brought in.
+    if [[ " ${missing[*]} " == *" redis-server "* ]]; then
+        systemctl disable --now redis-server >/dev/null 2>&1 || service redis-server stop >/dev/null 2>&1 || true
+    fi
     exit 0
 fi
 

@@ -12,8 +12,9 @@ pub struct Metrics {
     /// Time spent in LLMRL.CHECK, seen from the gateway.
     pub limiter_seconds: Histogram,
     pub redis_errors: IntCounterVec,
-    /// Tokens reserved at admission, by dimension (input, output).
-    pub tokens_reserved: IntCounterVec,
+    /// Tokens reserved at admission (tokens_reserved_total{dimension="input"|"output"}).
+    pub reserved_input: IntCounter,
+    pub reserved_output: IntCounter,
     /// Corrections sent with LLMRL.SETTLE, by dimension and direction (refund, charge).
     pub tokens_settled: IntCounterVec,
     /// |actual - estimated| input tokens, where the upstream reported usage.
@@ -99,7 +100,8 @@ impl Metrics {
             requests,
             limiter_seconds,
             redis_errors,
-            tokens_reserved,
+            reserved_input: tokens_reserved.with_label_values(&["input"]),
+            reserved_output: tokens_reserved.with_label_values(&["output"]),
             tokens_settled,
             input_estimate_error,
             shadow_denied,

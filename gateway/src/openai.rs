@@ -1,6 +1,7 @@
 //! OpenAI's wire formats: request validation with errors that name the problem, error bodies,
 //! and the built-in mock's responses and stream chunks.
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 /// A JSON error in OpenAI's format, with its HTTP status.
@@ -299,7 +300,44 @@ pub fn usage(prompt: u64, completion: u64) -> Value {
     })
 }
 
-/// A whole (non-streamed) mock response with `n` identical choices.
+#[derive(Serialize)]
+struct Usage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    content: &'a str,
+    refusal: (),
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    index: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<Message<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    logprobs: (),
+    finish_reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct Completion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: Vec<Choice<'a>>,
+    usage: Usage,
+    system_fingerprint: &'static str,
+}
+
+/// A whole (non-streamed) mock response with `n` identical choices, serialized. Typed rather
+/// than built as a `Value`: this is on every mock request's path.
 pub fn mock_response(
     request: &Request,
     id: &str,
@@ -308,35 +346,40 @@ pub fn mock_response(
     finish_reason: &str,
     prompt_tokens: u64,
     completion_tokens_per_choice: u64,
-) -> Value {
-    let choices: Vec<Value> = (0..request.n)
-        .map(|index| match request.endpoint {
-            Endpoint::Chat => json!({
-                "index": index,
-                "message": {"role": "assistant", "content": text, "refusal": null},
-                "logprobs": null,
-                "finish_reason": finish_reason,
+) -> String {
+    let chat = request.endpoint == Endpoint::Chat;
+    let choices = (0..request.n)
+        .map(|index| Choice {
+            index,
+            message: chat.then_some(Message {
+                role: "assistant",
+                content: text,
+                refusal: (),
             }),
-            Endpoint::Completions => json!({
-                "index": index,
-                "text": text,
-                "logprobs": null,
-                "finish_reason": finish_reason,
-            }),
+            text: (!chat).then_some(text),
+            logprobs: (),
+            finish_reason,
         })
         .collect();
-    json!({
-        "id": id,
-        "object": match request.endpoint {
-            Endpoint::Chat => "chat.completion",
-            Endpoint::Completions => "text_completion",
+    let completion_tokens = completion_tokens_per_choice.saturating_mul(request.n);
+    let completion = Completion {
+        id,
+        object: if chat {
+            "chat.completion"
+        } else {
+            "text_completion"
         },
-        "created": created,
-        "model": request.model,
-        "choices": choices,
-        "usage": usage(prompt_tokens, completion_tokens_per_choice * request.n),
-        "system_fingerprint": "llmrl-mock",
-    })
+        created,
+        model: &request.model,
+        choices,
+        usage: Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
+        },
+        system_fingerprint: "llmrl-mock",
+    };
+    serde_json::to_string(&completion).unwrap_or_default()
 }
 
 /// One Server-Sent Events chunk of a mock stream.

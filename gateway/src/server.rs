@@ -476,14 +476,8 @@ async fn completion(
             return (response, route, reason);
         }
     }
-    app.metrics
-        .tokens_reserved
-        .with_label_values(&["input"])
-        .inc_by(input_tokens);
-    app.metrics
-        .tokens_reserved
-        .with_label_values(&["output"])
-        .inc_by(reserved_output);
+    app.metrics.reserved_input.inc_by(input_tokens);
+    app.metrics.reserved_output.inc_by(reserved_output);
     let settlement = Settlement {
         app: Arc::clone(app),
         redis_key: scope.redis_key.clone(),
@@ -634,7 +628,11 @@ fn mock_answer(
             tokens,
         );
         settlement.spawn(input_tokens, tokens * request.n);
-        return json_response(StatusCode::OK, &body);
+        let mut response = Response::new(full(body));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return response;
     }
     let chunks = app.tokenizer.mock_chunks(target, 4);
     let (tx, rx) = mpsc::channel::<Bytes>(16);

@@ -260,32 +260,46 @@ async fn closed_loop(shared: &Arc<Shared>, concurrency: usize, honor_retry_after
 }
 
 async fn open_loop(shared: &Arc<Shared>, rate: f64) {
+    // The schedule runs on its own OS thread: the runtime's timer ticks in whole milliseconds,
+    // which would send requests late in bursts and blame the server for it.
     let interval = Duration::from_secs_f64(1.0 / rate);
-    let mut tasks = Vec::new();
-    let mut k: u32 = 0;
-    let mut rng = SmallRng::seed_from_u64(7);
-    loop {
-        let intended = shared.start + interval * k;
-        tokio::time::sleep_until(intended.into()).await;
-        if !shared.claim() {
-            break;
-        }
-        let shared = Arc::clone(shared);
-        let seed = rng.random();
-        tasks.push(tokio::spawn(async move {
-            let mut rng = SmallRng::seed_from_u64(seed);
-            // Latency counts from when the request should have gone out, so a server that
-            // stalls cannot hide its queue (no coordinated omission).
-            let (sample, _) = send(&shared, &mut rng, intended).await;
-            if let Ok(mut samples) = shared.samples.lock() {
-                samples.push(sample);
+    let handle = tokio::runtime::Handle::current();
+    let scheduler_shared = Arc::clone(shared);
+    let scheduler = std::thread::spawn(move || {
+        let shared = scheduler_shared;
+        let mut tasks = Vec::new();
+        let mut rng = SmallRng::seed_from_u64(7);
+        let mut k: u32 = 0;
+        loop {
+            let intended = shared.start + interval * k;
+            let now = Instant::now();
+            if intended > now {
+                std::thread::sleep(intended - now);
             }
-        }));
-        k = k.saturating_add(1);
-        if tasks.len() >= 4096 {
-            tasks.retain(|t| !t.is_finished());
+            if !shared.claim() {
+                break;
+            }
+            let task_shared = Arc::clone(&shared);
+            let seed: u64 = rng.random();
+            tasks.push(handle.spawn(async move {
+                let mut rng = SmallRng::seed_from_u64(seed);
+                // Latency counts from when the request should have gone out, so a server that
+                // stalls cannot hide its queue (no coordinated omission).
+                let (sample, _) = send(&task_shared, &mut rng, intended).await;
+                if let Ok(mut samples) = task_shared.samples.lock() {
+                    samples.push(sample);
+                }
+            }));
+            k = k.saturating_add(1);
+            if tasks.len() >= 4096 {
+                tasks.retain(|t| !t.is_finished());
+            }
         }
-    }
+        tasks
+    });
+    let tasks = tokio::task::spawn_blocking(move || scheduler.join().unwrap_or_default())
+        .await
+        .unwrap_or_default();
     for task in tasks {
         let _ = task.await;
     }
