@@ -198,4 +198,36 @@ fn the_audit_catches_an_over_admitting_target() {
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("requests 100 "), "{output}");
     assert!(output.contains("open loop"), "{output}");
+
+    // Streamed responses: usage comes from the stream's usage chunk and is audited too.
+    let json = redis.dir.join("stream.json");
+    let json_arg = json.display().to_string();
+    let (code, output) = run_loadgen(&[
+        "--node",
+        &url,
+        "--key",
+        "sk-other",
+        "--concurrency",
+        "4",
+        "--requests",
+        "40",
+        "--stream",
+        "--max-tokens",
+        "4",
+        "--audit",
+        "--keys-file",
+        &keys_arg,
+        "--json",
+        &json_arg,
+    ]);
+    assert_eq!(code, 0, "{output}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["status_codes"]["200"], 25, "{output}");
+    let output_tokens = &report["audit"][0]["dimensions"][2];
+    assert_eq!(output_tokens["dimension"], "output_tokens");
+    assert_eq!(
+        output_tokens["admitted"],
+        25 * 4,
+        "usage read from the streams"
+    );
 }
