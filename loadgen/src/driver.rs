@@ -148,8 +148,16 @@ pub async fn drive(cli: &Cli) -> Result<Outcome, String> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let concurrency = cli.concurrency.unwrap_or(64);
+    // Closed loop: one pooled connection a client. Open loop: however many requests are in
+    // flight; keep them all, since opening connections under load would itself be the
+    // bottleneck.
+    let pool = if cli.rate.is_some() {
+        4096
+    } else {
+        concurrency.max(8)
+    };
     let client = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(concurrency.max(8))
+        .pool_max_idle_per_host(pool)
         .build(connector);
     let nodes: Vec<String> = cli
         .nodes
