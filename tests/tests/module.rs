@@ -1216,3 +1216,158 @@ fn load_and_apply_rebuild_state_exactly() {
         4102444800000 + 610
     );
 }
+
+/// A small deterministic generator (xorshift), so a failure can be replayed.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+#[test]
+fn random_commands_never_break_the_server() {
+    let server = RedisServer::start(&[]);
+    let mut con = server.client();
+    let now_bucket = (server_ms(&mut con) / 10).to_string();
+    let tickets: Vec<String> = (0..5)
+        .map(|i| ((server_ms(&mut con) / 10 + 1 - i) * 10).to_string())
+        .collect();
+    // Mostly valid numbers (edge values included), sometimes garbage.
+    let mut valid: Vec<Vec<u8>> = [
+        "0",
+        "1",
+        "2",
+        "7",
+        "59",
+        "60",
+        "61",
+        "600",
+        "6000",
+        "60000",
+        "4294967295",
+        "4294967296",
+        "9223372036854775807",
+        "9223372036854775808",
+        "18446744073709551615",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    valid.push(now_bucket.into_bytes());
+    valid.extend(tickets.into_iter().map(String::into_bytes));
+    let mut invalid: Vec<Vec<u8>> = [
+        "18446744073709551616",
+        "-1",
+        "-0",
+        "+5",
+        "1.5",
+        "1e3",
+        "",
+        " 1",
+        "abc",
+        "WINDOW",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    invalid.push(b"\xff\x00\xfe".to_vec());
+    let commands = [
+        "LLMRL.CHECK",
+        "LLMRL.PEEK",
+        "LLMRL.SETTLE",
+        "LLMRL.APPLY",
+        "LLMRL.LOAD",
+        "LLMRL.INSPECT",
+    ];
+    let keys = ["a", "b", "c", "str"];
+    exec(&mut con, &["SET", "str", "not a limiter"]).unwrap();
+    let mut random = Random(0x9E37_79B9_7F4A_7C15);
+    let mut sent = 0;
+    let mut errors = 0;
+    for _batch in 0..40 {
+        let mut pipe = redis::pipe();
+        for _ in 0..500 {
+            let command = *random.pick(&commands);
+            let arity = match command {
+                // Mostly well-formed arity, sometimes not.
+                "LLMRL.CHECK" => *random.pick(&[5, 5, 5, 7, 7, 4, 6, 8]),
+                "LLMRL.PEEK" => *random.pick(&[3, 5, 5, 7, 2, 4]),
+                "LLMRL.SETTLE" => *random.pick(&[5, 5, 5, 4, 6]),
+                "LLMRL.APPLY" => *random.pick(&[11, 11, 10, 12]),
+                "LLMRL.LOAD" => *random.pick(&[6, 9, 12, 7]),
+                _ => *random.pick(&[0, 0, 1]),
+            };
+            let cmd = pipe.cmd(command).arg(*random.pick(&keys));
+            for position in 0..arity {
+                // Put WINDOW where an option may go, numbers elsewhere.
+                if (command == "LLMRL.CHECK" && position == 5)
+                    || (command == "LLMRL.PEEK" && arity == 5 && position == 3)
+                {
+                    cmd.arg("WINDOW");
+                } else {
+                    let pool = if random.next().is_multiple_of(12) {
+                        &invalid
+                    } else {
+                        &valid
+                    };
+                    cmd.arg(random.pick(pool).as_slice());
+                }
+            }
+            sent += 1;
+        }
+        // Errors are expected; a dropped connection or a crash is not.
+        let replies = redis::ConnectionLike::req_packed_commands(
+            &mut con,
+            &pipe.get_packed_pipeline(),
+            0,
+            500,
+        )
+        .expect("the server keeps answering");
+        assert_eq!(replies.len(), 500);
+        errors += replies
+            .iter()
+            .filter(|r| matches!(r, Value::ServerError(_)))
+            .count();
+        for reply in &replies {
+            // Every CHECK/PEEK/SETTLE-shaped reply has sane fields.
+            if let Value::Array(items) = reply {
+                if items.len() == 10 {
+                    let d = Decision::from_value(reply);
+                    assert!(d.remaining.iter().all(|r| *r >= -1), "{d:?}");
+                    assert!(d.reset_ms.iter().all(|r| *r >= 0), "{d:?}");
+                    assert!(d.retry_after_ms >= -1);
+                }
+            }
+        }
+    }
+    assert_eq!(sent, 20_000);
+    // The mix exercised both sides: many rejected, many accepted and recorded.
+    assert!(errors > 2_000 && errors < 19_500, "{errors} errors");
+    let (checks, allowed) = (
+        info_field(&mut con, "checks"),
+        info_field(&mut con, "allowed"),
+    );
+    assert!(
+        checks > 500 && allowed > 10,
+        "{allowed} of {checks} checks allowed, {errors} errors"
+    );
+    assert_eq!(string(&mut con, &["PING"]), "PONG");
+    assert_eq!(info_field(&mut con, "panics_caught"), 0);
+    let digest = db_digest(&mut con);
+    exec(&mut con, &["DEBUG", "RELOAD"]).unwrap();
+    assert_eq!(
+        db_digest(&mut con),
+        digest,
+        "whatever was recorded survives a reload exactly"
+    );
+    assert_eq!(string(&mut con, &["GET", "str"]), "not a limiter");
+}
