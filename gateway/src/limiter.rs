@@ -2,9 +2,10 @@
 //! Cluster, each call bounded by a timeout, reconnecting by itself after an outage.
 
 use crate::config::Limits;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::AsyncConnectionConfig;
 use redis::{Cmd, Value};
 use std::time::Duration;
 use thiserror::Error;
@@ -63,7 +64,7 @@ enum Target {
 
 #[derive(Clone)]
 enum Connection {
-    Single(ConnectionManager),
+    Single(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
 
@@ -119,11 +120,13 @@ impl Limiter {
         }
         let connection = match &self.target {
             Target::Single(client) => {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Duration::from_secs(1))
-                    .set_number_of_retries(1)
-                    .set_max_delay(200);
-                Connection::Single(client.get_connection_manager_with_config(config).await?)
+                let config =
+                    AsyncConnectionConfig::new().set_connection_timeout(Duration::from_secs(1));
+                Connection::Single(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                )
             }
             Target::Cluster(client) => Connection::Cluster(client.get_async_connection().await?),
         };
@@ -137,14 +140,31 @@ impl Limiter {
     async fn query(&self, cmd: &Cmd) -> Result<Value, LimiterError> {
         let call = async {
             let value = match self.connection().await? {
-                Connection::Single(mut c) => cmd.query_async(&mut c).await?,
-                Connection::Cluster(mut c) => cmd.query_async(&mut c).await?,
+                Connection::Single(mut c) => cmd.query_async(&mut c).await,
+                Connection::Cluster(mut c) => cmd.query_async(&mut c).await,
             };
-            Ok::<Value, LimiterError>(value)
+            value.map_err(|error| {
+                // A dropped connection is replaced on the next call; the cluster client
+                // reconnects by itself.
+                if error.is_connection_dropped() || error.is_io_error() {
+                    self.forget_single_connection();
+                }
+                LimiterError::from(error)
+            })
         };
         tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| LimiterError::Timeout(self.timeout))?
+    }
+
+    fn forget_single_connection(&self) {
+        let mut slot = self
+            .connection
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if matches!(*slot, Some(Connection::Single(_))) {
+            *slot = None;
+        }
     }
 
     pub async fn check(
