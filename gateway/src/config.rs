@@ -264,12 +264,15 @@ impl KeyStore {
                 return Err(invalid("window_ms must be a positive multiple of 60"));
             }
             let hash: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+            // The window is part of the key name: a key keeps the window it was created with, so
+            // a reload that changes window_ms starts a new key instead of failing every CHECK.
+            let window = entry.window_ms;
             let models = entry
                 .models
                 .iter()
                 .map(|(model, m)| {
                     let scope = Scope {
-                        redis_key: format!("llmrl:{{{hash}}}:model:{model}"),
+                        redis_key: format!("llmrl:{{{hash}}}:w{window}:model:{model}"),
                         limits: Limits {
                             rpm: m.rpm,
                             itpm: m.itpm,
@@ -286,7 +289,7 @@ impl KeyStore {
                 name: entry.name.clone(),
                 digest,
                 default_scope: Scope {
-                    redis_key: format!("llmrl:{{{hash}}}:default"),
+                    redis_key: format!("llmrl:{{{hash}}}:w{window}:default"),
                     limits: Limits {
                         rpm: entry.rpm,
                         itpm: entry.itpm,

@@ -555,6 +555,32 @@ fn sighup_reloads_limits_and_keeps_usage() {
         200
     );
 
+    // Changing a key's window starts a fresh limiter key rather than failing every CHECK.
+    write_keys(
+        &s.redis.dir,
+        &reloaded.replace(
+            "name = \"new\"\nkey = \"sk-new\"\n",
+            "name = \"new\"\nkey = \"sk-new\"\nwindow_ms = 600\n",
+        ),
+    );
+    gw.signal("HUP");
+    assert!(eventually(Duration::from_secs(5), || gw
+        .log_text()
+        .matches("keys file reloaded")
+        .count()
+        == 2));
+    assert_eq!(
+        http(
+            gw.port,
+            "POST",
+            "/v1/chat/completions",
+            Some("sk-new"),
+            Some(&body)
+        )
+        .status,
+        200
+    );
+
     // A broken file is refused and the keys in force stay.
     write_keys(&s.redis.dir, "this is not toml [");
     gw.signal("HUP");
