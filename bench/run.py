@@ -236,8 +236,9 @@ def memory_section(procs, smoke, tmp):
 def loadgen(nodes, duration, concurrency=64, rate=None, requests=None):
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         report_path = f.name
+    hgrm_path = report_path + ".hgrm"
     args = [LOADGEN, "--quiet", "--key", "sk-bench", "--max-tokens", "16", "--prompt-tokens", "32",
-            "--duration", str(duration), "--json", report_path]
+            "--duration", str(duration), "--json", report_path, "--hgrm", hgrm_path]
     for node in nodes:
         args += ["--node", f"http://127.0.0.1:{node}"]
     if rate:
@@ -246,10 +247,25 @@ def loadgen(nodes, duration, concurrency=64, rate=None, requests=None):
         args += ["--concurrency", str(concurrency)]
     subprocess.run([str(a) for a in args], capture_output=True, check=True)
     report = json.loads(Path(report_path).read_text())
+    curve = percentile_curve(Path(hgrm_path).read_text())
     os.unlink(report_path)
+    os.unlink(hgrm_path)
     return {"rps": report["rps"], "total": report["total_requests"], "ok": report["status_codes"].get("200", 0),
             "p50_ms": report["latency_ok"]["p50_ms"], "p99_ms": report["latency_ok"]["p99_ms"],
-            "p999_ms": report["latency_ok"]["p999_ms"], "errors": report["transport_errors"]}
+            "p999_ms": report["latency_ok"]["p999_ms"], "errors": report["transport_errors"], "curve": curve}
+
+
+def percentile_curve(hgrm):
+    """(percentile, latency ms) pairs from an HdrHistogram percentile distribution."""
+    points = []
+    for line in hgrm.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and not line.startswith("#"):
+            try:
+                points.append((float(fields[1]), float(fields[0])))
+            except ValueError:
+                continue
+    return points
 
 
 def gateway_section(procs, smoke, tmp):
@@ -323,6 +339,40 @@ def markdown(results):
     return "\n".join(lines) + "\n"
 
 
+def latency_svg(results, path):
+    """Latency percentile curves of the gateway runs (x: percentile on a log scale of 1/(1-p))."""
+    import math
+    series = [(name, r["curve"]) for name, r in results["gateway"]["closed_loop"].items()]
+    series.append((f"open loop, {results['gateway']['open_loop_half']['rate']:,} req/s",
+                   results["gateway"]["open_loop_half"]["curve"]))
+    width, height, left, bottom, top, right = 900, 420, 70, 50, 40, 230
+    max_x = math.log10(1e4)  # up to p99.99
+    values = [ms for _, curve in series for p, ms in curve if p < 0.9999]
+    max_y = max(values + [1.0])
+    scale_y = math.log10(max_y * 1.2) + 2  # from 0.01 ms
+    def x(p):
+        return left + (width - left - right) * min(math.log10(1 / max(1 - p, 1e-4)), max_x) / max_x
+    def y(ms):
+        return height - bottom - (height - bottom - top) * (math.log10(max(ms, 0.01)) + 2) / scale_y
+    colors = ["#999", "#d9822b", "#2b7bb9", "#3a9d5d", "#b23b3b"]
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+             f'<text x="10" y="20" font-size="14">Gateway latency by percentile (llmrl-loadgen, {results["date"]})</text>']
+    for label, p in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999), ("p99.99", 0.9999)):
+        parts.append(f'<line x1="{x(p):.1f}" y1="{top}" x2="{x(p):.1f}" y2="{height - bottom}" stroke="#eee"/>')
+        parts.append(f'<text x="{x(p):.1f}" y="{height - bottom + 16}" text-anchor="middle">{label}</text>')
+    for ms in (0.1, 1, 10, 100, 1000):
+        if ms <= max_y * 1.2:
+            parts.append(f'<line x1="{left}" y1="{y(ms):.1f}" x2="{width - right}" y2="{y(ms):.1f}" stroke="#eee"/>')
+            parts.append(f'<text x="{left - 6}" y="{y(ms) + 4:.1f}" text-anchor="end">{ms:g} ms</text>')
+    for i, (name, curve) in enumerate(series):
+        points = " ".join(f"{x(p):.1f},{y(ms):.1f}" for p, ms in curve if p < 0.9999)
+        color = colors[i % len(colors)]
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}"/>')
+        parts.append(f'<text x="{width - right + 10}" y="{top + 16 * i + 10}" fill="{color}">{name}</text>')
+    parts.append("</svg>")
+    path.write_text("\n".join(parts) + "\n")
+
+
 def svg(results, path):
     """A bar chart of the module's ratios to INCR (no plotting library needed)."""
     rows = [r for r in results["module"]]
@@ -376,8 +426,10 @@ def main():
     if not args.smoke:
         (out / "latest.md").write_text(markdown(results))
         svg(results, out / "latest.svg")
+        latency_svg(results, out / "latest-latency.svg")
     else:
         svg(results, out / f"{prefix}{stamp}.svg")
+        latency_svg(results, out / f"{prefix}{stamp}-latency.svg")
     print(f"results: {out / (prefix + stamp)}.json / .md  ({results['seconds']} s)")
 
 
