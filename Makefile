@@ -12,9 +12,21 @@ KEYS_FILE     ?= gateway/keys.sample.toml
 RUN_DIR       := $(CURDIR)/run
 MODULE        := $(CURDIR)/target/release/libllmrl.so
 GATEWAY       := $(CURDIR)/target/release/llmrl-gateway
+# CLUSTER=1: run against a local Redis Cluster (scripts/cluster.sh) instead of one Redis.
+CLUSTER       ?=
+CLUSTER_BASE_PORT ?= 7001
+ifeq ($(CLUSTER),1)
+REDIS_FLAGS   := --redis-cluster redis://127.0.0.1:$(CLUSTER_BASE_PORT)/,redis://127.0.0.1:$(shell echo $$(($(CLUSTER_BASE_PORT)+1)))/,redis://127.0.0.1:$(shell echo $$(($(CLUSTER_BASE_PORT)+2)))/
+REDIS_WHERE   := a Redis Cluster, 3 primaries + 3 replicas on 127.0.0.1:$(CLUSTER_BASE_PORT)-$(shell echo $$(($(CLUSTER_BASE_PORT)+5)))   (run/cluster/)
+REDIS_CLI     := redis-cli -c -p $(CLUSTER_BASE_PORT)
+else
+REDIS_FLAGS   := --redis-url redis://127.0.0.1:$(REDIS_PORT)/
+REDIS_WHERE   := 127.0.0.1:$(REDIS_PORT)   (log run/redis.log, data run/redis/)
+REDIS_CLI     := redis-cli -p $(REDIS_PORT)
+endif
 LOADGEN       := $(CURDIR)/target/release/llmrl-loadgen
 
-.PHONY: all build deps test lint run stop clean bench
+.PHONY: all build deps test lint run stop clean bench cluster redis
 
 all: build
 
@@ -40,19 +52,19 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 run: build stop
-	@mkdir -p $(RUN_DIR)/redis
-	@for port in $(REDIS_PORT) $(GATEWAY_PORTS); do \
+	@for port in $(GATEWAY_PORTS); do \
 		if (exec 3<>/dev/tcp/127.0.0.1/$$port) 2>/dev/null; then \
-			echo "port $$port is already in use (another Redis or gateway?): stop it, or pick other ports, e.g."; \
-			echo "  REDIS_PORT=6390 GATEWAY_PORTS=\"9000 9001 9002\" make run"; exit 1; fi; \
+			echo "port $$port is already in use (another gateway?): stop it, or pick other ports, e.g."; \
+			echo "  GATEWAY_PORTS=\"9000 9001 9002\" make run"; exit 1; fi; \
 	done
-	@redis-server redis.conf --port $(REDIS_PORT) --daemonize yes \
-		--pidfile $(RUN_DIR)/redis.pid --logfile $(RUN_DIR)/redis.log
-	@for i in $$(seq 50); do redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1 && break; sleep 0.1; done
-	@redis-cli -p $(REDIS_PORT) ping >/dev/null || { echo "redis-server did not start, see $(RUN_DIR)/redis.log"; exit 1; }
+ifeq ($(CLUSTER),1)
+	@CLUSTER_BASE_PORT=$(CLUSTER_BASE_PORT) scripts/cluster.sh start
+else
+	@$(MAKE) --no-print-directory redis
+endif
 	@for port in $(GATEWAY_PORTS); do \
 		nohup $(GATEWAY) --listen 127.0.0.1:$$port --node-id gw-$$port \
-			--redis-url redis://127.0.0.1:$(REDIS_PORT)/ --keys-file $(KEYS_FILE) \
+			$(REDIS_FLAGS) --keys-file $(KEYS_FILE) \
 			> $(RUN_DIR)/gateway-$$port.log 2>&1 & echo $$! > $(RUN_DIR)/gateway-$$port.pid; \
 	done
 	@for port in $(GATEWAY_PORTS); do \
@@ -60,7 +72,7 @@ run: build stop
 		(exec 3<>/dev/tcp/127.0.0.1/$$port) 2>/dev/null || { echo "gateway on $$port did not start, see $(RUN_DIR)/gateway-$$port.log"; exit 1; }; \
 	done
 	@echo
-	@echo "Redis with llmrl:  127.0.0.1:$(REDIS_PORT)   (log run/redis.log, data run/redis/)"
+	@echo "Redis with llmrl:  $(REDIS_WHERE)"
 	@echo "Gateway nodes:     $(foreach p,$(GATEWAY_PORTS),http://127.0.0.1:$(p))   (logs run/gateway-*.log)"
 	@echo "API keys:          $(KEYS_FILE)  (sk-llmrl-demo: 60 RPM; sk-llmrl-small: 3 RPM)"
 	@echo
@@ -70,10 +82,24 @@ run: build stop
 	@echo "  for p in $(GATEWAY_PORTS) $(firstword $(GATEWAY_PORTS)); do curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:\$$p/v1/chat/completions \\"
 	@echo "       -H 'Authorization: Bearer sk-llmrl-small' -H 'Content-Type: application/json' -d '{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'; done"
 	@echo "The module directly:"
-	@echo "  redis-cli -p $(REDIS_PORT) LLMRL.CHECK api:demo 3 1000 500 120 80"
-	@echo "  redis-cli -p $(REDIS_PORT) INFO llmrl"
+	@echo "  $(REDIS_CLI) LLMRL.CHECK api:demo 3 1000 500 120 80"
+	@echo "  $(REDIS_CLI) INFO llmrl"
 	@echo "Health and metrics: curl http://127.0.0.1:$(firstword $(GATEWAY_PORTS))/health   .../metrics"
 	@echo "Stop everything with: make stop"
+
+# One Redis with the module, as `make run` starts it.
+redis:
+	@mkdir -p $(RUN_DIR)/redis
+	@if (exec 3<>/dev/tcp/127.0.0.1/$(REDIS_PORT)) 2>/dev/null; then \
+		echo "port $(REDIS_PORT) is already in use (another Redis?): stop it, or pick another, e.g. REDIS_PORT=6390 make run"; exit 1; fi
+	@redis-server redis.conf --port $(REDIS_PORT) --daemonize yes \
+		--pidfile $(RUN_DIR)/redis.pid --logfile $(RUN_DIR)/redis.log
+	@for i in $$(seq 50); do redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1 && break; sleep 0.1; done
+	@redis-cli -p $(REDIS_PORT) ping >/dev/null || { echo "redis-server did not start, see $(RUN_DIR)/redis.log"; exit 1; }
+
+# A local Redis Cluster with the module on every node (no gateways): 3 primaries, 3 replicas.
+cluster: build
+	@CLUSTER_BASE_PORT=$(CLUSTER_BASE_PORT) scripts/cluster.sh start
 
 stop:
 	@for pidfile in $(RUN_DIR)/gateway-*.pid; do \
@@ -87,6 +113,7 @@ stop:
 		for i in $$(seq 50); do [ -f $(RUN_DIR)/redis.pid ] || break; sleep 0.1; done; \
 		rm -f $(RUN_DIR)/redis.pid; \
 	fi
+	@if [ -d $(RUN_DIR)/cluster ]; then CLUSTER_BASE_PORT=$(CLUSTER_BASE_PORT) scripts/cluster.sh stop; fi
 
 clean: stop
 	$(CARGO) clean
