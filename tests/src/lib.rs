@@ -529,6 +529,17 @@ pub fn http(
     raw_http(port, request.as_bytes()).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
+/// `POST /v1/chat/completions` with an API key and a JSON body.
+pub fn post_chat(port: u16, api_key: &str, body: &str) -> HttpResponse {
+    http(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        Some(api_key),
+        Some(body),
+    )
+}
+
 /// A one-message chat request body.
 pub fn chat_body(model: &str, content: &str, extra: &str) -> String {
     let extra = if extra.is_empty() {

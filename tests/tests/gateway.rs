@@ -73,13 +73,7 @@ fn rejects_bad_requests_with_openai_errors_and_touches_nothing() {
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"]["code"], "invalid_api_key");
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
-    let r = http(
-        gw.port,
-        "POST",
-        "/v1/chat/completions",
-        Some("sk-wrong"),
-        Some(&body),
-    );
+    let r = post_chat(gw.port, "sk-wrong", &body);
     assert_eq!(r.status, 401);
     assert!(!r.text().contains("sk-wrong"), "the key is not echoed");
 
@@ -109,39 +103,17 @@ fn rejects_bad_requests_with_openai_errors_and_touches_nothing() {
         ),
     ];
     for (body, status, expected) in cases {
-        let r = http(
-            gw.port,
-            "POST",
-            "/v1/chat/completions",
-            Some("sk-tight"),
-            Some(body),
-        );
+        let r = post_chat(gw.port, "sk-tight", body);
         assert_eq!(r.status, *status, "{body}");
         let message = r.json()["error"]["message"].as_str().unwrap().to_string();
         assert!(message.contains(expected), "{body}: {message}");
         assert_eq!(r.json()["error"]["type"], "invalid_request_error");
     }
     let deep = format!(r#"{{"model":"gpt-4o","messages":{}}}"#, "[".repeat(1500));
-    assert_eq!(
-        http(
-            gw.port,
-            "POST",
-            "/v1/chat/completions",
-            Some("sk-tight"),
-            Some(&deep)
-        )
-        .status,
-        400
-    );
+    assert_eq!(post_chat(gw.port, "sk-tight", &deep).status, 400);
 
     let big = chat_body("gpt-4o", &"x".repeat(3000), "");
-    let r = http(
-        gw.port,
-        "POST",
-        "/v1/chat/completions",
-        Some("sk-tight"),
-        Some(&big),
-    );
+    let r = post_chat(gw.port, "sk-tight", &big);
     assert_eq!(r.status, 413);
     assert!(r.json()["error"]["message"]
         .as_str()
@@ -204,16 +176,7 @@ fn limits_hold_across_three_nodes_hammered_at_once() {
                 for i in 0..10 {
                     let port = ports[(t + i) % ports.len()];
                     let body = chat_body("gpt-4o-mini", "count me", "\"max_tokens\":5");
-                    statuses.push(
-                        http(
-                            port,
-                            "POST",
-                            "/v1/chat/completions",
-                            Some("sk-tight"),
-                            Some(&body),
-                        )
-                        .status,
-                    );
+                    statuses.push(post_chat(port, "sk-tight", &body).status);
                 }
                 statuses
             })
@@ -268,13 +231,7 @@ fn rate_limited_responses_match_openai_and_the_module() {
     let s = stack();
     let gw = Gateway::start(s.redis.port, &s.keys, &[]);
     let body = chat_body("gpt-4o", "hello", "\"max_tokens\":3");
-    let ok = http(
-        gw.port,
-        "POST",
-        "/v1/chat/completions",
-        Some("sk-one"),
-        Some(&body),
-    );
+    let ok = post_chat(gw.port, "sk-one", &body);
     assert_eq!(ok.status, 200);
     assert_eq!(ok.header("x-ratelimit-limit-requests"), Some("1"));
     assert_eq!(ok.header("x-ratelimit-remaining-requests"), Some("0"));
@@ -292,13 +249,7 @@ fn rate_limited_responses_match_openai_and_the_module() {
     assert_eq!(ok.header("x-ratelimit-limit-tokens"), None);
 
     let sent = Instant::now();
-    let denied = http(
-        gw.port,
-        "POST",
-        "/v1/chat/completions",
-        Some("sk-one"),
-        Some(&body),
-    );
+    let denied = post_chat(gw.port, "sk-one", &body);
     assert_eq!(denied.status, 429);
     let error = &denied.json()["error"];
     assert_eq!(error["type"], "requests");
@@ -333,13 +284,7 @@ fn request_too_large_is_not_retryable() {
     let s = stack();
     let gw = Gateway::start(s.redis.port, &s.keys, &[]);
     let body = chat_body("gpt-4o", "hello", "\"max_tokens\":600,\"n\":2");
-    let r = http(
-        gw.port,
-        "POST",
-        "/v1/chat/completions",
-        Some("sk-tokens"),
-        Some(&body),
-    );
+    let r = post_chat(gw.port, "sk-tokens", &body);
     assert_eq!(r.status, 429);
     assert_eq!(r.header("x-should-retry"), Some("false"));
     assert_eq!(r.header("retry-after"), None);
@@ -356,13 +301,7 @@ fn settlement_refunds_unused_reservation() {
     let s = stack();
     let gw = Gateway::start(s.redis.port, &s.keys, &["--mock-tokens", "32"]);
     // No max_tokens: 100 output tokens are reserved, the mock produces 32.
-    let r = http(
-        gw.port,
-        "POST",
-        "/v1/chat/completions",
-        Some("sk-tokens"),
-        Some(&chat_body("gpt-4o", "hello", "")),
-    );
+    let r = post_chat(gw.port, "sk-tokens", &chat_body("gpt-4o", "hello", ""));
     assert_eq!(r.status, 200);
     let usage = &r.json()["usage"];
     assert_eq!(usage["completion_tokens"], 32);
@@ -401,13 +340,7 @@ fn streams_chunks_usage_and_done() {
         "stream please",
         "\"stream\":true,\"stream_options\":{\"include_usage\":true}",
     );
-    let r = http(
-        gw.port,
-        "POST",
-        "/v1/chat/completions",
-        Some("sk-tokens"),
-        Some(&body),
-    );
+    let r = post_chat(gw.port, "sk-tokens", &body);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/event-stream"));
     assert!(
@@ -439,13 +372,7 @@ fn streams_chunks_usage_and_done() {
 
     // Without include_usage there is no usage chunk, but the stream is still settled exactly.
     let body = chat_body("gpt-4o", "stream please", "\"stream\":true");
-    let r = http(
-        gw.port,
-        "POST",
-        "/v1/chat/completions",
-        Some("sk-tokens"),
-        Some(&body),
-    );
+    let r = post_chat(gw.port, "sk-tokens", &body);
     let events = sse_events(&r.body);
     assert!(events.iter().all(|e| !e.contains("\"usage\"")));
     let mut con = s.redis.client();
@@ -461,16 +388,7 @@ fn shadow_keys_are_reported_not_blocked() {
     let gw = Gateway::start(s.redis.port, &s.keys, &[]);
     let body = chat_body("gpt-4o", "hello", "\"max_tokens\":2");
     let statuses: Vec<u16> = (0..3)
-        .map(|_| {
-            http(
-                gw.port,
-                "POST",
-                "/v1/chat/completions",
-                Some("sk-shadow"),
-                Some(&body),
-            )
-            .status
-        })
+        .map(|_| post_chat(gw.port, "sk-shadow", &body).status)
         .collect();
     assert_eq!(statuses, [200, 200, 200]);
     assert_eq!(metric(gw.port, "llmrl_gateway_shadow_denied_total", &[]), 2);
@@ -487,39 +405,9 @@ fn sighup_reloads_limits_and_keeps_usage() {
     let s = stack();
     let gw = Gateway::start(s.redis.port, &s.keys, &[]);
     let body = chat_body("gpt-4o", "hello", "\"max_tokens\":2");
-    assert_eq!(
-        http(
-            gw.port,
-            "POST",
-            "/v1/chat/completions",
-            Some("sk-one"),
-            Some(&body)
-        )
-        .status,
-        200
-    );
-    assert_eq!(
-        http(
-            gw.port,
-            "POST",
-            "/v1/chat/completions",
-            Some("sk-one"),
-            Some(&body)
-        )
-        .status,
-        429
-    );
-    assert_eq!(
-        http(
-            gw.port,
-            "POST",
-            "/v1/chat/completions",
-            Some("sk-new"),
-            Some(&body)
-        )
-        .status,
-        401
-    );
+    assert_eq!(post_chat(gw.port, "sk-one", &body).status, 200);
+    assert_eq!(post_chat(gw.port, "sk-one", &body).status, 429);
+    assert_eq!(post_chat(gw.port, "sk-new", &body).status, 401);
     let reloaded = KEYS.replace(
         "name = \"one\"\nkey = \"sk-one\"\nrpm = 1",
         "name = \"one\"\nkey = \"sk-one\"\nrpm = 3",
@@ -531,29 +419,10 @@ fn sighup_reloads_limits_and_keeps_usage() {
         .contains("keys file reloaded")));
     // Usage was kept: one request already counts against the new limit of 3.
     let statuses: Vec<u16> = (0..3)
-        .map(|_| {
-            http(
-                gw.port,
-                "POST",
-                "/v1/chat/completions",
-                Some("sk-one"),
-                Some(&body),
-            )
-            .status
-        })
+        .map(|_| post_chat(gw.port, "sk-one", &body).status)
         .collect();
     assert_eq!(statuses, [200, 200, 429]);
-    assert_eq!(
-        http(
-            gw.port,
-            "POST",
-            "/v1/chat/completions",
-            Some("sk-new"),
-            Some(&body)
-        )
-        .status,
-        200
-    );
+    assert_eq!(post_chat(gw.port, "sk-new", &body).status, 200);
 
     // Changing a key's window starts a fresh limiter key rather than failing every CHECK.
     write_keys(
@@ -569,17 +438,7 @@ fn sighup_reloads_limits_and_keeps_usage() {
         .matches("keys file reloaded")
         .count()
         == 2));
-    assert_eq!(
-        http(
-            gw.port,
-            "POST",
-            "/v1/chat/completions",
-            Some("sk-new"),
-            Some(&body)
-        )
-        .status,
-        200
-    );
+    assert_eq!(post_chat(gw.port, "sk-new", &body).status, 200);
 
     // A broken file is refused and the keys in force stay.
     write_keys(&s.redis.dir, "this is not toml [");
@@ -587,17 +446,7 @@ fn sighup_reloads_limits_and_keeps_usage() {
     assert!(eventually(Duration::from_secs(5), || gw
         .log_text()
         .contains("reload failed")));
-    assert_eq!(
-        http(
-            gw.port,
-            "POST",
-            "/v1/chat/completions",
-            Some("sk-new"),
-            Some(&body)
-        )
-        .status,
-        200
-    );
+    assert_eq!(post_chat(gw.port, "sk-new", &body).status, 200);
 }
 
 #[test]
@@ -606,38 +455,12 @@ fn redis_outage_fails_closed_or_open_and_recovers() {
     let closed = Gateway::start(s.redis.port, &s.keys, &["--redis-timeout-ms", "100"]);
     let open = Gateway::start(s.redis.port, &s.keys, &["--on-redis-error", "open"]);
     let body = chat_body("gpt-4o", "hello", "\"max_tokens\":2");
-    assert_eq!(
-        http(
-            closed.port,
-            "POST",
-            "/v1/chat/completions",
-            Some("sk-tight"),
-            Some(&body)
-        )
-        .status,
-        200
-    );
-    assert_eq!(
-        http(
-            open.port,
-            "POST",
-            "/v1/chat/completions",
-            Some("sk-tight"),
-            Some(&body)
-        )
-        .status,
-        200
-    );
+    assert_eq!(post_chat(closed.port, "sk-tight", &body).status, 200);
+    assert_eq!(post_chat(open.port, "sk-tight", &body).status, 200);
 
     s.redis.kill();
     let started = Instant::now();
-    let r = http(
-        closed.port,
-        "POST",
-        "/v1/chat/completions",
-        Some("sk-tight"),
-        Some(&body),
-    );
+    let r = post_chat(closed.port, "sk-tight", &body);
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["error"]["code"], "rate_limiter_unavailable");
     assert!(
@@ -645,13 +468,7 @@ fn redis_outage_fails_closed_or_open_and_recovers() {
         "503 comes quickly, took {:?}",
         started.elapsed()
     );
-    let r = http(
-        open.port,
-        "POST",
-        "/v1/chat/completions",
-        Some("sk-tight"),
-        Some(&body),
-    );
+    let r = post_chat(open.port, "sk-tight", &body);
     assert_eq!(r.status, 200);
     assert_eq!(
         r.header("x-ratelimit-limit-requests"),
@@ -666,23 +483,9 @@ fn redis_outage_fails_closed_or_open_and_recovers() {
     // Redis comes back on the same port: limiting resumes without restarting the gateways.
     s.redis.restart(&[]);
     assert!(eventually(Duration::from_secs(10), || {
-        http(
-            closed.port,
-            "POST",
-            "/v1/chat/completions",
-            Some("sk-tight"),
-            Some(&body),
-        )
-        .status
-            == 200
+        post_chat(closed.port, "sk-tight", &body).status == 200
     }));
-    let r = http(
-        closed.port,
-        "POST",
-        "/v1/chat/completions",
-        Some("sk-tight"),
-        Some(&body),
-    );
+    let r = post_chat(closed.port, "sk-tight", &body);
     assert_eq!(r.header("x-ratelimit-limit-requests"), Some("20"));
     assert_eq!(
         http(closed.port, "GET", "/health", None, None).json()["redis"],
@@ -695,17 +498,7 @@ fn slow_redis_counts_as_an_outage() {
     let s = stack();
     let gw = Gateway::start(s.redis.port, &s.keys, &["--redis-timeout-ms", "50"]);
     let body = chat_body("gpt-4o", "hello", "\"max_tokens\":2");
-    assert_eq!(
-        http(
-            gw.port,
-            "POST",
-            "/v1/chat/completions",
-            Some("sk-tight"),
-            Some(&body)
-        )
-        .status,
-        200
-    );
+    assert_eq!(post_chat(gw.port, "sk-tight", &body).status, 200);
     let port = s.redis.port;
     let sleeper = std::thread::spawn(move || {
         let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
@@ -714,13 +507,7 @@ fn slow_redis_counts_as_an_outage() {
     });
     sleep(Duration::from_millis(100));
     let started = Instant::now();
-    let r = http(
-        gw.port,
-        "POST",
-        "/v1/chat/completions",
-        Some("sk-tight"),
-        Some(&body),
-    );
+    let r = post_chat(gw.port, "sk-tight", &body);
     assert_eq!(r.status, 503);
     assert!(
         started.elapsed() < Duration::from_millis(800),
@@ -729,15 +516,7 @@ fn slow_redis_counts_as_an_outage() {
     );
     sleeper.join().unwrap();
     assert!(eventually(Duration::from_secs(5), || {
-        http(
-            gw.port,
-            "POST",
-            "/v1/chat/completions",
-            Some("sk-tight"),
-            Some(&body),
-        )
-        .status
-            == 200
+        post_chat(gw.port, "sk-tight", &body).status == 200
     }));
 }
 
@@ -850,12 +629,10 @@ fn proxies_to_an_upstream_and_settles_with_its_usage() {
         &["--upstream", &url],
         &[("LLMRL_UPSTREAM_API_KEY", "sk-upstream")],
     );
-    let r = http(
+    let r = post_chat(
         gw.port,
-        "POST",
-        "/v1/chat/completions",
-        Some("sk-tokens"),
-        Some(&chat_body("gpt-4o", "via upstream", "")),
+        "sk-tokens",
+        &chat_body("gpt-4o", "via upstream", ""),
     );
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["usage"]["completion_tokens"], 12);
@@ -863,13 +640,7 @@ fn proxies_to_an_upstream_and_settles_with_its_usage() {
 
     // Streaming without include_usage: the proxy asks upstream for usage and strips it.
     let body = chat_body("gpt-4o", "via upstream", "\"stream\":true");
-    let r = http(
-        gw.port,
-        "POST",
-        "/v1/chat/completions",
-        Some("sk-tokens"),
-        Some(&body),
-    );
+    let r = post_chat(gw.port, "sk-tokens", &body);
     let events = sse_events(&r.body);
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
     assert!(
@@ -896,13 +667,7 @@ fn proxies_to_an_upstream_and_settles_with_its_usage() {
         &["--upstream", &url],
         &[("LLMRL_UPSTREAM_API_KEY", "sk-bad")],
     );
-    let r = http(
-        bad.port,
-        "POST",
-        "/v1/chat/completions",
-        Some("sk-tight"),
-        Some(&chat_body("gpt-4o", "x", "")),
-    );
+    let r = post_chat(bad.port, "sk-tight", &chat_body("gpt-4o", "x", ""));
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"]["code"], "invalid_api_key");
     // An unreachable upstream is a 502 in OpenAI's format.
@@ -911,13 +676,7 @@ fn proxies_to_an_upstream_and_settles_with_its_usage() {
         &s.keys,
         &["--upstream", &format!("http://127.0.0.1:{}", free_port())],
     );
-    let r = http(
-        dead.port,
-        "POST",
-        "/v1/chat/completions",
-        Some("sk-tight"),
-        Some(&chat_body("gpt-4o", "x", "")),
-    );
+    let r = post_chat(dead.port, "sk-tight", &chat_body("gpt-4o", "x", ""));
     assert_eq!(r.status, 502);
     assert_eq!(r.json()["error"]["code"], "upstream_unavailable");
 }
@@ -927,50 +686,14 @@ fn capacity_returns_after_retry_after_ms() {
     let s = stack();
     let gw = Gateway::start(s.redis.port, &s.keys, &[]);
     let body = chat_body("gpt-4o", "hello", "\"max_tokens\":2");
-    assert_eq!(
-        http(
-            gw.port,
-            "POST",
-            "/v1/chat/completions",
-            Some("sk-fast"),
-            Some(&body)
-        )
-        .status,
-        200
-    );
-    assert_eq!(
-        http(
-            gw.port,
-            "POST",
-            "/v1/chat/completions",
-            Some("sk-fast"),
-            Some(&body)
-        )
-        .status,
-        200
-    );
-    let denied = http(
-        gw.port,
-        "POST",
-        "/v1/chat/completions",
-        Some("sk-fast"),
-        Some(&body),
-    );
+    assert_eq!(post_chat(gw.port, "sk-fast", &body).status, 200);
+    assert_eq!(post_chat(gw.port, "sk-fast", &body).status, 200);
+    let denied = post_chat(gw.port, "sk-fast", &body);
     assert_eq!(denied.status, 429);
     let wait: u64 = denied.header("retry-after-ms").unwrap().parse().unwrap();
     assert!(wait <= 610);
     sleep(Duration::from_millis(wait));
-    assert_eq!(
-        http(
-            gw.port,
-            "POST",
-            "/v1/chat/completions",
-            Some("sk-fast"),
-            Some(&body)
-        )
-        .status,
-        200
-    );
+    assert_eq!(post_chat(gw.port, "sk-fast", &body).status, 200);
 }
 
 #[test]
@@ -1016,16 +739,7 @@ fn enforces_limits_against_a_redis_cluster() {
     for i in 0..12 {
         let key = format!("sk-cluster-{i}");
         let statuses: Vec<u16> = (0..5)
-            .map(|_| {
-                http(
-                    gw.port,
-                    "POST",
-                    "/v1/chat/completions",
-                    Some(&key),
-                    Some(&body),
-                )
-                .status
-            })
+            .map(|_| post_chat(gw.port, &key, &body).status)
             .collect();
         assert_eq!(statuses, [200, 200, 200, 429, 429], "key {i}");
     }
