@@ -120,7 +120,7 @@ def server_ms(port):
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-def full_key_load(port, name, head_bucket):
+def full_key_load(name, head_bucket):
     args = ["LLMRL.LOAD", name, 60000, head_bucket, 0, 0, 0, 61]
     for _ in range(61):
         args += [1000, 1000000, 200000]
@@ -146,7 +146,7 @@ def module_section(procs, smoke, tmp):
     prefill = 1000
     # Full windows: 61 buckets ending now for every benchmark key (they stay live for a minute).
     head = server_ms(port) // 1000
-    pipe(port, [full_key_load(port, f"full:{i:012d}", head) for i in range(prefill)])
+    pipe(port, [full_key_load(f"full:{i:012d}", head) for i in range(prefill)])
     shas = {}
     for name in ("sorted_set_log", "hash_buckets"):
         shas[name] = redis_cli(port, "SCRIPT", "LOAD", (ROOT / "bench" / "lua" / f"{name}.lua").read_text())
@@ -218,7 +218,7 @@ def memory_section(procs, smoke, tmp):
         commands = []
         for i in range(count):
             if kind == "full":
-                commands.append(full_key_load(port, f"mem:{i:012d}", head))
+                commands.append(full_key_load(f"mem:{i:012d}", head))
             else:
                 commands.append(resp("LLMRL.CHECK", f"mem:{i:012d}", 100, 100000, 20000, 120, 80))
         for start in range(0, len(commands), 20000):
@@ -233,7 +233,7 @@ def memory_section(procs, smoke, tmp):
     return out
 
 
-def loadgen(nodes, duration, concurrency=64, rate=None, requests=None):
+def loadgen(nodes, duration, concurrency=64, rate=None):
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         report_path = f.name
     hgrm_path = report_path + ".hgrm"

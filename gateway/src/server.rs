@@ -92,7 +92,12 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut response = Response::new(full(value.to_string()));
+    json_text_response(status, value.to_string())
+}
+
+/// A JSON response from an already serialized body.
+fn json_text_response(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -628,11 +633,7 @@ fn mock_answer(
             tokens,
         );
         settlement.spawn(input_tokens, tokens * request.n);
-        let mut response = Response::new(full(body));
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        return response;
+        return json_text_response(StatusCode::OK, body);
     }
     let chunks = app.tokenizer.mock_chunks(target, 4);
     let (tx, rx) = mpsc::channel::<Bytes>(16);

@@ -151,7 +151,7 @@ pub struct KeyAudit {
     pub dimensions: Vec<DimensionAudit>,
 }
 
-pub fn audit(_cli: &Cli, outcome: &Outcome, limits: &[Limits]) -> Vec<KeyAudit> {
+pub fn audit(outcome: &Outcome, limits: &[Limits]) -> Vec<KeyAudit> {
     let duration_ms = outcome.elapsed.as_secs_f64() * 1000.0;
     limits
         .iter()

@@ -146,7 +146,7 @@ async fn run(cli: Cli) -> Result<u64, String> {
         None
     };
     let outcome = driver::drive(&cli).await?;
-    let audits = limits.map(|limits| audit::audit(&cli, &outcome, &limits));
+    let audits = limits.map(|limits| audit::audit(&outcome, &limits));
     let report = report::Report::build(&cli, &outcome, audits);
     print!("{}", report.text());
     if let Some(path) = &cli.json {
