@@ -26,7 +26,7 @@ REDIS_CLI     := redis-cli -p $(REDIS_PORT)
 endif
 LOADGEN       := $(CURDIR)/target/release/llmrl-loadgen
 
-.PHONY: all build deps test lint run stop clean bench cluster redis
+.PHONY: all build deps test lint run stop clean bench cluster redis fuzz
 
 all: build
 
@@ -46,6 +46,12 @@ test: deps
 bench: deps
 	$(CARGO) build --release --workspace
 	python3 bench/run.py
+
+# Fuzz the module's argument parsers, window operations and RDB decoder (proptest-driven, with
+# overflow checks on): FUZZ_CASES inputs per target. `make test` runs a few hundred of each.
+FUZZ_CASES ?= 50000
+fuzz:
+	LLMRL_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --profile fuzz -p llmrl --lib fuzz -- --nocapture --test-threads 3
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -260,8 +260,14 @@ impl KeyStore {
                     .ok_or_else(|| invalid("key_sha256 must be 64 hex digits"))?,
                 _ => return Err(invalid("give exactly one of key or key_sha256")),
             };
-            if entry.window_ms == 0 || !entry.window_ms.is_multiple_of(60) {
-                return Err(invalid("window_ms must be a positive multiple of 60"));
+            // The module's bounds: a positive multiple of 60, at most i64::MAX.
+            if entry.window_ms == 0
+                || entry.window_ms > i64::MAX as u64
+                || !entry.window_ms.is_multiple_of(60)
+            {
+                return Err(invalid(
+                    "window_ms must be a positive multiple of 60, at most 9223372036854775800",
+                ));
             }
             let hash: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
             // The window is part of the key name: a key keeps the window it was created with, so

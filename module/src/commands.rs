@@ -1,7 +1,8 @@
 //! The `LLMRL.*` command handlers: parse, decide with the pure window, apply, replicate, reply.
 
 use crate::args;
-use crate::datatype::{encode, LLMRL_TYPE};
+use crate::datatype::LLMRL_TYPE;
+use crate::encoding::encode;
 use crate::error::CommandError;
 use crate::reply::{self, clamp_i64, Value};
 use crate::stats;

@@ -1,6 +1,7 @@
 //! The `llmrl-win` native type: persistence (RDB, AOF rewrite), MEMORY USAGE, DEBUG DIGEST, COPY.
 
-use crate::window::{Snapshot, Window, MAX_ROWS};
+use crate::encoding::{decode, encode, DecodeError};
+use crate::window::Window;
 use redis_module::logging::log_warning;
 use redis_module::native_types::RedisType;
 use redis_module::{raw, RedisString};
@@ -45,20 +46,6 @@ pub static LLMRL_TYPE: RedisType = RedisType::new(
     },
 );
 
-/// The flat list of numbers that describes a window: shared by RDB, AOF and the digest so the
-/// three can never disagree on what the state is.
-pub fn encode(snapshot: &Snapshot) -> Vec<u64> {
-    let mut out = Vec::with_capacity(6 + snapshot.rows.len() * 3);
-    out.push(snapshot.window_ms);
-    out.push(snapshot.head);
-    out.extend_from_slice(&snapshot.limits);
-    out.push(snapshot.rows.len() as u64);
-    for row in &snapshot.rows {
-        out.extend_from_slice(row);
-    }
-    out
-}
-
 unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
     let Some(window) = value.cast::<Window>().as_ref() else {
         return;
@@ -77,38 +64,16 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
         ));
         return ptr::null_mut();
     }
-    guarded(ptr::null_mut(), || match load_snapshot(rdb) {
-        Ok(snapshot) => match Window::from_snapshot(&snapshot) {
+    guarded(ptr::null_mut(), || {
+        match decode(|| raw::load_unsigned(rdb).ok()) {
             Ok(window) => Box::into_raw(Box::new(window)).cast::<c_void>(),
+            // A short read: Redis reports the I/O error itself (HANDLE_IO_ERRORS).
+            Err(DecodeError::Truncated) => ptr::null_mut(),
             Err(error) => {
                 log_warning(format!("llmrl: refusing a corrupt key in the RDB: {error}"));
                 ptr::null_mut()
             }
-        },
-        // A short read: Redis reports the I/O error itself (HANDLE_IO_ERRORS).
-        Err(()) => ptr::null_mut(),
-    })
-}
-
-fn load_snapshot(rdb: *mut raw::RedisModuleIO) -> Result<Snapshot, ()> {
-    let next = || raw::load_unsigned(rdb).map_err(|_| ());
-    let window_ms = next()?;
-    let head = next()?;
-    let limits = [next()?, next()?, next()?];
-    let count = next()?;
-    if count > MAX_ROWS as u64 {
-        log_warning("llmrl: refusing a corrupt key in the RDB: more than 61 buckets");
-        return Err(());
-    }
-    let mut rows = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        rows.push([next()?, next()?, next()?]);
-    }
-    Ok(Snapshot {
-        window_ms,
-        head,
-        limits,
-        rows,
+        }
     })
 }
 

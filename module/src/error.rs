@@ -15,7 +15,9 @@ pub enum CommandError {
     OutOfRange(&'static str),
     #[error("ERR syntax error: unknown option (expected WINDOW ms)")]
     UnknownOption,
-    #[error("ERR WINDOW must be a positive multiple of 60 milliseconds")]
+    #[error(
+        "ERR WINDOW must be a positive multiple of 60 milliseconds, at most 9223372036854775800"
+    )]
     InvalidWindow,
     #[error(
         "ERR window mismatch: this key was created with WINDOW {existing} ms, not {requested} ms"

@@ -10,7 +10,10 @@ pub mod args;
 mod commands;
 mod config;
 mod datatype;
+pub mod encoding;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 mod reply;
 mod stats;
 pub mod window;

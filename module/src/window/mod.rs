@@ -22,6 +22,9 @@ pub const BUCKETS_PER_WINDOW: u64 = 60;
 /// Buckets that count at any moment: the current one plus one window behind it.
 pub const LIVE_BUCKETS: u64 = BUCKETS_PER_WINDOW + 1;
 pub const DEFAULT_WINDOW_MS: u64 = 60_000;
+/// The longest window: i64::MAX rounded down to a multiple of 60, so every duration fits an
+/// integer reply and bucket arithmetic has room (about 292 million years).
+pub const MAX_WINDOW_MS: u64 = i64::MAX as u64 / BUCKETS_PER_WINDOW * BUCKETS_PER_WINDOW;
 
 /// The three limited dimensions, in reply order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +60,7 @@ pub type Amounts = [u64; 3];
 
 #[derive(Debug, Error, PartialEq, Eq, Clone, Copy)]
 pub enum WindowError {
-    #[error("WINDOW must be a positive multiple of 60 milliseconds")]
+    #[error("WINDOW must be a positive multiple of 60 milliseconds, at most 9223372036854775800")]
     InvalidWindow,
     #[error("invalid ticket")]
     InvalidTicket,
@@ -156,7 +159,8 @@ pub struct Snapshot {
 }
 
 pub fn validate_window(window_ms: u64) -> Result<u64, WindowError> {
-    if window_ms == 0 || !window_ms.is_multiple_of(BUCKETS_PER_WINDOW) {
+    if window_ms == 0 || window_ms > MAX_WINDOW_MS || !window_ms.is_multiple_of(BUCKETS_PER_WINDOW)
+    {
         return Err(WindowError::InvalidWindow);
     }
     Ok(window_ms)
@@ -200,9 +204,18 @@ impl Window {
     }
 
     /// The bucket a check at `now_ms` falls in, clamped so a clock stepping back never
-    /// rewinds the ring.
+    /// rewinds the ring, and so a timestamp in the far future (only a hostile APPLY can carry
+    /// one) leaves a state whose expiry still fits in u64 — one that can be saved and loaded.
     fn current_bucket(&self, now_ms: u64) -> u64 {
-        (now_ms / self.bucket_ms()).max(self.head)
+        (now_ms / self.bucket_ms())
+            .min(self.last_bucket())
+            .max(self.head)
+    }
+
+    /// The newest bucket a state may have: its expiry, `(bucket + 62) · width`, must fit in u64
+    /// (what [`Window::from_snapshot`] checks).
+    fn last_bucket(&self) -> u64 {
+        (u64::MAX / self.bucket_ms()).saturating_sub(LIVE_BUCKETS + 1)
     }
 
     /// When a row of bucket `bucket` stops counting: the end of its bucket plus one window.
@@ -465,6 +478,12 @@ impl Window {
                 amounts: refund,
             }),
         }))
+    }
+
+    /// The running totals, for invariant checks (they must equal the sum of the rows).
+    #[cfg(test)]
+    pub(crate) fn totals(&self) -> [u128; 3] {
+        self.totals
     }
 
     pub fn snapshot(&self) -> Snapshot {

@@ -440,3 +440,26 @@ fn huge_amounts_saturate_without_panicking() {
     assert!(!d.allowed);
     assert_eq!(d.remaining[1], Some(0));
 }
+
+#[test]
+fn far_future_timestamps_leave_a_state_that_can_be_saved() {
+    // Found by `make fuzz`: an APPLY carrying now_ms near u64::MAX once left a head whose expiry
+    // overflowed, which the RDB loader (rightly) refuses. The clock is now clamped.
+    for window_ms in [60, 60_000, MAX_WINDOW_MS] {
+        let mut window = Window::new(window_ms).unwrap();
+        window.apply(&Effect {
+            now_ms: u64::MAX,
+            limits: [1, 1, 1],
+            charge: [1, 1, 1],
+            refund: None,
+        });
+        let restored = Window::from_snapshot(&window.snapshot()).unwrap();
+        assert_eq!(restored.snapshot(), window.snapshot());
+        assert!(window.expire_at_ms().is_some());
+        assert!(!window.evaluate(u64::MAX, [1, 1, 1], [1, 1, 1]).allowed);
+    }
+    assert_eq!(
+        Window::new(MAX_WINDOW_MS + 60).unwrap_err(),
+        WindowError::InvalidWindow
+    );
+}
