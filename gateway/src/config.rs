@@ -88,6 +88,11 @@ pub struct Cli {
     #[arg(long, env = "LLMRL_MOCK_CHUNK_DELAY_MS", default_value_t = 0)]
     pub mock_chunk_delay_ms: u64,
 
+    /// Open client connections served at most; past it, each new connection gets one 503
+    /// (`overloaded`, retry-after 1) and is closed, so memory stays bounded under overload.
+    #[arg(long, env = "LLMRL_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
     /// How long a graceful shutdown waits for requests in flight, in ms.
     #[arg(long, env = "LLMRL_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,

@@ -76,6 +76,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
     let read_timeout = Duration::from_millis(cli.read_timeout_ms);
     let grace = Duration::from_millis(cli.shutdown_grace_ms);
+    let max_connections = i64::try_from(cli.max_connections).unwrap_or(i64::MAX);
     let app = Arc::new(App::new(cli, keys, limiter, upstream));
     tracing::info!(
         listen = %app.cli.listen,
@@ -104,17 +105,36 @@ async fn run(cli: Cli) -> Result<(), String> {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let app = Arc::clone(&app);
-                let connection = http1::Builder::new()
+                let mut builder = http1::Builder::new();
+                builder
                     .timer(TokioTimer::new())
                     .header_read_timeout(read_timeout)
-                    .max_buf_size(64 * 1024)
-                    .serve_connection(TokioIo::new(stream), service_fn(move |request| server::handle(Arc::clone(&app), request)));
+                    .max_buf_size(64 * 1024);
+                let app = Arc::clone(&app);
+                if app.metrics.open_connections.get() >= max_connections {
+                    // Over the limit: one quick 503 and close, instead of holding the connection.
+                    let connection = builder
+                        .keep_alive(false)
+                        .serve_connection(TokioIo::new(stream), service_fn(move |request| server::overloaded(Arc::clone(&app), request)));
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(read_timeout, connection).await;
+                    });
+                    continue;
+                }
+                app.metrics.open_connections.inc();
+                let connection = builder.serve_connection(
+                    TokioIo::new(stream),
+                    service_fn({
+                        let app = Arc::clone(&app);
+                        move |request| server::handle(Arc::clone(&app), request)
+                    }),
+                );
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
                     if let Err(error) = connection.await {
                         tracing::debug!(%error, "connection ended with an error");
                     }
+                    app.metrics.open_connections.dec();
                 });
             }
             _ = terminate.recv() => break,

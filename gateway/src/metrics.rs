@@ -22,6 +22,7 @@ pub struct Metrics {
     pub shadow_denied: IntCounter,
     pub fail_open: IntCounter,
     pub in_flight: IntGauge,
+    pub open_connections: IntGauge,
 }
 
 impl Metrics {
@@ -82,6 +83,11 @@ impl Metrics {
         .expect("valid metric");
         let in_flight =
             IntGauge::new("in_flight_requests", "Requests being served").expect("valid metric");
+        let open_connections = IntGauge::new(
+            "open_connections",
+            "Client connections open (those over --max-connections excluded)",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(limiter_seconds.clone()),
@@ -92,6 +98,7 @@ impl Metrics {
             Box::new(shadow_denied.clone()),
             Box::new(fail_open.clone()),
             Box::new(in_flight.clone()),
+            Box::new(open_connections.clone()),
         ] {
             let _ = registry.register(collector);
         }
@@ -107,6 +114,7 @@ impl Metrics {
             shadow_denied,
             fail_open,
             in_flight,
+            open_connections,
         }
     }
 

@@ -230,9 +230,9 @@ fn validate_messages(body: &Map<String, Value>) -> Result<(), ApiError> {
                 Some(&format!("messages[{i}]")),
             ));
         };
-        match fields.get("role") {
+        let role = match fields.get("role") {
             Some(Value::String(role))
-                if ["system", "developer", "user", "assistant", "tool", "function"].contains(&role.as_str()) => {}
+                if ["system", "developer", "user", "assistant", "tool", "function"].contains(&role.as_str()) => role,
             Some(Value::String(role)) => {
                 return Err(ApiError::invalid(
                     format!("Invalid value: '{role}'. Supported values are: 'system', 'developer', 'user', 'assistant', 'tool', and 'function'."),
@@ -247,12 +247,19 @@ fn validate_messages(body: &Map<String, Value>) -> Result<(), ApiError> {
             }
             None => {
                 return Err(ApiError::invalid(
-                    format!("Missing required parameter: 'messages[{i}].role'."),
+                                        format!("Missing required parameter: 'messages[{i}].role'."),
                     Some(&format!("messages[{i}].role")),
                 ))
             }
-        }
+        };
         match fields.get("content") {
+            // Only an assistant turn (one that made tool calls) may come without content.
+            None | Some(Value::Null) if role != "assistant" => {
+                return Err(ApiError::invalid(
+                    format!("Missing required parameter: 'messages[{i}].content'."),
+                    Some(&format!("messages[{i}].content")),
+                ))
+            }
             None | Some(Value::Null) | Some(Value::String(_)) | Some(Value::Array(_)) => {}
             Some(other) => {
                 return Err(ApiError::invalid(
@@ -479,28 +486,35 @@ mod tests {
                 "'messages[0].content'",
             ),
             (
-                r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":-1}"#,
+                r#"{"model":"m","messages":[{"role":"user"}]}"#,
+                "Missing required parameter: 'messages[0].content'",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-1}"#,
                 "'max_tokens'",
             ),
             (
-                r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":0}"#,
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":0}"#,
                 "'max_tokens'",
             ),
             (
-                r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":1e999}"#,
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1e999}"#,
                 "could not parse",
             ),
-            (r#"{"model":"m","messages":[{"role":"user"}],"n":0}"#, "'n'"),
             (
-                r#"{"model":"m","messages":[{"role":"user"}],"n":1000}"#,
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#,
                 "'n'",
             ),
             (
-                r#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#,
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":1000}"#,
+                "'n'",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
                 "'stream'",
             ),
             (
-                r#"{"model":"m","messages":[{"role":"user"}],"stream_options":{"include_usage":true}}"#,
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#,
                 "only allowed when 'stream'",
             ),
         ];

@@ -158,9 +158,50 @@ pub async fn handle(
     Ok(response)
 }
 
+/// The answer to every request on a connection accepted over `--max-connections`.
+pub async fn overloaded(
+    app: Arc<App>,
+    _request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let error = ApiError {
+        status: 503,
+        message: format!(
+            "The gateway is at its connection limit ({}); please retry shortly.",
+            app.cli.max_connections
+        ),
+        kind: "server_error",
+        param: None,
+        code: Some("overloaded"),
+    };
+    let mut response = error_response(&error);
+    set_header(&mut response, "retry-after", "1");
+    set_header(&mut response, "connection", "close");
+    app.metrics.count("any", 503, "overloaded");
+    Ok(response)
+}
+
 type Routed = (Response<Body>, &'static str, &'static str);
 
+/// Request headers accepted in all, in bytes (names and values). hyper refuses heads past its
+/// read buffer with a bare 431; this answers a smaller excess with an OpenAI-format error.
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+
 async fn route(app: &Arc<App>, request: Request<Incoming>, request_id: &str) -> Routed {
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        let mut error = ApiError::invalid(
+            format!(
+                "Request headers are too large ({header_bytes} bytes; the limit is {MAX_HEADER_BYTES})."
+            ),
+            None,
+        );
+        error.status = 431;
+        return (error_response(&error), "unknown", "headers_too_large");
+    }
     let path = request.uri().path();
     let (route, allowed) = match path {
         "/v1/chat/completions" => ("chat", Method::POST),

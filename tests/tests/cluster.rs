@@ -1,0 +1,256 @@
+//! Redis Cluster: limiter keys spread over every primary, the gateway enforcing exactly through
+//! the cluster, `redis-cli -c` from any node, and a slot resharded under load with its state
+//! intact.
+
+use llmrl_tests::*;
+use serde_json::Value as Json;
+use std::process::Command;
+use std::thread::sleep;
+use std::time::Duration;
+
+fn keys_toml(entries: &[(&str, u64)]) -> String {
+    entries
+        .iter()
+        .map(|(key, rpm)| format!("[[keys]]\nname = \"{key}\"\nkey = \"{key}\"\nrpm = {rpm}\n\n"))
+        .collect()
+}
+
+/// A keys file of `entries` (API key, RPM) and a gateway in cluster mode using it.
+fn cluster_gateway(cluster: &Cluster, entries: &[(&str, u64)]) -> (std::path::PathBuf, Gateway) {
+    let keys = write_keys(&cluster.nodes[0].dir, &keys_toml(entries));
+    let gw = Gateway::start(
+        cluster.nodes[0].port,
+        &keys,
+        &["--redis-cluster", &cluster.seeds()],
+    );
+    (keys, gw)
+}
+
+/// Run the load generator with `--audit` against `port`; its exit code and JSON report.
+fn audited_load(
+    port: u16,
+    keys_file: &std::path::Path,
+    api_keys: &[String],
+    seconds: &str,
+) -> (i32, Json) {
+    let json = keys_file.with_file_name(format!("report-{port}.json"));
+    let mut args = vec![
+        "--node".to_string(),
+        format!("http://127.0.0.1:{port}"),
+        "--concurrency".into(),
+        "32".into(),
+        "--duration".into(),
+        seconds.into(),
+        "--max-tokens".into(),
+        "4".into(),
+        "--timeout-ms".into(),
+        "5000".into(),
+        "--audit".into(),
+        "--keys-file".into(),
+        keys_file.display().to_string(),
+        "--json".into(),
+        json.display().to_string(),
+    ];
+    for key in api_keys {
+        args.extend(["--key".into(), key.clone()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, output) = run_loadgen(&args);
+    let report = std::fs::read_to_string(&json)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_else(|| panic!("no report ({code}): {output}"));
+    (code, report)
+}
+
+fn audit_violations(report: &Json) -> u64 {
+    report["audit"]
+        .as_array()
+        .expect("an audit")
+        .iter()
+        .map(|k| k["violations"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+#[test]
+fn enforces_every_key_exactly_with_keys_on_every_primary() {
+    let cluster = Cluster::start(3);
+    let api_keys: Vec<String> = (0..24).map(|i| format!("sk-cluster-{i}")).collect();
+    let entries: Vec<(&str, u64)> = api_keys.iter().map(|k| (k.as_str(), 20)).collect();
+    let (keys, gw) = cluster_gateway(&cluster, &entries);
+    let body = chat_body("gpt-4o", "hi", "\"max_tokens\":1");
+    assert_eq!(post_chat(gw.port, &api_keys[0], &body).status, 200);
+
+    // The 24 limiter keys land on all three primaries (by slot, as Redis computes it).
+    let mut per_node = [0usize; 3];
+    for key in &api_keys {
+        let name = gateway_redis_key(key, 60_000);
+        let mut con = cluster.nodes[0].client();
+        assert_eq!(
+            int(&mut con, &["CLUSTER", "KEYSLOT", &name]),
+            i64::from(key_slot(&name))
+        );
+        // A request creates the key; its owner is the node that now counts a key in the slot.
+        post_chat(gw.port, key, &body);
+        per_node[cluster.owner(&name)] += 1;
+    }
+    assert!(
+        per_node.iter().all(|n| *n > 0),
+        "keys per primary: {per_node:?}"
+    );
+
+    // Hammered through the gateway, no key is ever admitted past its limit.
+    let (code, report) = audited_load(gw.port, &keys, &api_keys, "3");
+    assert_eq!(code, 0, "audit failed: {}", report["audit"]);
+    assert_eq!(audit_violations(&report), 0);
+    assert_eq!(report["transport_errors"], 0);
+    let admitted = report["status_codes"]["200"].as_u64().unwrap_or(0);
+    // 20 RPM each, minus what the two setup requests on key 0 and one on the others used.
+    assert_eq!(admitted, 24 * 19 - 1, "{}", report["status_codes"]);
+
+    // `redis-cli -c` follows MOVED from any node to the key's owner.
+    for key in &api_keys {
+        let name = gateway_redis_key(key, 60_000);
+        for node in &cluster.nodes {
+            let output = Command::new("redis-cli")
+                .args([
+                    "-c",
+                    "-p",
+                    &node.port.to_string(),
+                    "LLMRL.PEEK",
+                    &name,
+                    "20",
+                    "0",
+                    "0",
+                ])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                text.starts_with("0\nrpm\n"),
+                "{key} from {}: {text}",
+                node.port
+            );
+        }
+    }
+}
+
+#[test]
+fn resharding_a_slot_under_load_keeps_its_limiter_state() {
+    let cluster = Cluster::start(3);
+    // A frozen key whose slot moves, a key in the same slot under load during the move, and
+    // keys elsewhere under load.
+    let moved = "sk-moved";
+    let moved_name = gateway_redis_key(moved, 60_000);
+    let slot = key_slot(&moved_name);
+    let sibling = (0..)
+        .map(|i| format!("sk-sibling-{i}"))
+        .find(|k| key_slot(&gateway_redis_key(k, 60_000)) == slot)
+        .expect("some key shares the slot");
+    let others: Vec<String> = (0..6).map(|i| format!("sk-other-{i}")).collect();
+    let mut entries = vec![(moved, 1000), (sibling.as_str(), 300)];
+    entries.extend(others.iter().map(|k| (k.as_str(), 300)));
+    let (keys, gw) = cluster_gateway(&cluster, &entries);
+    let body = chat_body("gpt-4o", "hi", "\"max_tokens\":1");
+    for _ in 0..7 {
+        assert_eq!(post_chat(gw.port, moved, &body).status, 200);
+    }
+    let source = cluster.owner(&moved_name);
+    let target = (source + 1) % 3;
+    let state = |node: usize| {
+        let mut con = cluster.nodes[node].client();
+        let digest: Vec<String> = redis::cmd("DEBUG")
+            .arg("DIGEST-VALUE")
+            .arg(&moved_name)
+            .query(&mut con)
+            .unwrap();
+        (
+            digest.concat(),
+            decision(&mut con, &["LLMRL.PEEK", &moved_name, "1000", "0", "0"]).remaining,
+            int(&mut con, &["PEXPIRETIME", &moved_name]),
+        )
+    };
+    let before = state(source);
+
+    // Load on the sibling and the others while the slot moves.
+    let mut load_keys = others.clone();
+    load_keys.push(sibling.clone());
+    let load = {
+        let (port, keys, load_keys) = (gw.port, keys.clone(), load_keys.clone());
+        std::thread::spawn(move || audited_load(port, &keys, &load_keys, "5"))
+    };
+    sleep(Duration::from_millis(1_500));
+    let (source_id, target_id) = (cluster.node_id(source), cluster.node_id(target));
+    let slot_arg = slot.to_string();
+    let mut src = cluster.nodes[source].client();
+    let mut dst = cluster.nodes[target].client();
+    exec(
+        &mut dst,
+        &["CLUSTER", "SETSLOT", &slot_arg, "IMPORTING", &source_id],
+    )
+    .unwrap();
+    exec(
+        &mut src,
+        &["CLUSTER", "SETSLOT", &slot_arg, "MIGRATING", &target_id],
+    )
+    .unwrap();
+    let mut migrated = 0;
+    loop {
+        let batch: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(100)
+            .query(&mut src)
+            .unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        let mut migrate = redis::cmd("MIGRATE");
+        migrate
+            .arg("127.0.0.1")
+            .arg(cluster.nodes[target].port)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&batch);
+        let _: String = migrate.query(&mut src).unwrap();
+        migrated += batch.len();
+    }
+    for node in [target, source, (source + 2) % 3] {
+        let mut con = cluster.nodes[node].client();
+        exec(
+            &mut con,
+            &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &target_id],
+        )
+        .unwrap();
+    }
+    let (code, report) = load.join().unwrap();
+    eprintln!(
+        "resharding: {migrated} keys moved; load {} ({} violations)",
+        report["status_codes"],
+        audit_violations(&report)
+    );
+
+    // The state arrived intact: same digest and PEEK answer, and the same expiry up to the
+    // migration's own latency (MIGRATE carries a TTL relative to the moment it is sent).
+    assert!(migrated >= 2, "the moved key and its sibling");
+    let after = state(target);
+    assert_eq!((&after.0, after.1), (&before.0, before.1));
+    assert!(
+        (after.2 - before.2).abs() <= 50,
+        "expiry moved from {} to {}",
+        before.2,
+        after.2
+    );
+    assert_eq!(int(&mut src, &["CLUSTER", "COUNTKEYSINSLOT", &slot_arg]), 0);
+    // The load never saw a limit exceeded nor an error across the move.
+    assert_eq!(code, 0, "audit failed: {}", report["audit"]);
+    assert_eq!(audit_violations(&report), 0);
+    assert_eq!(report["transport_errors"], 0);
+    assert!(report["status_codes"]["200"].as_u64().unwrap_or(0) > 0);
+    // The gateway follows the slot to its new owner and continues from the moved state.
+    let r = post_chat(gw.port, moved, &body);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("992"));
+}
