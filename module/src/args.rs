@@ -1,5 +1,6 @@
 //! Argument parsing, kept free of Redis types so it can be tested and fuzzed directly.
 
+use crate::encoding::{unpack_effect, EFFECT_NUMBERS};
 use crate::error::CommandError;
 use crate::window::{validate_window, Amounts, Row, Snapshot, MAX_ROWS};
 
@@ -127,30 +128,44 @@ pub fn parse_settle(args: &[&[u8]]) -> Result<SettleArgs, CommandError> {
 }
 
 /// `LLMRL.APPLY key window_ms now_ms rpm itpm otpm charge_requests charge_input charge_output
-/// refund_ticket refund_input refund_output` — the replicated form of CHECK and SETTLE.
+/// refund_ticket refund_input refund_output`, or `LLMRL.APPLY key packed` with the same numbers
+/// packed by [`pack_effect`](crate::encoding::pack_effect) — the replicated form of CHECK and
+/// SETTLE.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ApplyArgs {
     pub window_ms: u64,
     pub effect: crate::window::Effect,
 }
 
+const APPLY_NAMES: [&str; EFFECT_NUMBERS] = [
+    "window_ms",
+    "now_ms",
+    "rpm",
+    "itpm",
+    "otpm",
+    "charge_requests",
+    "charge_input",
+    "charge_output",
+    "refund_ticket",
+    "refund_input",
+    "refund_output",
+];
+
 pub fn parse_apply(args: &[&[u8]]) -> Result<ApplyArgs, CommandError> {
-    let [window, now, rpm, itpm, otpm, c_req, c_in, c_out, ticket, r_in, r_out] = args else {
-        return Err(CommandError::WrongArity("llmrl.apply"));
+    let numbers = match args {
+        [packed] => unpack_effect(packed).map_err(|_| CommandError::MalformedEffect)?,
+        _ if args.len() == EFFECT_NUMBERS => {
+            let mut numbers = [0u64; EFFECT_NUMBERS];
+            for ((number, arg), name) in numbers.iter_mut().zip(args).zip(APPLY_NAMES) {
+                *number = parse_u64(arg, name)?;
+            }
+            numbers
+        }
+        _ => return Err(CommandError::WrongArity("llmrl.apply")),
     };
-    let window_ms = parse_window(window)?;
-    let now_ms = parse_u64(now, "now_ms")?;
-    let limits = parse_amounts(&[rpm, itpm, otpm], LIMIT_NAMES)?;
-    let charge = parse_amounts(
-        &[c_req, c_in, c_out],
-        ["charge_requests", "charge_input", "charge_output"],
-    )?;
-    let ticket = parse_u64(ticket, "refund_ticket")?;
-    let refund = [
-        0,
-        parse_u64(r_in, "refund_input")?,
-        parse_u64(r_out, "refund_output")?,
-    ];
+    let [window, now_ms, rpm, itpm, otpm, c_req, c_in, c_out, ticket, r_in, r_out] = numbers;
+    let window_ms = validate_window(window).map_err(|_| CommandError::InvalidWindow)?;
+    let (limits, charge, refund) = ([rpm, itpm, otpm], [c_req, c_in, c_out], [0, r_in, r_out]);
     Ok(ApplyArgs {
         window_ms,
         effect: crate::window::Effect {

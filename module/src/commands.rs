@@ -2,28 +2,55 @@
 
 use crate::args;
 use crate::datatype::LLMRL_TYPE;
-use crate::encoding::encode;
+use crate::encoding::{encode, pack_effect};
 use crate::error::CommandError;
 use crate::reply::{self, clamp_i64, Value};
 use crate::stats;
 use crate::window::{Amounts, Decision, Effect, Retry, Window};
 use redis_module::key::RedisKeyWritable;
-use redis_module::{raw, Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{raw, Context, RedisError, RedisResult, RedisString, RedisValue};
+use std::ffi::CStr;
+use std::mem::ManuallyDrop;
+use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 type Handler = fn(&Context, &RedisString, &[&[u8]]) -> Result<(), CommandError>;
 
-/// Run a handler with the key and remaining arguments split out. A handler replies itself on
-/// success; errors become `ERR` replies; a panic (a bug) is caught and answered with an error
-/// rather than aborting the user's Redis. Handlers reply last, so a caught panic never follows a
-/// partial reply.
-fn run(ctx: &Context, args: Vec<RedisString>, name: &'static str, handler: Handler) -> RedisResult {
+/// Most commands have at most this many arguments after the key (LOAD can have more): their
+/// byte slices are gathered on the stack, not in a fresh allocation per command.
+const INLINE_ARGS: usize = 16;
+
+/// Run a handler with the key and remaining arguments split out, borrowing Redis's argument
+/// strings (no copies, no reference counting). A handler replies itself on success; errors become
+/// `ERR` replies; a panic (a bug) is caught and answered with an error rather than aborting the
+/// user's Redis. Handlers reply last, so a caught panic never follows a partial reply.
+fn run(
+    ctx: &Context,
+    argv: &[*mut raw::RedisModuleString],
+    name: &'static str,
+    handler: Handler,
+) -> RedisResult {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let [_, key, rest @ ..] = args.as_slice() else {
+        let [_, key, rest @ ..] = argv else {
             return Err(CommandError::WrongArity(name));
         };
-        let rest: Vec<&[u8]> = rest.iter().map(RedisString::as_slice).collect();
-        handler(ctx, key, &rest)
+        // Borrowed for the command's duration; never freed here (Redis owns argv).
+        let key = ManuallyDrop::new(RedisString::from_redis_module_string(ctx.ctx, *key));
+        let mut inline: [&[u8]; INLINE_ARGS] = [&[]; INLINE_ARGS];
+        let spilled: Vec<&[u8]>;
+        let rest: &[&[u8]] = if rest.len() <= INLINE_ARGS {
+            for (slot, arg) in inline.iter_mut().zip(rest) {
+                *slot = RedisString::string_as_slice(*arg);
+            }
+            &inline[..rest.len()]
+        } else {
+            spilled = rest
+                .iter()
+                .map(|arg| RedisString::string_as_slice(*arg))
+                .collect();
+            &spilled
+        };
+        handler(ctx, &key, rest)
     }));
     match outcome {
         Ok(Ok(())) => Ok(RedisValue::NoReply),
@@ -41,28 +68,46 @@ fn run(ctx: &Context, args: Vec<RedisString>, name: &'static str, handler: Handl
     }
 }
 
-pub fn check(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, "llmrl.check", check_impl)
+/// What Redis calls: the raw command entry point, without the per-call argument vector the
+/// `redis_module!` wrapper would build.
+fn dispatch(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+    name: &'static str,
+    handler: Handler,
+) -> c_int {
+    let context = Context::new(ctx);
+    let argv = match usize::try_from(argc) {
+        // SAFETY: Redis passes `argc` valid string pointers in `argv` for the call's duration.
+        Ok(len) if !argv.is_null() => unsafe { std::slice::from_raw_parts(argv, len) },
+        _ => &[],
+    };
+    let result = run(&context, argv, name, handler);
+    context.reply(result) as c_int
 }
 
-pub fn peek(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, "llmrl.peek", peek_impl)
+macro_rules! entry_points {
+    ($($entry:ident => $name:literal, $handler:ident;)*) => {
+        $(
+            pub extern "C" fn $entry(
+                ctx: *mut raw::RedisModuleCtx,
+                argv: *mut *mut raw::RedisModuleString,
+                argc: c_int,
+            ) -> c_int {
+                dispatch(ctx, argv, argc, $name, $handler)
+            }
+        )*
+    };
 }
 
-pub fn settle(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, "llmrl.settle", settle_impl)
-}
-
-pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, "llmrl.apply", apply_impl)
-}
-
-pub fn load(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, "llmrl.load", load_impl)
-}
-
-pub fn inspect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, "llmrl.inspect", inspect_impl)
+entry_points! {
+    check => "llmrl.check", check_impl;
+    peek => "llmrl.peek", peek_impl;
+    settle => "llmrl.settle", settle_impl;
+    apply => "llmrl.apply", apply_impl;
+    load => "llmrl.load", load_impl;
+    inspect => "llmrl.inspect", inspect_impl;
 }
 
 /// The server's clock, read once per command. Replicas and AOF replay never call this.
@@ -122,7 +167,7 @@ fn check_impl(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(
             charge: request.cost,
             refund: None,
         };
-        commit(ctx, key, key_name, window_ms, &effect, "llmrl.check")?;
+        commit(ctx, key, key_name, window_ms, &effect, c"llmrl.check")?;
     } else {
         count_denial(&decision);
     }
@@ -166,7 +211,7 @@ fn settle_impl(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<
     };
     let window_ms = window.window_ms();
     match window.plan_settle(now, request.ticket, request.reserved, request.actual)? {
-        Some(effect) => commit(ctx, key, key_name, window_ms, &effect, "llmrl.settle")?,
+        Some(effect) => commit(ctx, key, key_name, window_ms, &effect, c"llmrl.settle")?,
         None => {
             stats::SETTLE_NOOPS.incr();
             drop(key);
@@ -212,7 +257,7 @@ fn apply_impl(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(
             key_name,
             request.window_ms,
             &request.effect,
-            "llmrl.apply",
+            c"llmrl.apply",
         )?;
     }
     ctx.reply_simple_string("OK");
@@ -228,7 +273,7 @@ fn commit(
     key_name: &RedisString,
     window_ms: u64,
     effect: &Effect,
-    event: &str,
+    event: &CStr,
 ) -> Result<(), CommandError> {
     let (before, after) = match key.get_value::<Window>(&LLMRL_TYPE)? {
         Some(window) => {
@@ -255,7 +300,8 @@ fn commit(
     Ok(())
 }
 
-/// Replicate an effect as `LLMRL.APPLY key window now rpm itpm otpm cr ci co ticket ri ro`.
+/// Replicate an effect as `LLMRL.APPLY key <packed numbers>` (see [`pack_effect`]): one short
+/// binary argument, so Redis builds a single small string instead of 11 integer strings.
 fn replicate_effect(ctx: &Context, key_name: &RedisString, window_ms: u64, effect: &Effect) {
     let refund = effect
         .refund
@@ -273,41 +319,23 @@ fn replicate_effect(ctx: &Context, key_name: &RedisString, window_ms: u64, effec
         refund[1],
         refund[2],
     ];
+    let (packed, len) = pack_effect(&numbers);
     // SAFETY: the API table is filled once at load, before any command runs.
-    let replicate = unsafe { raw::RedisModule_Replicate };
-    // Fast path (every realistic value fits a signed 64-bit integer): Redis builds the arguments
-    // from integers, which saves formatting and most allocations on every admitted request.
-    if let (true, Some(replicate)) = (numbers.iter().all(|n| i64::try_from(*n).is_ok()), replicate)
-    {
-        let n = numbers.map(|n| n as std::os::raw::c_longlong);
-        // SAFETY: the format string describes exactly the 12 arguments that follow (the key,
-        // then 11 integers).
-        unsafe {
+    match unsafe { raw::RedisModule_Replicate } {
+        // SAFETY: "sb" is the key (a RedisModuleString) and a buffer given as pointer + length;
+        // `packed` outlives the call, which copies it.
+        Some(replicate) => unsafe {
             replicate(
                 ctx.ctx,
                 c"LLMRL.APPLY".as_ptr(),
-                c"slllllllllll".as_ptr(),
+                c"sb".as_ptr(),
                 key_name.inner,
-                n[0],
-                n[1],
-                n[2],
-                n[3],
-                n[4],
-                n[5],
-                n[6],
-                n[7],
-                n[8],
-                n[9],
-                n[10],
+                packed.as_ptr(),
+                len,
             );
-        }
-        return;
+        },
+        None => ctx.log_warning("llmrl: RedisModule_Replicate is unavailable"),
     }
-    let numbers: Vec<String> = numbers.iter().map(u64::to_string).collect();
-    let mut argv: Vec<&[u8]> = Vec::with_capacity(numbers.len() + 1);
-    argv.push(key_name.as_slice());
-    argv.extend(numbers.iter().map(String::as_bytes));
-    ctx.replicate("LLMRL.APPLY", argv.as_slice());
 }
 
 /// Set an absolute expiry. PEXPIREAT through RM_Call is not itself replicated (no `!` flag):
@@ -319,12 +347,22 @@ fn expire_at(ctx: &Context, key_name: &RedisString, at_ms: u64) {
     }
 }
 
-fn signal_modified(ctx: &Context, key_name: &RedisString, event: &str) {
-    // SAFETY: as for the clock: filled at load; the key name outlives the call.
+fn signal_modified(ctx: &Context, key_name: &RedisString, event: &CStr) {
+    // SAFETY: as for the clock: filled at load; the key name and event outlive the calls.
     if let Some(signal) = unsafe { raw::RedisModule_SignalModifiedKey } {
         unsafe { signal(ctx.ctx, key_name.inner) };
     }
-    ctx.notify_keyspace_event(NotifyEvent::MODULE, event, key_name);
+    // Called directly with a static name: the crate's wrapper allocates a C string every time.
+    if let Some(notify) = unsafe { raw::RedisModule_NotifyKeyspaceEvent } {
+        unsafe {
+            notify(
+                ctx.ctx,
+                raw::NotifyEvent::MODULE.bits(),
+                event.as_ptr(),
+                key_name.inner,
+            )
+        };
+    }
 }
 
 fn load_impl(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(), CommandError> {
@@ -337,7 +375,7 @@ fn load_impl(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<()
     if let Some(at) = expire {
         expire_at(ctx, key_name, at);
     }
-    signal_modified(ctx, key_name, "llmrl.load");
+    signal_modified(ctx, key_name, c"llmrl.load");
     ctx.replicate_verbatim();
     ctx.reply_simple_string("OK");
     Ok(())

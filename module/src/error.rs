@@ -29,6 +29,8 @@ pub enum CommandError {
     TicketInFuture,
     #[error("ERR invalid state: {0}")]
     InvalidState(&'static str),
+    #[error("ERR malformed packed LLMRL.APPLY payload")]
+    MalformedEffect,
     #[error("ERR the server clock is unavailable")]
     NoClock,
     #[error("WRONGTYPE Operation against a key holding the wrong kind of value")]

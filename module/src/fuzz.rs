@@ -6,7 +6,7 @@
 //! (`LLMRL_FUZZ_CASES`, default 20,000 per target) and prints how many inputs were tried.
 
 use crate::args::{parse_apply, parse_check, parse_load, parse_peek, parse_settle, parse_u64};
-use crate::encoding::{decode, encode, DecodeError};
+use crate::encoding::{decode, encode, pack_effect, DecodeError, EFFECT_NUMBERS};
 use crate::window::{Amounts, Effect, Refund, Snapshot, Window, MAX_ROWS, MAX_WINDOW_MS};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -56,6 +56,41 @@ fn argument() -> impl Strategy<Value = Vec<u8>> {
 static PARSER_INPUTS: AtomicU64 = AtomicU64::new(0);
 static WINDOW_OPERATIONS: AtomicU64 = AtomicU64::new(0);
 static DECODER_INPUTS: AtomicU64 = AtomicU64::new(0);
+static PACKED_INPUTS: AtomicU64 = AtomicU64::new(0);
+
+#[test]
+fn fuzz_packed_apply() {
+    // The packed and the decimal forms of LLMRL.APPLY mean the same; mutated packings are
+    // refused or decoded, never a panic.
+    let numbers = prop::collection::vec(number(), EFFECT_NUMBERS);
+    let strategy = (numbers, any::<usize>(), any::<u8>(), 0usize..3);
+    runner()
+        .run(&strategy, |(numbers, at, byte, cut)| {
+            PACKED_INPUTS.fetch_add(1, Ordering::Relaxed);
+            let numbers: [u64; EFFECT_NUMBERS] = numbers.try_into().expect("11 numbers");
+            let (packed, len) = pack_effect(&numbers);
+            let packed = &packed[..len];
+            let decimal: Vec<Vec<u8>> =
+                numbers.iter().map(|n| n.to_string().into_bytes()).collect();
+            let decimal: Vec<&[u8]> = decimal.iter().map(Vec::as_slice).collect();
+            prop_assert_eq!(parse_apply(&[packed]), parse_apply(&decimal));
+            let mut mutated = packed.to_vec();
+            let at = at % mutated.len();
+            mutated[at] = byte;
+            mutated.truncate(mutated.len() - cut.min(mutated.len() - 1));
+            if let Ok(apply) = parse_apply(&[&mutated]) {
+                let mut window = Window::new(apply.window_ms).expect("validated");
+                window.apply(&apply.effect);
+                check_invariants(&window)?;
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    eprintln!(
+        "fuzz: packed APPLY: {} inputs",
+        PACKED_INPUTS.load(Ordering::Relaxed)
+    );
+}
 
 #[test]
 fn fuzz_argument_parsers() {

@@ -18,7 +18,23 @@ mod reply;
 mod stats;
 pub mod window;
 
-use redis_module::{Context, RedisString, Status};
+use redis_module::{raw, Context, RedisString, Status};
+use std::ffi::CStr;
+use std::os::raw::c_int;
+
+/// The commands, registered with their raw entry points (see `commands::dispatch`):
+/// name, handler, flags; the key is always the first argument.
+const COMMANDS: [(&CStr, CommandEntry, &CStr); 6] = [
+    (c"llmrl.check", commands::check, c"write deny-oom fast"),
+    (c"llmrl.peek", commands::peek, c"readonly fast"),
+    (c"llmrl.settle", commands::settle, c"write fast"),
+    (c"llmrl.apply", commands::apply, c"write fast"),
+    (c"llmrl.load", commands::load, c"write deny-oom"),
+    (c"llmrl.inspect", commands::inspect, c"readonly"),
+];
+
+type CommandEntry =
+    extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     // Load failures surface as I/O errors instead of aborting; WATCH and client-side caching are
@@ -27,6 +43,18 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         redis_module::ModuleOptions::HANDLE_IO_ERRORS
             | redis_module::ModuleOptions::NO_IMPLICIT_SIGNAL_MODIFIED,
     );
+    // SAFETY: the API table is filled before init runs; names and flags are static C strings.
+    let Some(create) = (unsafe { raw::RedisModule_CreateCommand }) else {
+        return Status::Err;
+    };
+    for (name, entry, flags) in COMMANDS {
+        if unsafe { create(ctx.ctx, name.as_ptr(), Some(entry), flags.as_ptr(), 1, 1, 1) }
+            == raw::Status::Err as c_int
+        {
+            ctx.log_warning(&format!("llmrl: could not register {name:?}"));
+            return Status::Err;
+        }
+    }
     Status::Ok
 }
 
@@ -48,14 +76,7 @@ mod registration {
         data_types: [LLMRL_TYPE],
         init: init,
         info: info,
-        commands: [
-            ["llmrl.check", commands::check, "write deny-oom fast", 1, 1, 1, ""],
-            ["llmrl.peek", commands::peek, "readonly fast", 1, 1, 1, ""],
-            ["llmrl.settle", commands::settle, "write fast", 1, 1, 1, ""],
-            ["llmrl.apply", commands::apply, "write fast", 1, 1, 1, ""],
-            ["llmrl.load", commands::load, "write deny-oom", 1, 1, 1, ""],
-            ["llmrl.inspect", commands::inspect, "readonly", 1, 1, 1, ""],
-        ],
+                commands: [],
         configurations: [
             i64: [
                 ["default-window-ms", &config::DEFAULT_WINDOW, 60_000, 60, i64::MAX, ConfigurationFlags::DEFAULT, None],
