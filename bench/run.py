@@ -374,7 +374,7 @@ PROFILE_NOTES = """\
 - redis-benchmark shares the 2 cores with the server and parses the 10-field replies, which
   also weighs on the pipelined ratio.
 - Gateway: about a third of a request's CPU is the Redis round trip (client, task wake-ups, the
-  timeout timer), a tenth tiktoken, the rest HTTP, JSON and headers. The open-loop tail at half
+  timeout timer), 15% tiktoken (its regex split), the rest HTTP, JSON and headers. The open-loop tail at half
   the closed-loop maximum comes from CPU starvation: the load generator, the gateway and Redis
   share the 2 cores and already keep both busy.
 """

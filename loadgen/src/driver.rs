@@ -66,6 +66,8 @@ pub struct Outcome {
     pub elapsed: Duration,
     pub latency_ok: Histogram<u64>,
     pub latency_limited: Histogram<u64>,
+    /// Other HTTP answers (5xx, 4xx but 429): how fast errors come back, e.g. in an outage.
+    pub latency_other: Histogram<u64>,
 }
 
 struct Shared {
@@ -199,12 +201,14 @@ pub async fn drive(cli: &Cli) -> Result<Outcome, String> {
     let mut latency_ok =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
     let mut latency_limited = latency_ok.clone();
+    let mut latency_other = latency_ok.clone();
     for sample in &samples {
         let value = sample.latency_us.clamp(1, 60_000_000);
         match sample.status {
             Status::Ok => latency_ok.saturating_record(value),
             Status::Limited(_) => latency_limited.saturating_record(value),
-            _ => {}
+            Status::Http(_) => latency_other.saturating_record(value),
+            Status::Transport => {}
         }
     }
     Ok(Outcome {
@@ -212,6 +216,7 @@ pub async fn drive(cli: &Cli) -> Result<Outcome, String> {
         elapsed,
         latency_ok,
         latency_limited,
+        latency_other,
     })
 }
 

@@ -66,6 +66,8 @@ pub struct Report {
     pub transport_errors: u64,
     pub latency_ok: Latency,
     pub latency_429: Latency,
+    /// Other HTTP statuses (errors such as 503).
+    pub latency_other: Latency,
     pub nodes: Vec<Row>,
     pub keys: Vec<Row>,
     pub audit: Option<Vec<KeyAudit>>,
@@ -153,6 +155,7 @@ impl Report {
             transport_errors,
             latency_ok: Latency::of(&outcome.latency_ok),
             latency_429: Latency::of(&outcome.latency_limited),
+            latency_other: Latency::of(&outcome.latency_other),
             nodes: rows(nodes, cli.nodes.clone()),
             keys: rows(keys, cli.keys.iter().map(|k| mask(k)).collect()),
             audit,
@@ -196,7 +199,11 @@ impl Report {
             out,
             "\nlatency (ms)   count      mean     p50     p90     p95     p99   p99.9     max"
         );
-        for (name, l) in [("200", &self.latency_ok), ("429", &self.latency_429)] {
+        for (name, l) in [
+            ("200", &self.latency_ok),
+            ("429", &self.latency_429),
+            ("other", &self.latency_other),
+        ] {
             let _ = writeln!(
                 out,
                 "  {name:<10} {:>7} {:>9.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3}",
