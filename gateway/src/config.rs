@@ -1,8 +1,7 @@
 //! Command line (every flag also from the environment) and the API keys file.
 
 use clap::{Parser, ValueEnum};
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use llmrl_keys::{sha256, KeyEntry, KeysFile, ReadError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -118,56 +117,6 @@ pub struct Limits {
     pub otpm: u64,
 }
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ModelEntry {
-    #[serde(default)]
-    rpm: u64,
-    #[serde(default)]
-    itpm: u64,
-    #[serde(default)]
-    otpm: u64,
-    default_output_reservation: Option<u64>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeyEntry {
-    name: String,
-    /// The API key itself, or...
-    key: Option<String>,
-    /// ...its SHA-256 in hex, so the file need not hold the secret.
-    key_sha256: Option<String>,
-    #[serde(default)]
-    rpm: u64,
-    #[serde(default)]
-    itpm: u64,
-    #[serde(default)]
-    otpm: u64,
-    #[serde(default = "default_reservation")]
-    default_output_reservation: u64,
-    #[serde(default)]
-    shadow: bool,
-    #[serde(default = "default_window")]
-    window_ms: u64,
-    #[serde(default)]
-    models: HashMap<String, ModelEntry>,
-}
-
-fn default_reservation() -> u64 {
-    1024
-}
-
-fn default_window() -> u64 {
-    60_000
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeysFile {
-    keys: Vec<KeyEntry>,
-}
-
 /// What the gateway knows about one API key (never the key itself).
 #[derive(Debug)]
 pub struct ApiKey {
@@ -201,13 +150,8 @@ impl ApiKey {
 
 #[derive(Debug, Error)]
 pub enum KeysError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot parse {path}: {message}")]
-    Parse { path: String, message: String },
+    #[error(transparent)]
+    File(#[from] ReadError),
     #[error("key {name:?}: {message}")]
     Invalid { name: String, message: String },
 }
@@ -217,39 +161,9 @@ pub struct KeyStore {
     by_digest: HashMap<[u8; 32], Arc<ApiKey>>,
 }
 
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
-
-fn parse_hex_digest(hex: &str) -> Option<[u8; 32]> {
-    let hex = hex.trim();
-    if hex.len() != 64 || !hex.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 impl KeyStore {
     pub fn load(path: &Path) -> Result<KeyStore, KeysError> {
-        let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| KeysError::Read {
-            path: display.clone(),
-            source,
-        })?;
-        let file: KeysFile = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| e.to_string())
-        } else {
-            toml::from_str(&text).map_err(|e| e.to_string())
-        }
-        .map_err(|message| KeysError::Parse {
-            path: display,
-            message,
-        })?;
-        KeyStore::from_entries(file.keys)
+        KeyStore::from_entries(KeysFile::read(path)?.keys)
     }
 
     fn from_entries(entries: Vec<KeyEntry>) -> Result<KeyStore, KeysError> {
@@ -259,12 +173,7 @@ impl KeyStore {
                 name: entry.name.clone(),
                 message: message.to_string(),
             };
-            let digest = match (&entry.key, &entry.key_sha256) {
-                (Some(key), None) if !key.is_empty() => sha256(key.as_bytes()),
-                (None, Some(hex)) => parse_hex_digest(hex)
-                    .ok_or_else(|| invalid("key_sha256 must be 64 hex digits"))?,
-                _ => return Err(invalid("give exactly one of key or key_sha256")),
-            };
+            let digest = entry.digest().map_err(|e| invalid(&e.to_string()))?;
             // The module's bounds: a positive multiple of 60, at most i64::MAX.
             if entry.window_ms == 0
                 || entry.window_ms > i64::MAX as u64
@@ -337,7 +246,7 @@ mod tests {
     use super::*;
 
     fn store(toml_text: &str) -> Result<KeyStore, KeysError> {
-        let file: KeysFile = toml::from_str(toml_text).map_err(|e| KeysError::Parse {
+        let file: KeysFile = toml::from_str(toml_text).map_err(|e| ReadError::Parse {
             path: "test".into(),
             message: e.to_string(),
         })?;
@@ -422,7 +331,7 @@ mod tests {
         assert!(store.authenticate(b"sk-llmrl-shadow").unwrap().shadow);
         assert!(matches!(
             KeyStore::load(&dir.join("missing.toml")),
-            Err(KeysError::Read { .. })
+            Err(KeysError::File(ReadError::Read { .. }))
         ));
     }
 

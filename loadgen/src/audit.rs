@@ -8,9 +8,8 @@
 
 use crate::driver::{Outcome, Status};
 use crate::Cli;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use llmrl_keys::{KeysFile, DEFAULT_WINDOW_MS};
+use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Limits {
@@ -20,82 +19,26 @@ pub struct Limits {
     pub window_ms: u64,
 }
 
-#[derive(Deserialize)]
-struct ModelEntry {
-    #[serde(default)]
-    rpm: u64,
-    #[serde(default)]
-    itpm: u64,
-    #[serde(default)]
-    otpm: u64,
-}
-
-/// The fields of the gateway's keys file the audit needs (others are ignored).
-#[derive(Deserialize)]
-struct KeyEntry {
-    key: Option<String>,
-    key_sha256: Option<String>,
-    #[serde(default)]
-    rpm: u64,
-    #[serde(default)]
-    itpm: u64,
-    #[serde(default)]
-    otpm: u64,
-    window_ms: Option<u64>,
-    #[serde(default)]
-    models: HashMap<String, ModelEntry>,
-}
-
-#[derive(Deserialize)]
-struct KeysFile {
-    keys: Vec<KeyEntry>,
-}
-
-fn hex_sha256(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// The limits of every `--key`, from `--keys-file` or `--limits`.
 pub fn limits_for(cli: &Cli) -> Result<Vec<Limits>, String> {
     if let Some(path) = &cli.keys_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let file: KeysFile = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| e.to_string())?
-        } else {
-            toml::from_str(&text).map_err(|e| e.to_string())?
-        };
+        let file = KeysFile::read(path).map_err(|e| e.to_string())?;
         return cli
             .keys
             .iter()
             .map(|key| {
-                let hash = hex_sha256(key);
                 let entry = file
-                    .keys
-                    .iter()
-                    .find(|e| {
-                        e.key.as_deref() == Some(key.as_str())
-                            || e.key_sha256.as_deref().map(str::to_ascii_lowercase)
-                                == Some(hash.clone())
-                    })
+                    .find(key)
                     .ok_or_else(|| format!("a --key is not in {}", path.display()))?;
-                let window_ms = entry.window_ms.unwrap_or(60_000);
-                Ok(match entry.models.get(&cli.model) {
-                    Some(m) => Limits {
-                        rpm: m.rpm,
-                        itpm: m.itpm,
-                        otpm: m.otpm,
-                        window_ms,
-                    },
-                    None => Limits {
-                        rpm: entry.rpm,
-                        itpm: entry.itpm,
-                        otpm: entry.otpm,
-                        window_ms,
-                    },
+                let (rpm, itpm, otpm) = match entry.models.get(&cli.model) {
+                    Some(m) => (m.rpm, m.itpm, m.otpm),
+                    None => (entry.rpm, entry.itpm, entry.otpm),
+                };
+                Ok(Limits {
+                    rpm,
+                    itpm,
+                    otpm,
+                    window_ms: entry.window_ms,
                 })
             })
             .collect();
@@ -112,17 +55,11 @@ pub fn limits_for(cli: &Cli) -> Result<Vec<Limits>, String> {
         })
         .collect::<Result<_, _>>()?;
     let limits = match numbers.as_slice() {
-        [rpm, itpm, otpm] => Limits {
-            rpm: *rpm,
-            itpm: *itpm,
-            otpm: *otpm,
-            window_ms: 60_000,
-        },
-        [rpm, itpm, otpm, window] => Limits {
-            rpm: *rpm,
-            itpm: *itpm,
-            otpm: *otpm,
-            window_ms: *window,
+        &[rpm, itpm, otpm, ref window @ ..] if window.len() <= 1 => Limits {
+            rpm,
+            itpm,
+            otpm,
+            window_ms: window.first().copied().unwrap_or(DEFAULT_WINDOW_MS),
         },
         _ => return Err(format!("bad --limits {spec:?}: RPM,ITPM,OTPM[,WINDOW_MS]")),
     };
