@@ -19,12 +19,26 @@ fn cases() -> u32 {
         .unwrap_or(300)
 }
 
-fn runner() -> TestRunner {
+/// Run `test` on [`cases`] inputs drawn from `strategy`, failing with proptest's minimal
+/// failing input, and report how many `unit`s were tried (`test` returns its count).
+fn fuzz<S: Strategy>(
+    target: &str,
+    unit: &str,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<u64, TestCaseError>,
+) {
+    let tried = AtomicU64::new(0);
     TestRunner::new(Config {
         cases: cases(),
         failure_persistence: None,
         ..Config::default()
     })
+    .run(&strategy, |value| {
+        tried.fetch_add(test(value)?, Ordering::Relaxed);
+        Ok(())
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    eprintln!("fuzz: {target}: {} {unit}", tried.load(Ordering::Relaxed));
 }
 
 /// Numbers as an attacker would pick them: edges, small values, anything.
@@ -53,20 +67,17 @@ fn argument() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-static PARSER_INPUTS: AtomicU64 = AtomicU64::new(0);
-static WINDOW_OPERATIONS: AtomicU64 = AtomicU64::new(0);
-static DECODER_INPUTS: AtomicU64 = AtomicU64::new(0);
-static PACKED_INPUTS: AtomicU64 = AtomicU64::new(0);
-
 #[test]
 fn fuzz_packed_apply() {
     // The packed and the decimal forms of LLMRL.APPLY mean the same; mutated packings are
     // refused or decoded, never a panic.
     let numbers = prop::collection::vec(number(), EFFECT_NUMBERS);
     let strategy = (numbers, any::<usize>(), any::<u8>(), 0usize..3);
-    runner()
-        .run(&strategy, |(numbers, at, byte, cut)| {
-            PACKED_INPUTS.fetch_add(1, Ordering::Relaxed);
+    fuzz(
+        "packed APPLY",
+        "inputs",
+        strategy,
+        |(numbers, at, byte, cut)| {
             let numbers: [u64; EFFECT_NUMBERS] = numbers.try_into().expect("11 numbers");
             let (packed, len) = pack_effect(&numbers);
             let packed = &packed[..len];
@@ -83,62 +94,51 @@ fn fuzz_packed_apply() {
                 window.apply(&apply.effect);
                 check_invariants(&window)?;
             }
-            Ok(())
-        })
-        .unwrap_or_else(|failure| panic!("{failure}"));
-    eprintln!(
-        "fuzz: packed APPLY: {} inputs",
-        PACKED_INPUTS.load(Ordering::Relaxed)
+            Ok(1)
+        },
     );
 }
 
 #[test]
 fn fuzz_argument_parsers() {
     let strategy = prop::collection::vec(argument(), 0..70);
-    runner()
-        .run(&strategy, |args| {
-            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-            PARSER_INPUTS.fetch_add(1, Ordering::Relaxed);
-            // A parser's verdict on an integer agrees with the standard library's (minus signs).
-            for arg in &args {
-                let ours = parse_u64(arg, "x").ok();
-                let digits = !arg.is_empty() && arg.iter().all(u8::is_ascii_digit);
-                let std = std::str::from_utf8(arg)
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok());
-                prop_assert_eq!(ours, if digits { std } else { None });
-            }
-            if let Ok(check) = parse_check(&args) {
-                prop_assert!(args.len() == 5 || args.len() == 7);
-                prop_assert_eq!(check.cost[0], 1);
-            }
-            if parse_peek(&args).is_ok() {
-                prop_assert!(matches!(args.len(), 3 | 5 | 7));
-            }
-            if let Ok(settle) = parse_settle(&args) {
-                prop_assert!(settle.ticket != 0 && args.len() == 5);
-            }
-            if let Ok(apply) = parse_apply(&args) {
-                prop_assert!(apply.window_ms > 0 && apply.window_ms % 60 == 0);
-                // Whatever APPLY carries, applying it to a fresh key must not panic.
-                let mut window = Window::new(apply.window_ms).expect("validated");
-                window.apply(&apply.effect);
+    fuzz("argument parsers", "inputs", strategy, |args| {
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        // A parser's verdict on an integer agrees with the standard library's (minus signs).
+        for arg in &args {
+            let ours = parse_u64(arg, "x").ok();
+            let digits = !arg.is_empty() && arg.iter().all(u8::is_ascii_digit);
+            let std = std::str::from_utf8(arg)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok());
+            prop_assert_eq!(ours, if digits { std } else { None });
+        }
+        if let Ok(check) = parse_check(&args) {
+            prop_assert!(args.len() == 5 || args.len() == 7);
+            prop_assert_eq!(check.cost[0], 1);
+        }
+        if parse_peek(&args).is_ok() {
+            prop_assert!(matches!(args.len(), 3 | 5 | 7));
+        }
+        if let Ok(settle) = parse_settle(&args) {
+            prop_assert!(settle.ticket != 0 && args.len() == 5);
+        }
+        if let Ok(apply) = parse_apply(&args) {
+            prop_assert!(apply.window_ms > 0 && apply.window_ms % 60 == 0);
+            // Whatever APPLY carries, applying it to a fresh key must not panic.
+            let mut window = Window::new(apply.window_ms).expect("validated");
+            window.apply(&apply.effect);
+            check_invariants(&window)?;
+        }
+        if let Ok(snapshot) = parse_load(&args) {
+            prop_assert_eq!(args.len(), 6 + snapshot.rows.len() * 3);
+            if let Ok(window) = Window::from_snapshot(&snapshot) {
+                prop_assert_eq!(window.snapshot(), snapshot);
                 check_invariants(&window)?;
             }
-            if let Ok(snapshot) = parse_load(&args) {
-                prop_assert_eq!(args.len(), 6 + snapshot.rows.len() * 3);
-                if let Ok(window) = Window::from_snapshot(&snapshot) {
-                    prop_assert_eq!(window.snapshot(), snapshot);
-                    check_invariants(&window)?;
-                }
-            }
-            Ok(())
-        })
-        .unwrap_or_else(|failure| panic!("{failure}"));
-    eprintln!(
-        "fuzz: argument parsers: {} inputs",
-        PARSER_INPUTS.load(Ordering::Relaxed)
-    );
+        }
+        Ok(1)
+    });
 }
 
 /// Totals equal the rows, at most 61 rows, and the state survives its own encoding.
@@ -212,13 +212,16 @@ fn fuzz_window_operations() {
     ];
     let start = prop_oneof![Just(1_700_000_000_000u64), number()];
     let strategy = (window_ms, start, prop::collection::vec(op(), 1..120));
-    runner()
-        .run(&strategy, |(window_ms, start, ops)| {
+    fuzz(
+        "window operations",
+        "operations",
+        strategy,
+        |(window_ms, start, ops)| {
+            let operations = ops.len() as u64;
             let mut window = Window::new(window_ms).expect("valid window");
             let mut now = start;
             let mut tickets: Vec<(u64, Amounts)> = Vec::new();
             for op in ops {
-                WINDOW_OPERATIONS.fetch_add(1, Ordering::Relaxed);
                 match op {
                     Op::Check { dt, limits, cost } => {
                         now = now.saturating_add_signed(dt);
@@ -279,12 +282,8 @@ fn fuzz_window_operations() {
                 }
                 check_invariants(&window)?;
             }
-            Ok(())
-        })
-        .unwrap_or_else(|failure| panic!("{failure}"));
-    eprintln!(
-        "fuzz: window operations: {} operations",
-        WINDOW_OPERATIONS.load(Ordering::Relaxed)
+            Ok(operations)
+        },
     );
 }
 
@@ -320,25 +319,18 @@ fn fuzz_rdb_decoder() {
         2 => mutated,
         2 => prop::collection::vec(prop_oneof![4 => 0u64..70, 1 => number()], 0..200),
     ];
-    runner()
-        .run(&strategy, |numbers| {
-            DECODER_INPUTS.fetch_add(1, Ordering::Relaxed);
-            let mut consumed = 0;
-            let mut source = numbers.iter().copied().inspect(|_| consumed += 1);
-            match decode(|| source.next()) {
-                Ok(window) => {
-                    // Accepted input is exactly what encoding the decoded window gives back.
-                    prop_assert_eq!(&encode(&window.snapshot())[..], &numbers[..consumed]);
-                    check_invariants(&window)?;
-                }
-                Err(DecodeError::Truncated) => prop_assert_eq!(consumed, numbers.len()),
-                Err(_) => {}
+    fuzz("RDB decoder", "inputs", strategy, |numbers| {
+        let mut consumed = 0;
+        let mut source = numbers.iter().copied().inspect(|_| consumed += 1);
+        match decode(|| source.next()) {
+            Ok(window) => {
+                // Accepted input is exactly what encoding the decoded window gives back.
+                prop_assert_eq!(&encode(&window.snapshot())[..], &numbers[..consumed]);
+                check_invariants(&window)?;
             }
-            Ok(())
-        })
-        .unwrap_or_else(|failure| panic!("{failure}"));
-    eprintln!(
-        "fuzz: RDB decoder: {} inputs",
-        DECODER_INPUTS.load(Ordering::Relaxed)
-    );
+            Err(DecodeError::Truncated) => prop_assert_eq!(consumed, numbers.len()),
+            Err(_) => {}
+        }
+        Ok(1)
+    });
 }
