@@ -559,6 +559,17 @@ pub fn sse_events(body: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// A gateway metric from /metrics, summed over the series whose labels contain all of
+/// `labels` (e.g. `route="chat"`).
+pub fn metric(port: u16, name: &str, labels: &[&str]) -> u64 {
+    http(port, "GET", "/metrics", None, None)
+        .text()
+        .lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// Write a keys file into `dir`.
 pub fn write_keys(dir: &Path, toml: &str) -> PathBuf {
     let path = dir.join("keys.toml");
@@ -593,6 +604,19 @@ pub fn run_loadgen(args: &[&str]) -> (i32, String) {
         String::from_utf8_lossy(&output.stdout).into_owned()
             + &String::from_utf8_lossy(&output.stderr),
     )
+}
+
+/// Run the load generator with `--json json` added: its exit code, output and JSON report.
+pub fn run_loadgen_report(args: &[&str], json: &Path) -> (i32, String, serde_json::Value) {
+    let json_arg = json.display().to_string();
+    let mut args = args.to_vec();
+    args.extend(["--json", &json_arg]);
+    let (code, output) = run_loadgen(&args);
+    let report = std::fs::read_to_string(json)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_else(|| panic!("no report ({code}): {output}"));
+    (code, output, report)
 }
 
 /// A Redis Cluster of `primaries` nodes (no replicas), the module on every node.

@@ -48,18 +48,12 @@ fn audited_load(
         "--audit".into(),
         "--keys-file".into(),
         keys_file.display().to_string(),
-        "--json".into(),
-        json.display().to_string(),
     ];
     for key in api_keys {
         args.extend(["--key".into(), key.clone()]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (code, output) = run_loadgen(&args);
-    let report = std::fs::read_to_string(&json)
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or_else(|| panic!("no report ({code}): {output}"));
+    let (code, _, report) = run_loadgen_report(&args, &json);
     (code, report)
 }
 

@@ -24,20 +24,19 @@ rpm = 40
 default_output_reservation = 50
 "#;
 
-/// Run the load generator in a thread with `args` (plus --json); its report.
+/// Run the load generator in a thread with `args`; its report.
 fn loadgen_in_background(
     dir: &std::path::Path,
     name: &str,
     args: &[String],
 ) -> std::thread::JoinHandle<Json> {
     let json = dir.join(format!("{name}.json"));
-    let mut args = args.to_vec();
-    args.extend(["--json".into(), json.display().to_string()]);
+    let args = args.to_vec();
     std::thread::spawn(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (code, output) = run_loadgen(&args);
+        let (code, output, report) = run_loadgen_report(&args, &json);
         assert!(code == 0 || code == 1, "loadgen failed ({code}): {output}");
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("json")
+        report
     })
 }
 
@@ -72,16 +71,6 @@ fn unexpected_statuses(report: &Json, allowed: &[&str]) -> Vec<String> {
         .filter(|s| !allowed.contains(&s.as_str()))
         .cloned()
         .collect()
-}
-
-/// The sum of a metric's series (those whose labels contain `label`, e.g. `route="any"`).
-fn metric_sum(port: u16, name: &str, label: &str) -> u64 {
-    http(port, "GET", "/metrics", None, None)
-        .text()
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 #[test]
@@ -136,7 +125,7 @@ fn redis_stopped_mid_load_fails_fast_then_recovers_by_itself() {
         unexpected_statuses(&open_report, &["200"]),
         Vec::<String>::new()
     );
-    assert!(metric_sum(open.port, "llmrl_gateway_fail_open_total", "") > 100);
+    assert!(metric(open.port, "llmrl_gateway_fail_open_total", &[]) > 100);
 
     // Limiting resumed without a restart: requests after the outage are counted in Redis.
     let body = chat_body("gpt-4o", "hi", "\"max_tokens\":1");
@@ -207,10 +196,10 @@ fn ten_times_the_connections_stays_bounded_and_answers_everything() {
     );
     assert!(status_count(all, "200") > 1_000);
     assert_eq!(
-        metric_sum(
+        metric(
             unlimited.port,
             "llmrl_gateway_requests_total",
-            "route=\"any\""
+            &["route=\"any\""]
         ),
         0,
         "the default cap (10,000) was not reached"
@@ -222,10 +211,14 @@ fn ten_times_the_connections_stays_bounded_and_answers_everything() {
         Vec::<String>::new()
     );
     assert!(status_count(capped_report, "200") > 100);
-    let overloaded = metric_sum(capped.port, "llmrl_gateway_requests_total", "route=\"any\"");
+    let overloaded = metric(
+        capped.port,
+        "llmrl_gateway_requests_total",
+        &["route=\"any\""],
+    );
     assert!(overloaded > 0 && overloaded <= status_count(capped_report, "503"));
     assert!(
-        metric_sum(capped.port, "llmrl_gateway_open_connections", "") <= 100,
+        metric(capped.port, "llmrl_gateway_open_connections", &[]) <= 100,
         "the cap holds"
     );
     // Memory stays bounded: under 128 MiB of growth in peak RSS for 800 connections.
@@ -589,7 +582,7 @@ fn failover_to_a_replica_under_load_keeps_state_ttls_and_enforcement() {
     .join()
     .unwrap();
     assert!(status_count(&report, "200") > 100);
-    assert!(metric_sum(old.port, "llmrl_gateway_tokens_settled_total", "") > 100);
+    assert!(metric(old.port, "llmrl_gateway_tokens_settled_total", &[]) > 100);
     // A short-window key, to see keys still expire on time after the promotion.
     decision(
         &mut p,

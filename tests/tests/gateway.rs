@@ -217,15 +217,6 @@ fn limits_hold_across_three_nodes_hammered_at_once() {
     assert_eq!(total, 20);
 }
 
-/// A counter's value from /metrics, summed over series whose labels contain all of `labels`.
-fn metric(port: u16, name: &str, labels: &[&str]) -> u64 {
-    let text = http(port, "GET", "/metrics", None, None).text();
-    text.lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 #[test]
 fn rate_limited_responses_match_openai_and_the_module() {
     let s = stack();

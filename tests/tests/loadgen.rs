@@ -2,7 +2,6 @@
 //! metrics and with Redis, and its audit tells a limited target from an over-admitting one.
 
 use llmrl_tests::*;
-use serde_json::Value;
 
 const KEYS: &str = r#"
 [[keys]]
@@ -28,15 +27,11 @@ shadow = true
 
 /// 200 responses counted by a gateway's /metrics for the chat route.
 fn gateway_successes(port: u16) -> u64 {
-    let text = http(port, "GET", "/metrics", None, None).text();
-    text.lines()
-        .filter(|l| {
-            l.starts_with("llmrl_gateway_requests_total")
-                && l.contains("route=\"chat\"")
-                && l.contains("status=\"200\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    metric(
+        port,
+        "llmrl_gateway_requests_total",
+        &["route=\"chat\"", "status=\"200\""],
+    )
 }
 
 #[test]
@@ -76,18 +71,11 @@ fn many_clients_on_three_nodes_never_exceed_the_limits() {
         .map(String::from),
     );
     args.push(keys.display().to_string());
-    args.extend([
-        "--json".into(),
-        json.display().to_string(),
-        "--hgrm".into(),
-        hgrm.display().to_string(),
-    ]);
+    args.extend(["--hgrm".into(), hgrm.display().to_string()]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (code, output) = run_loadgen(&refs);
+    let (code, output, report) = run_loadgen_report(&refs, &json);
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("audit violations: 0"), "{output}");
-
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let ok = report["status_codes"]["200"].as_u64().unwrap();
     let limited = report["status_codes"]["429"].as_u64().unwrap();
     assert_eq!(ok + limited, report["total_requests"].as_u64().unwrap());
@@ -201,27 +189,26 @@ fn the_audit_catches_an_over_admitting_target() {
 
     // Streamed responses: usage comes from the stream's usage chunk and is audited too.
     let json = redis.dir.join("stream.json");
-    let json_arg = json.display().to_string();
-    let (code, output) = run_loadgen(&[
-        "--node",
-        &url,
-        "--key",
-        "sk-other",
-        "--concurrency",
-        "4",
-        "--requests",
-        "40",
-        "--stream",
-        "--max-tokens",
-        "4",
-        "--audit",
-        "--keys-file",
-        &keys_arg,
-        "--json",
-        &json_arg,
-    ]);
+    let (code, output, report) = run_loadgen_report(
+        &[
+            "--node",
+            &url,
+            "--key",
+            "sk-other",
+            "--concurrency",
+            "4",
+            "--requests",
+            "40",
+            "--stream",
+            "--max-tokens",
+            "4",
+            "--audit",
+            "--keys-file",
+            &keys_arg,
+        ],
+        &json,
+    );
     assert_eq!(code, 0, "{output}");
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["status_codes"]["200"], 25, "{output}");
     let output_tokens = &report["audit"][0]["dimensions"][2];
     assert_eq!(output_tokens["dimension"], "output_tokens");
