@@ -21,7 +21,7 @@ pub fn parse_u64(bytes: &[u8], name: &'static str) -> Result<u64, CommandError> 
 
 fn parse_window(bytes: &[u8]) -> Result<u64, CommandError> {
     let ms = parse_u64(bytes, "WINDOW")?;
-    validate_window(ms).map_err(|_| CommandError::InvalidWindow)
+    Ok(validate_window(ms)?)
 }
 
 fn parse_amounts(args: &[&[u8]], names: [&'static str; 3]) -> Result<Amounts, CommandError> {
@@ -164,7 +164,7 @@ pub fn parse_apply(args: &[&[u8]]) -> Result<ApplyArgs, CommandError> {
         _ => return Err(CommandError::WrongArity("llmrl.apply")),
     };
     let [window, now_ms, rpm, itpm, otpm, c_req, c_in, c_out, ticket, r_in, r_out] = numbers;
-    let window_ms = validate_window(window).map_err(|_| CommandError::InvalidWindow)?;
+    let window_ms = validate_window(window)?;
     let (limits, charge, refund) = ([rpm, itpm, otpm], [c_req, c_in, c_out], [0, r_in, r_out]);
     Ok(ApplyArgs {
         window_ms,

@@ -468,7 +468,8 @@ pub fn raw_http(port: u16, request: &[u8]) -> std::io::Result<HttpResponse> {
     })
 }
 
-fn parse_http(raw: &[u8]) -> Option<HttpResponse> {
+/// Parse a complete HTTP/1.1 response (chunked bodies decoded); `None` if it is not one.
+pub fn parse_http(raw: &[u8]) -> Option<HttpResponse> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..split]).ok()?;
     let mut lines = head.split("\r\n");

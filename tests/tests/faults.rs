@@ -278,26 +278,20 @@ fn exchange(port: u16, parts: &[&[u8]], pause: Duration, shutdown_write: bool) -
     response
 }
 
+/// The status of a response, `None` when the server closed without one.
 fn status_of(response: &[u8]) -> Option<u16> {
-    std::str::from_utf8(response.get(..12)?)
-        .ok()?
-        .split(' ')
-        .nth(1)?
-        .parse()
-        .ok()
+    parse_http(response).map(|r| r.status)
 }
 
 fn body_of(response: &[u8]) -> Json {
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a header block");
-    serde_json::from_slice(&response[split + 4..]).unwrap_or_else(|e| {
-        panic!(
-            "not a JSON body ({e}): {}",
-            String::from_utf8_lossy(response)
-        )
-    })
+    parse_http(response)
+        .unwrap_or_else(|| {
+            panic!(
+                "not an HTTP response: {}",
+                String::from_utf8_lossy(response)
+            )
+        })
+        .json()
 }
 
 fn chat_head(content_length: usize, extra: &str) -> String {
