@@ -8,7 +8,9 @@ set -euo pipefail
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
-if ! { ldconfig -p 2>/dev/null | grep -q 'libclang'; } && ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then
+# bindgen loads libclang.so / libclang-N.so; libclang-cpp (present on some machines) does not do.
+if ! { ldconfig -p 2>/dev/null | grep -Eq '[[:space:]]libclang(-[0-9.]+)?\.so'; } \
+    && ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1; then
     missing+=(libclang-dev)
 fi
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
