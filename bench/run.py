@@ -127,15 +127,36 @@ def full_key_load(name, head_bucket):
     return resp(*args)
 
 
-def benchmark(port, n, pipeline, command, keys=1000):
-    """redis-benchmark with 50 clients over `keys` keys (__rand_int__); req/s and latencies."""
+def main_thread_cpu_ns(pid):
+    """CPU time of a process's main thread (Redis runs every command there), in ns."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def benchmark(port, n, pipeline, command, keys=1000, server_pid=None):
+    """redis-benchmark with 50 clients over `keys` keys (__rand_int__); req/s, latencies and the
+    server's CPU time per command (which, unlike req/s, does not depend on the client's share of
+    the cores)."""
+    cpu_before = main_thread_cpu_ns(server_pid) if server_pid else None
     out = subprocess.run(
         ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(n), "-r", str(keys), "-P", str(pipeline),
          "--csv", *map(str, command)],
         capture_output=True, check=True).stdout.decode()
     rows = list(csv.reader(io.StringIO(out)))
     row = dict(zip(rows[0], rows[-1]))
-    return {"rps": float(row["rps"]), "p50_ms": float(row["p50_latency_ms"]), "p99_ms": float(row["p99_latency_ms"])}
+    cpu_after = main_thread_cpu_ns(server_pid) if server_pid else None
+    server_us = (cpu_after - cpu_before) / 1000 / n if cpu_before is not None and cpu_after is not None else None
+    return {"rps": float(row["rps"]), "p50_ms": float(row["p50_latency_ms"]), "p99_ms": float(row["p99_latency_ms"]),
+            "server_us_per_command": server_us}
+
+
+REPLY_CONTROL = "LRANGE of 10 integers (reply-size control)"
+
+
+def fmt_us(value):
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def module_section(procs, smoke, tmp):
@@ -176,6 +197,9 @@ def module_section(procs, smoke, tmp):
                     fields += [f"{sec}:r", 10, f"{sec}:i", 1000, f"{sec}:o", 200]
                 fill += [resp("DEL", f"hfull:{i:012d}"), resp("HSET", f"hfull:{i:012d}", *fields)]
             pipe(port, fill)
+        elif case.startswith("LRANGE"):
+            pipe(port, [resp("DEL", f"ten:{i:012d}") + resp("RPUSH", f"ten:{i:012d}", *range(1, 11))
+                        for i in range(prefill)])
         elif "empty" in case or "fresh" in case:
             # Empty when the case starts (unlimited, so they fill up as it runs).
             prefix = {"LLMRL.CHECK fresh keys, allow": "fresh", "Lua sorted-set log, empty": "zempty",
@@ -184,6 +208,9 @@ def module_section(procs, smoke, tmp):
 
     cases = [
         ("INCR", ["INCR", "incr:__rand_int__"]),
+        # A control, not a contender: a cheap read with a ten-element reply like CHECK's, to
+        # separate what the reply's size costs from what the command costs.
+        (REPLY_CONTROL, ["LRANGE", "ten:__rand_int__", 0, 9]),
         ("LLMRL.CHECK fresh keys, allow", ["LLMRL.CHECK", "fresh:__rand_int__", 0, 0, 0, 100, 20]),
         ("LLMRL.CHECK full windows, allow", ["LLMRL.CHECK", "full:__rand_int__", 0, 0, 0, 100, 20]),
         ("LLMRL.CHECK full windows, deny", ["LLMRL.CHECK", "full:__rand_int__", 1, 0, 0, 100, 20]),
@@ -206,13 +233,15 @@ def module_section(procs, smoke, tmp):
             count = max(n // (50 if "1000 members" in name else 10), 1000) if slow else n
             refill(name)
             # Only 200 keys hold 1,000 members: restrict that case's key range to them.
-            measured = benchmark(port, count, pipeline, command, 200 if "1000 members" in name else 1000)
+            measured = benchmark(port, count, pipeline, command, 200 if "1000 members" in name else 1000,
+                                 redis.pid)
             if name == "INCR":
                 base = measured["rps"]
             measured.update(name=name, pipeline=pipeline, ratio_to_incr=measured["rps"] / base if base else None)
             results.append(measured)
             print(f"  -P {pipeline:<2} {name:<36} {measured['rps']:>12,.0f} rps  p50 {measured['p50_ms']:.3f} ms  "
-                  f"p99 {measured['p99_ms']:.3f} ms  x{measured['ratio_to_incr']:.2f} INCR", flush=True)
+                  f"p99 {measured['p99_ms']:.3f} ms  x{measured['ratio_to_incr']:.2f} INCR  "
+                  f"server {fmt_us(measured['server_us_per_command'])} us/cmd", flush=True)
     procs.stop(redis)
     return results
 
@@ -332,9 +361,11 @@ def markdown(results):
     lines = [f"# llmrl benchmark, {results['date']} ({results['cores']} cores{', smoke run' if results['smoke'] else ''})", ""]
     lines += ["Command: `make bench` (bench/run.py). Ratios are against a baseline measured in the same run.", ""]
     lines += ["## Module (redis-benchmark, 50 clients, 1,000 keys)", "",
-              "| command | pipeline | req/s | p50 ms | p99 ms | × INCR |", "|---|---|---|---|---|---|"]
+              "Server µs/cmd: redis-server's main-thread CPU time over the run divided by the commands it ran.", "",
+              "| command | pipeline | req/s | p50 ms | p99 ms | × INCR | server µs/cmd |", "|---|---|---|---|---|---|---|"]
     for r in results["module"]:
-        lines.append(f"| {r['name']} | {r['pipeline']} | {r['rps']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['ratio_to_incr']:.2f} |")
+        lines.append(f"| {r['name']} | {r['pipeline']} | {r['rps']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                     f"{r['ratio_to_incr']:.2f} | {fmt_us(r.get('server_us_per_command'))} |")
     lines += ["", "## Memory per key", "", "| keys | bytes/key (used_memory) | MEMORY USAGE |", "|---|---|---|"]
     for kind, m in results["memory"].items():
         lines.append(f"| {m['keys']:,} {kind.replace('_', ' ')} | {m['used_memory_per_key']:.0f} | {m['memory_usage']} |")
@@ -356,7 +387,19 @@ def markdown(results):
             best = max(lua_full, key=lua_full.get)
             lines.append(f"- -P {pipeline}: LLMRL.CHECK full windows {rows['LLMRL.CHECK full windows, allow']:,.0f} req/s "
                          f"= {rows['LLMRL.CHECK full windows, allow'] / lua_full[best]:.1f} x {best} ({lua_full[best]:,.0f})")
-    lines += ["", "## Where the time goes", "", PROFILE_NOTES]
+            costs = {r["name"]: r.get("server_us_per_command") for r in results["module"] if r["pipeline"] == pipeline}
+            check_cost, lua_cost = costs.get("LLMRL.CHECK full windows, allow"), costs.get(best)
+            if check_cost and lua_cost:
+                lines.append(f"  - by server CPU per command: {check_cost:.2f} µs against {lua_cost:.2f} µs, "
+                             f"{lua_cost / check_cost:.1f} x cheaper")
+    lines += ["", "## Where the time goes", ""]
+    for pipeline in (1, 16):
+        costs = {r["name"]: r.get("server_us_per_command") for r in results["module"] if r["pipeline"] == pipeline}
+        picked = [(n, costs.get(n)) for n in ("INCR", REPLY_CONTROL, "LLMRL.CHECK full windows, allow")]
+        if all(c is not None for _, c in picked):
+            lines.append(f"- Server CPU per command at -P {pipeline}: " +
+                         ", ".join(f"{n} {c:.2f} µs" for n, c in picked) + ".")
+    lines += [PROFILE_NOTES]
     return "\n".join(lines) + "\n"
 
 
@@ -424,7 +467,7 @@ def svg(results, path):
              f'<text x="10" y="20" font-size="14">llmrl vs INCR and Lua (ratio of req/s to INCR, same run, {results["date"]})</text>']
     y = 36
     for r in rows:
-        color = "#2b7bb9" if r["name"].startswith("LLMRL") else ("#999" if r["name"] == "INCR" else "#d9822b")
+        color = "#2b7bb9" if r["name"].startswith("LLMRL") else ("#d9822b" if r["name"].startswith("Lua") else "#999")
         w = r["ratio_to_incr"] * scale
         parts.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{r["name"]} (-P {r["pipeline"]})</text>')
         parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h - 4}" fill="{color}"/>')

@@ -44,7 +44,8 @@ pub struct Cli {
     #[arg(long)]
     pub stream: bool,
     /// Closed loop: this many virtual clients, each sending its next request when the last ends.
-    #[arg(long, conflicts_with = "rate")]
+    /// Open loop: this many keep-alive connections working through the schedule (default 64).
+    #[arg(long)]
     pub concurrency: Option<usize>,
     /// Open loop: this many requests a second, latency measured from each intended send time.
     #[arg(long)]

@@ -142,7 +142,10 @@ impl Report {
                 .collect()
         };
         let mode = match (cli.rate, cli.concurrency) {
-            (Some(rate), _) => format!("open loop, {rate} requests/s"),
+            (Some(rate), c) => format!(
+                "open loop, {rate} requests/s over {} connections",
+                c.unwrap_or(64)
+            ),
             (None, c) => format!("closed loop, {} clients", c.unwrap_or(64)),
         };
         Report {

@@ -241,15 +241,19 @@ impl Window {
             .saturating_sub(self.ring.len() as u64)
     }
 
-    /// Live rows at bucket `current`, oldest first, with their bucket index.
-    fn live_rows(&self, current: u64) -> impl DoubleEndedIterator<Item = (u64, Row)> + '_ {
+    /// One dimension of the live rows at bucket `current`, oldest first, with their bucket index.
+    fn live_values(
+        &self,
+        current: u64,
+        d: usize,
+    ) -> impl DoubleEndedIterator<Item = (u64, u64)> + '_ {
         let first = self.first_bucket();
         let oldest_live = current.saturating_sub(BUCKETS_PER_WINDOW);
-        self.ring
-            .iter()
-            .enumerate()
-            .map(move |(i, row)| (first + i as u64, row))
-            .filter(move |(bucket, _)| *bucket >= oldest_live)
+        // Rows before `skip` have expired; bucket indexes grow by one per row.
+        let skip = usize::try_from(oldest_live.saturating_sub(first))
+            .unwrap_or(usize::MAX)
+            .min(self.ring.len());
+        (skip..self.ring.len()).map(move |i| (first + i as u64, self.ring.value(i, d)))
     }
 
     /// Usage that counts at bucket `current`: totals minus the rows already expired.
@@ -293,15 +297,15 @@ impl Window {
                 let left = u128::from(limits[d]).saturating_sub(used);
                 remaining[d] = Some(u64::try_from(left).unwrap_or(u64::MAX));
             }
-            let newest = self
-                .live_rows(current)
-                .rev()
-                .find(|(_, row)| row[d] > 0)
-                .map(|(bucket, _)| bucket);
+            // A charge lands in the current bucket; otherwise find the newest live use (only
+            // then: this scan is the one per-bucket walk on the allow path).
             let newest = if charged[d] > 0 {
                 Some(current)
             } else {
-                newest
+                self.live_values(current, d)
+                    .rev()
+                    .find(|(_, value)| *value > 0)
+                    .map(|(bucket, _)| bucket)
             };
             if let Some(bucket) = newest {
                 reset_ms[d] = self.bucket_expiry_ms(bucket).saturating_sub(now_ms);
@@ -343,8 +347,8 @@ impl Window {
         }
         // Age rows out oldest first; the request fits once the row that tips it has expired.
         let mut left = usage;
-        for (bucket, row) in self.live_rows(current) {
-            left = left.saturating_sub(u128::from(row[d]));
+        for (bucket, value) in self.live_values(current, d) {
+            left = left.saturating_sub(u128::from(value));
             if left + cost <= limit {
                 return Retry::After(self.bucket_expiry_ms(bucket).saturating_sub(now_ms).max(1));
             }

@@ -91,8 +91,36 @@ impl Ring {
     }
 
     fn physical(&self, row: usize) -> usize {
+        // start < cap and row < len <= cap, so one wrap at most: no division on the hot path.
         let cap = usize::from(self.cap).max(1);
-        (usize::from(self.start) + row) % cap
+        let index = usize::from(self.start) + row;
+        if index >= cap {
+            (index - cap) % cap
+        } else {
+            index
+        }
+    }
+
+    /// One counter (column `column`) of logical row `row`; 0 past the end. Cheaper than
+    /// [`Ring::get`] for scans that look at a single dimension.
+    pub fn value(&self, row: usize, column: usize) -> u64 {
+        if row >= self.len() {
+            return 0;
+        }
+        let Some(&width) = self.widths.get(column) else {
+            return 0;
+        };
+        let before: usize = self
+            .widths
+            .iter()
+            .take(column)
+            .map(|w| usize::from(*w))
+            .sum();
+        read_le(
+            &self.bytes,
+            self.physical(row) * self.stride() + before,
+            width,
+        )
     }
 
     /// The counters of logical row `row` (0 = oldest); zeros past the end.
