@@ -403,23 +403,38 @@ def markdown(results):
     return "\n".join(lines) + "\n"
 
 
-# What perf showed on this machine (perf record --call-graph dwarf on redis-server under
-# redis-benchmark -P 16, and on the gateway under the load generator); kept with every result.
+# What perf showed on this machine (perf record -g on redis-server under redis-benchmark -P 16,
+# and on the gateway under the load generator); kept with every result. The per-command server
+# CPU figures above are measured in each run; these notes explain them.
 PROFILE_NOTES = """\
-- Module, pipelined CHECK (perf on redis-server): about 55% of the server's CPU is inside the
-  command. Of that, the reply (ten integers, each formatted by Redis) and its socket write are
-  the largest share, then replication (`RM_Replicate`: Redis looks the command up by name and
-  copies the arguments; ~10% since APPLY is replicated as one packed argument, it was 25% with
-  eleven integer arguments), then the window's own work (evaluate/apply ~12%), the key lookup
-  (`RM_OpenKey`) and the clock (`gettimeofday`). INCR replies with one integer and replicates
-  itself verbatim, so a pipelined CHECK stays near 0.3-0.45 x INCR: the 0.7 target is missed,
-  and what remains is mostly fixed by the 10-field reply the contract requires.
-- redis-benchmark shares the 2 cores with the server and parses the 10-field replies, which
-  also weighs on the pipelined ratio.
-- Gateway: about a third of a request's CPU is the Redis round trip (client, task wake-ups, the
-  timeout timer), 15% tiktoken (its regex split), the rest HTTP, JSON and headers. The open-loop tail at half
-  the closed-loop maximum comes from CPU starvation: the load generator, the gateway and Redis
-  share the 2 cores and already keep both busy.
+- Module, pipelined CHECK: redis-server is CPU-bound (100% of a core) while redis-benchmark
+  keeps up, and the module's own code (argument parsing, the window's evaluate/apply, building
+  the reply, packing the replicated effect) is about 13% of that CPU. The rest is Redis doing
+  its part of every module command: loopback socket reads and writes (~30%), allocation
+  (zmalloc/zfree/malloc_usable_size ~14%: the key handle of RM_OpenKey, the argv that
+  RM_Replicate builds for APPLY and its command lookup by name, with dictFind and
+  strcasecmp), formatting the ten reply integers (ull2string) and the clock (gettimeofday).
+- The reply-size control says how much of the gap to INCR is the contract's ten-field reply:
+  LRANGE returning ten integers, a trivial read, already costs about 1.8 x INCR's server CPU
+  and lands near 0.55 x INCR pipelined, below the 0.7 target by itself. CHECK runs at about
+  0.7 x that control: the 0.7 x INCR target is missed, and a CHECK with the contract's reply
+  cannot reach it on this harness.
+- Unpipelined, every command pays a round trip (~5 us of server CPU, mostly syscalls), so
+  throughput ratios are capped by it: the best Lua script with full windows costs about 12 x
+  CHECK's server CPU per command, and the throughput ratio, which includes the round trip both
+  pay, lands near 10 x.
+- The deny path walks the window's rows (one column, up to 61 rows) to find when the request
+  would fit, so it costs more than the allow path, which touches only the newest row.
+- Gateway: per request, about 18% of its CPU is tiktoken (fancy-regex's split; its scratch
+  pool is shared by every thread), about a quarter the Redis round trip (the socket write that
+  also wakes Redis, parsing the reply, the timeout timer), 30% writing the HTTP response
+  (kernel), the rest parsing HTTP and JSON, headers and metrics. The bare server and the
+  gateway without the limiter do the same HTTP work, the limiter adds the round trip and the
+  headers; Redis and the load generator share the same 2 cores.
+- Open loop: the load generator keeps 64 keep-alive connections and measures each request from
+  its intended send time; the tail at half the closed-loop maximum is scheduling on 2 shared
+  cores. (Before 2026-11-23 it opened a connection per request in flight, and its own connect
+  storms made the p99 look like 150 ms.)
 """
 
 
