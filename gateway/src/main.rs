@@ -111,6 +111,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     .header_read_timeout(read_timeout)
                     .max_buf_size(64 * 1024);
                 let app = Arc::clone(&app);
+                app.metrics.connections.inc();
                 if app.metrics.open_connections.get() >= max_connections {
                     // Over the limit: one quick 503 and close, instead of holding the connection.
                     let connection = builder

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub fail_open: IntCounter,
     pub in_flight: IntGauge,
     pub open_connections: IntGauge,
+    /// Every connection accepted (a client that reconnects a lot shows here, not in the gauge).
+    pub connections: IntCounter,
 }
 
 impl Metrics {
@@ -88,6 +90,11 @@ impl Metrics {
             "Client connections open (those over --max-connections excluded)",
         )
         .expect("valid metric");
+        let connections = IntCounter::new(
+            "connections_total",
+            "Client connections accepted (those over --max-connections included)",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(limiter_seconds.clone()),
@@ -99,6 +106,7 @@ impl Metrics {
             Box::new(fail_open.clone()),
             Box::new(in_flight.clone()),
             Box::new(open_connections.clone()),
+            Box::new(connections.clone()),
         ] {
             let _ = registry.register(collector);
         }
@@ -115,6 +123,7 @@ impl Metrics {
             fail_open,
             in_flight,
             open_connections,
+            connections,
         }
     }
 

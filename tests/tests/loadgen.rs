@@ -187,6 +187,30 @@ fn the_audit_catches_an_over_admitting_target() {
     assert!(output.contains("requests 100 "), "{output}");
     assert!(output.contains("open loop"), "{output}");
 
+    // The open loop works through its schedule on --concurrency keep-alive connections, however
+    // the requests bunch up: it never opens more (each /metrics read below is one more).
+    let accepted = || metric(gateway.port, "llmrl_gateway_connections_total", &[]);
+    let before = accepted();
+    let (code, output) = run_loadgen(&[
+        "--node",
+        &url,
+        "--key",
+        "sk-over",
+        "--rate",
+        "3000",
+        "--concurrency",
+        "2",
+        "--requests",
+        "600",
+        "--max-tokens",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("requests 600 "), "{output}");
+    assert!(output.contains("over 2 connections"), "{output}");
+    let opened = accepted() - before - 1;
+    assert!((1..=2).contains(&opened), "{opened} connections: {output}");
+
     // Streamed responses: usage comes from the stream's usage chunk and is audited too.
     let json = redis.dir.join("stream.json");
     let (code, output, report) = run_loadgen_report(
