@@ -357,6 +357,11 @@ def gateway_section(procs, smoke, tmp):
     return {"closed_loop": summary, "open_loop_half": dict(open_loop, rate=round(half)), "ratios": ratios}
 
 
+def module_column(results, pipeline, field):
+    """One measured field of every module case at a pipeline depth, by case name."""
+    return {r["name"]: r.get(field) for r in results["module"] if r["pipeline"] == pipeline}
+
+
 def markdown(results):
     lines = [f"# llmrl benchmark, {results['date']} ({results['cores']} cores{', smoke run' if results['smoke'] else ''})", ""]
     lines += ["Command: `make bench` (bench/run.py). Ratios are against a baseline measured in the same run.", ""]
@@ -381,20 +386,20 @@ def markdown(results):
         lines.append(f"- {name.replace('_', ' ')}: {value:.2f}")
     lines += ["", "## Module against the best Lua script, full windows", ""]
     for pipeline in (1, 16):
-        rows = {r["name"]: r["rps"] for r in results["module"] if r["pipeline"] == pipeline}
+        rows = module_column(results, pipeline, "rps")
         lua_full = {n: v for n, v in rows.items() if n.startswith("Lua") and ("members" in n or "full" in n)}
         if lua_full and "LLMRL.CHECK full windows, allow" in rows:
             best = max(lua_full, key=lua_full.get)
             lines.append(f"- -P {pipeline}: LLMRL.CHECK full windows {rows['LLMRL.CHECK full windows, allow']:,.0f} req/s "
                          f"= {rows['LLMRL.CHECK full windows, allow'] / lua_full[best]:.1f} x {best} ({lua_full[best]:,.0f})")
-            costs = {r["name"]: r.get("server_us_per_command") for r in results["module"] if r["pipeline"] == pipeline}
+            costs = module_column(results, pipeline, "server_us_per_command")
             check_cost, lua_cost = costs.get("LLMRL.CHECK full windows, allow"), costs.get(best)
             if check_cost and lua_cost:
                 lines.append(f"  - by server CPU per command: {check_cost:.2f} µs against {lua_cost:.2f} µs, "
                              f"{lua_cost / check_cost:.1f} x cheaper")
     lines += ["", "## Where the time goes", ""]
     for pipeline in (1, 16):
-        costs = {r["name"]: r.get("server_us_per_command") for r in results["module"] if r["pipeline"] == pipeline}
+        costs = module_column(results, pipeline, "server_us_per_command")
         picked = [(n, costs.get(n)) for n in ("INCR", REPLY_CONTROL, "LLMRL.CHECK full windows, allow")]
         if all(c is not None for _, c in picked):
             lines.append(f"- Server CPU per command at -P {pipeline}: " +

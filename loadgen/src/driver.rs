@@ -149,7 +149,7 @@ fn build_bodies(cli: &Cli) -> Result<Vec<Bytes>, String> {
 pub async fn drive(cli: &Cli) -> Result<Outcome, String> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    let concurrency = cli.concurrency.unwrap_or(64);
+    let concurrency = cli.concurrency();
     // One pooled connection per virtual client (closed loop) or per connection (open loop).
     let client = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(concurrency.max(8))
@@ -180,9 +180,9 @@ pub async fn drive(cli: &Cli) -> Result<Outcome, String> {
     });
     let progress = (!cli.quiet).then(|| tokio::spawn(progress(Arc::clone(&shared))));
     match cli.rate {
-        Some(rate) if rate > 0.0 => open_loop(&shared, rate, concurrency.max(1)).await,
+        Some(rate) if rate > 0.0 => open_loop(&shared, rate, concurrency).await,
         Some(_) => return Err("--rate must be positive".into()),
-        None => closed_loop(&shared, concurrency.max(1), cli.honor_retry_after).await,
+        None => closed_loop(&shared, concurrency, cli.honor_retry_after).await,
     }
     shared.stop.store(true, Ordering::Relaxed);
     if let Some(progress) = progress {

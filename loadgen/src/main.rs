@@ -86,6 +86,11 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// Virtual clients (closed loop) or connections (open loop); at least one.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency.unwrap_or(64).max(1)
+    }
+
     pub fn duration(&self) -> Option<Duration> {
         match (self.duration, self.requests) {
             (Some(secs), _) => Some(Duration::from_secs_f64(secs.max(0.0))),

@@ -141,12 +141,12 @@ impl Report {
                 })
                 .collect()
         };
-        let mode = match (cli.rate, cli.concurrency) {
-            (Some(rate), c) => format!(
+        let mode = match cli.rate {
+            Some(rate) => format!(
                 "open loop, {rate} requests/s over {} connections",
-                c.unwrap_or(64)
+                cli.concurrency()
             ),
-            (None, c) => format!("closed loop, {} clients", c.unwrap_or(64)),
+            None => format!("closed loop, {} clients", cli.concurrency()),
         };
         Report {
             mode,

@@ -91,13 +91,14 @@ impl Ring {
     }
 
     fn physical(&self, row: usize) -> usize {
-        // start < cap and row < len <= cap, so one wrap at most: no division on the hot path.
+        // start < cap and row < len <= cap, so one subtraction wraps it; the modulo only keeps a
+        // broken invariant in range instead of trusting it.
         let cap = usize::from(self.cap).max(1);
         let index = usize::from(self.start) + row;
-        if index >= cap {
-            (index - cap) % cap
-        } else {
-            index
+        match index.checked_sub(cap) {
+            None => index,
+            Some(wrapped) if wrapped < cap => wrapped,
+            Some(wrapped) => wrapped % cap,
         }
     }
 
