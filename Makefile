@@ -51,7 +51,7 @@ bench: deps
 # overflow checks on): FUZZ_CASES inputs per target. `make test` runs a few hundred of each.
 FUZZ_CASES ?= 50000
 fuzz:
-	LLMRL_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --profile fuzz -p llmrl --lib fuzz -- --nocapture --test-threads 3
+	LLMRL_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --profile fuzz -p llmrl-core --lib fuzz -- --nocapture --test-threads 3
 
 lint:
 	$(CARGO) fmt --all -- --check

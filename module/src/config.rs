@@ -1,6 +1,6 @@
 //! `CONFIG SET/GET llmrl.*` and `loadmodule` arguments.
 
-use crate::window::{validate_window, DEFAULT_WINDOW_MS};
+use llmrl_core::window::{validate_window, DEFAULT_WINDOW_MS};
 use redis_module::configuration::{ConfigurationContext, ConfigurationValue};
 use redis_module::RedisError;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -1,7 +1,7 @@
 //! The `llmrl-win` native type: persistence (RDB, AOF rewrite), MEMORY USAGE, DEBUG DIGEST, COPY.
 
-use crate::encoding::{decode, encode, DecodeError};
-use crate::window::Window;
+use llmrl_core::encoding::{decode, encode, DecodeError};
+use llmrl_core::window::Window;
 use redis_module::logging::log_warning;
 use redis_module::native_types::RedisType;
 use redis_module::{raw, RedisString};

@@ -1,36 +1,33 @@
 //! llmrl: a Redis module for LLM API rate limits (RPM, ITPM, OTPM over a sliding window).
 //!
-//! `window` is the algorithm, with no Redis dependency; the other modules are the Redis glue:
-//! argument parsing, replies, the native data type (persistence), commands, INFO and config.
+//! The algorithm, its persistence encoding and the command contract live in `llmrl-core`, with no
+//! Redis dependency; this crate is the Redis glue: registration, command handlers, replies, the
+//! native data type's callbacks, INFO and config.
 
 // Unit tests build without the registration below, which leaves the glue unreferenced.
 #![cfg_attr(test, allow(dead_code))]
 
-pub mod args;
 mod commands;
 mod config;
 mod datatype;
-pub mod encoding;
-pub mod error;
-#[cfg(test)]
-mod fuzz;
+mod dispatch;
+mod keyspace;
 mod reply;
 mod stats;
-pub mod window;
 
 use redis_module::{raw, Context, RedisString, Status};
 use std::ffi::CStr;
 use std::os::raw::c_int;
 
-/// The commands, registered with their raw entry points (see `commands::dispatch`):
+/// The commands, registered with their raw entry points (see `dispatch`):
 /// name, handler, flags; the key is always the first argument.
 const COMMANDS: [(&CStr, CommandEntry, &CStr); 6] = [
-    (c"llmrl.check", commands::check, c"write deny-oom fast"),
-    (c"llmrl.peek", commands::peek, c"readonly fast"),
-    (c"llmrl.settle", commands::settle, c"write fast"),
-    (c"llmrl.apply", commands::apply, c"write fast"),
-    (c"llmrl.load", commands::load, c"write deny-oom"),
-    (c"llmrl.inspect", commands::inspect, c"readonly"),
+    (c"llmrl.check", dispatch::check, c"write deny-oom fast"),
+    (c"llmrl.peek", dispatch::peek, c"readonly fast"),
+    (c"llmrl.settle", dispatch::settle, c"write fast"),
+    (c"llmrl.apply", dispatch::apply, c"write fast"),
+    (c"llmrl.load", dispatch::load, c"write deny-oom"),
+    (c"llmrl.inspect", dispatch::inspect, c"readonly"),
 ];
 
 type CommandEntry =

@@ -2,7 +2,8 @@
 //! (`HELLO 3`) a map with field names. Written directly, no intermediate `RedisValue` tree, since
 //! this is on every request's path.
 
-use crate::window::Decision;
+use llmrl_core::protocol::VERDICT_FIELD_NAMES;
+use llmrl_core::window::Decision;
 use redis_module::{raw, Context, ContextFlags};
 use std::os::raw::{c_char, c_long};
 
@@ -44,7 +45,12 @@ fn value(ctx: &Context, v: &Value) {
 
 /// Named fields: a map for RESP3; for RESP2 either positional values (`named_in_resp2` false,
 /// the CHECK reply) or a flat name/value array (like XINFO).
-pub fn record(ctx: &Context, resp3: bool, fields: &[(&str, Value)], named_in_resp2: bool) {
+pub fn record<'v>(
+    ctx: &Context,
+    resp3: bool,
+    fields: impl ExactSizeIterator<Item = (&'v str, &'v Value<'v>)>,
+    named_in_resp2: bool,
+) {
     if resp3 {
         raw::reply_with_map(ctx.ctx, fields.len() as c_long);
     } else if named_in_resp2 {
@@ -64,26 +70,23 @@ pub fn is_resp3(ctx: &Context) -> bool {
     ctx.get_flags().contains(ContextFlags::FLAGS_RESP3)
 }
 
+/// The CHECK / PEEK / SETTLE reply, with the contract's field names and order
+/// ([`VERDICT_FIELD_NAMES`], which clients decode with `Verdict::decode`).
 pub fn decision(ctx: &Context, d: &Decision) {
     let remaining = d.remaining.map(|r| r.map_or(-1, clamp_i64));
     let reason = d.reason.map_or("ok", |dim| dim.reason());
-    let fields = [
-        ("allowed", Value::Int(i64::from(d.allowed))),
-        ("reason", Value::Str(reason.as_bytes())),
-        ("retry_after_ms", Value::Int(d.retry.as_i64())),
-        ("remaining_requests", Value::Int(remaining[0])),
-        ("remaining_input_tokens", Value::Int(remaining[1])),
-        ("remaining_output_tokens", Value::Int(remaining[2])),
-        ("reset_requests_ms", Value::Int(clamp_i64(d.reset_ms[0]))),
-        (
-            "reset_input_tokens_ms",
-            Value::Int(clamp_i64(d.reset_ms[1])),
-        ),
-        (
-            "reset_output_tokens_ms",
-            Value::Int(clamp_i64(d.reset_ms[2])),
-        ),
-        ("ticket", Value::Int(clamp_i64(d.ticket))),
+    let values = [
+        Value::Int(i64::from(d.allowed)),
+        Value::Str(reason.as_bytes()),
+        Value::Int(d.retry.as_i64()),
+        Value::Int(remaining[0]),
+        Value::Int(remaining[1]),
+        Value::Int(remaining[2]),
+        Value::Int(clamp_i64(d.reset_ms[0])),
+        Value::Int(clamp_i64(d.reset_ms[1])),
+        Value::Int(clamp_i64(d.reset_ms[2])),
+        Value::Int(clamp_i64(d.ticket)),
     ];
-    record(ctx, is_resp3(ctx), &fields, false);
+    let fields = VERDICT_FIELD_NAMES.into_iter().zip(&values);
+    record(ctx, is_resp3(ctx), fields, false);
 }

@@ -27,7 +27,7 @@ pub const DEFAULT_WINDOW_MS: u64 = 60_000;
 pub const MAX_WINDOW_MS: u64 = i64::MAX as u64 / BUCKETS_PER_WINDOW * BUCKETS_PER_WINDOW;
 
 /// The three limited dimensions, in reply order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dimension {
     Requests = 0,
     InputTokens = 1,

@@ -2,7 +2,6 @@
 //! hold anything, including NUL, and error replies must stay one clean line.
 
 use crate::window::WindowError;
-use redis_module::RedisError;
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -46,19 +45,6 @@ impl From<WindowError> for CommandError {
             WindowError::InvalidTicket => CommandError::InvalidTicket,
             WindowError::TicketInFuture => CommandError::TicketInFuture,
             WindowError::InvalidState(what) => CommandError::InvalidState(what),
-        }
-    }
-}
-
-impl From<RedisError> for CommandError {
-    fn from(error: RedisError) -> Self {
-        match error {
-            RedisError::WrongType => CommandError::WrongType,
-            // How redis-module 2.0.8 reports a key holding another type.
-            RedisError::Str(message) if message.contains("wrong Redis type") => {
-                CommandError::WrongType
-            }
-            _ => CommandError::Internal,
         }
     }
 }

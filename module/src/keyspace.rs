@@ -1,0 +1,145 @@
+//! Every raw call into the Redis module API that a command makes: the server clock, reading and
+//! writing a key's window, its absolute expiry, keyspace events, and replication of effects.
+//! The command handlers (`commands.rs`) work through these functions and never touch `raw`.
+
+use crate::datatype::LLMRL_TYPE;
+use llmrl_core::encoding::pack_effect;
+use llmrl_core::error::CommandError;
+use llmrl_core::window::{Effect, Window};
+use redis_module::key::{RedisKey, RedisKeyWritable};
+use redis_module::{raw, Context, RedisError, RedisString};
+use std::ffi::CStr;
+
+/// How a Redis error from opening or typing a key reads as a command error.
+pub fn command_error(error: RedisError) -> CommandError {
+    match error {
+        RedisError::WrongType => CommandError::WrongType,
+        // How redis-module 2.0.8 reports a key holding another type.
+        RedisError::Str(message) if message.contains("wrong Redis type") => CommandError::WrongType,
+        _ => CommandError::Internal,
+    }
+}
+
+/// The window a key holds, for reading; `None` if the key is missing. Another type: WRONGTYPE.
+pub fn read<'k>(key: &'k RedisKey) -> Result<Option<&'k Window>, CommandError> {
+    key.get_value::<Window>(&LLMRL_TYPE).map_err(command_error)
+}
+
+/// The window a key holds, for changing it.
+pub fn read_mut<'k>(key: &'k RedisKeyWritable) -> Result<Option<&'k mut Window>, CommandError> {
+    key.get_value::<Window>(&LLMRL_TYPE).map_err(command_error)
+}
+
+/// Replace whatever the key holds with `window`.
+pub fn store(key: &RedisKeyWritable, window: Window) -> Result<(), CommandError> {
+    key.set_value(&LLMRL_TYPE, window).map_err(command_error)
+}
+
+/// The server's clock, read once per command. Replicas and AOF replay never call this.
+pub fn now_ms() -> Result<u64, CommandError> {
+    // SAFETY: the API table is filled once at module load, before any command runs.
+    let clock = unsafe { raw::RedisModule_Milliseconds }.ok_or(CommandError::NoClock)?;
+    u64::try_from(unsafe { clock() }).map_err(|_| CommandError::NoClock)
+}
+
+/// Apply `effect` to the key (creating it when needed), keep its TTL at the absolute time its
+/// newest bucket stops counting, and replicate the effect as `LLMRL.APPLY`, which carries the
+/// timestamp, so replicas and AOF replay reach the same state without reading a clock.
+pub fn commit(
+    ctx: &Context,
+    key: RedisKeyWritable,
+    key_name: &RedisString,
+    window_ms: u64,
+    effect: &Effect,
+    event: &CStr,
+) -> Result<(), CommandError> {
+    let (before, after) = match read_mut(&key)? {
+        Some(window) => {
+            let before = window.expire_at_ms();
+            window.apply(effect);
+            (before, window.expire_at_ms())
+        }
+        None => {
+            let mut window = Window::new(window_ms)?;
+            window.apply(effect);
+            let after = window.expire_at_ms();
+            store(&key, window)?;
+            (None, after)
+        }
+    };
+    drop(key);
+    if after != before {
+        if let Some(at) = after {
+            expire_at(ctx, key_name, at);
+        }
+    }
+    signal_modified(ctx, key_name, event);
+    replicate_effect(ctx, key_name, window_ms, effect);
+    Ok(())
+}
+
+/// Replicate an effect as `LLMRL.APPLY key <packed numbers>` (see [`pack_effect`]): one short
+/// binary argument, so Redis builds a single small string instead of 11 integer strings.
+fn replicate_effect(ctx: &Context, key_name: &RedisString, window_ms: u64, effect: &Effect) {
+    let refund = effect
+        .refund
+        .map_or([0, 0, 0], |r| [r.ticket, r.amounts[1], r.amounts[2]]);
+    let numbers = [
+        window_ms,
+        effect.now_ms,
+        effect.limits[0],
+        effect.limits[1],
+        effect.limits[2],
+        effect.charge[0],
+        effect.charge[1],
+        effect.charge[2],
+        refund[0],
+        refund[1],
+        refund[2],
+    ];
+    let (packed, len) = pack_effect(&numbers);
+    // SAFETY: the API table is filled once at load, before any command runs.
+    match unsafe { raw::RedisModule_Replicate } {
+        // SAFETY: "sb" is the key (a RedisModuleString) and a buffer given as pointer + length;
+        // `packed` outlives the call, which copies it.
+        Some(replicate) => unsafe {
+            replicate(
+                ctx.ctx,
+                c"LLMRL.APPLY".as_ptr(),
+                c"sb".as_ptr(),
+                key_name.inner,
+                packed.as_ptr(),
+                len,
+            );
+        },
+        None => ctx.log_warning("llmrl: RedisModule_Replicate is unavailable"),
+    }
+}
+
+/// Set an absolute expiry. PEXPIREAT through RM_Call is not itself replicated (no `!` flag):
+/// replicas and the AOF derive the same absolute time from the replicated effect.
+pub fn expire_at(ctx: &Context, key_name: &RedisString, at_ms: u64) {
+    let at = at_ms.to_string();
+    if let Err(error) = ctx.call("PEXPIREAT", &[key_name.as_slice(), at.as_bytes()]) {
+        ctx.log_warning(&format!("llmrl: could not set the key's expiry: {error}"));
+    }
+}
+
+pub fn signal_modified(ctx: &Context, key_name: &RedisString, event: &CStr) {
+    // SAFETY: as for the clock: filled at load; the key name and event outlive the calls.
+    if let Some(signal) = unsafe { raw::RedisModule_SignalModifiedKey } {
+        unsafe { signal(ctx.ctx, key_name.inner) };
+    }
+    // Called directly with a static name: the crate's wrapper allocates a C string every time.
+    if let Some(notify) = unsafe { raw::RedisModule_NotifyKeyspaceEvent } {
+        unsafe {
+            notify(
+                ctx.ctx,
+                raw::NotifyEvent::MODULE.bits(),
+                event.as_ptr(),
+                key_name.inner,
+            )
+        };
+    }
+}
+
