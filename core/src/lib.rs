@@ -14,6 +14,8 @@ pub mod args;
 pub mod encoding;
 pub mod error;
 pub mod protocol;
+#[cfg(feature = "redis-client")]
+pub mod redis_client;
 pub mod window;
 
 #[cfg(test)]

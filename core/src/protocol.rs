@@ -167,6 +167,8 @@ pub enum Field<'a> {
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ReplyError {
+    #[error("the reply is not an array")]
+    NotAnArray,
     #[error("the reply has {0} fields, not {VERDICT_FIELDS}")]
     FieldCount(usize),
     #[error("reply field {index} ({name}) is not {expected}")]

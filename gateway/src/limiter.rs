@@ -1,7 +1,8 @@
 //! The gateway's side of the llmrl module: LLMRL.CHECK / LLMRL.SETTLE over one Redis or a Redis
 //! Cluster, each call bounded by a timeout, reconnecting by itself after an outage.
 
-use crate::config::Limits;
+use llmrl_core::protocol::{Check, ReplyError, Settle, Verdict};
+use llmrl_core::redis_client::{command, verdict};
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -18,43 +19,7 @@ pub enum LimiterError {
     #[error("redis error: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("unexpected reply from LLMRL: {0}")]
-    Reply(String),
-}
-
-/// LLMRL.CHECK's reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    pub allowed: bool,
-    pub reason: String,
-    pub retry_after_ms: i64,
-    /// Requests, input tokens, output tokens; -1 for unlimited.
-    pub remaining: [i64; 3],
-    pub reset_ms: [i64; 3],
-    pub ticket: i64,
-}
-
-impl Verdict {
-    fn from_value(value: Value) -> Result<Verdict, LimiterError> {
-        let Value::Array(items) = value else {
-            return Err(LimiterError::Reply(format!("{value:?}")));
-        };
-        let int = |i: usize| match items.get(i) {
-            Some(Value::Int(n)) => Ok(*n),
-            other => Err(LimiterError::Reply(format!("field {i}: {other:?}"))),
-        };
-        let reason = match items.get(1) {
-            Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
-            other => return Err(LimiterError::Reply(format!("reason: {other:?}"))),
-        };
-        Ok(Verdict {
-            allowed: int(0)? == 1,
-            reason,
-            retry_after_ms: int(2)?,
-            remaining: [int(3)?, int(4)?, int(5)?],
-            reset_ms: [int(6)?, int(7)?, int(8)?],
-            ticket: int(9)?,
-        })
-    }
+    Reply(#[from] ReplyError),
 }
 
 enum Target {
@@ -167,41 +132,16 @@ impl Limiter {
         }
     }
 
-    pub async fn check(
-        &self,
-        key: &str,
-        limits: Limits,
-        input_tokens: u64,
-        output_tokens: u64,
-        window_ms: u64,
-    ) -> Result<Verdict, LimiterError> {
-        let mut cmd = redis::cmd("LLMRL.CHECK");
-        cmd.arg(key)
-            .arg(limits.rpm)
-            .arg(limits.itpm)
-            .arg(limits.otpm)
-            .arg(input_tokens)
-            .arg(output_tokens)
-            .arg("WINDOW")
-            .arg(window_ms);
-        Verdict::from_value(self.query(&cmd).await?)
+    /// One LLMRL.CHECK.
+    pub async fn check(&self, check: &Check<'_>) -> Result<Verdict, LimiterError> {
+        let reply = self.query(&command(Check::NAME, check.args())).await?;
+        Ok(verdict(&reply)?)
     }
 
-    pub async fn settle(
-        &self,
-        key: &str,
-        ticket: i64,
-        input: (u64, u64),
-        output: (u64, u64),
-    ) -> Result<(), LimiterError> {
-        let mut cmd = redis::cmd("LLMRL.SETTLE");
-        cmd.arg(key)
-            .arg(ticket)
-            .arg(input.0)
-            .arg(input.1)
-            .arg(output.0)
-            .arg(output.1);
-        Verdict::from_value(self.query(&cmd).await?).map(|_| ())
+    /// One LLMRL.SETTLE (never retried: a retry could correct twice).
+    pub async fn settle(&self, settle: &Settle<'_>) -> Result<Verdict, LimiterError> {
+        let reply = self.query(&command(Settle::NAME, settle.args())).await?;
+        Ok(verdict(&reply)?)
     }
 
     pub async fn ping(&self) -> bool {

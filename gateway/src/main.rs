@@ -1,26 +1,39 @@
 //! llmrl-gateway: an OpenAI-compatible HTTP gateway that enforces per-key RPM/ITPM/OTPM limits
 //! with one atomic LLMRL.CHECK per request, shared by every node through Redis.
+//!
+//! The rooms, in the order a request meets them: `http` (routing, bodies, responses, CORS),
+//! `pipeline` (the stages of a limited request, in order), `auth` and `policy` (who is asking,
+//! which limits apply), `dialect` (the API's wire format: parsing, errors, headers, usage),
+//! `tokens` (counting), `admission` (check and settle, over `limiter`), `answer` (mock or
+//! upstream). `info` serves models, health and metrics; `app` is the shared state.
 
+mod admission;
+mod answer;
+mod app;
+mod auth;
 mod config;
-mod headers;
+mod dialect;
+mod error;
+mod http;
+mod info;
 mod limiter;
 mod metrics;
-mod openai;
-mod server;
+mod pipeline;
+mod policy;
 mod tokens;
-mod upstream;
 
+use app::App;
 use clap::Parser;
-use config::{Cli, KeyStore};
+use config::Cli;
+use http::cors::Cors;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use server::App;
+use policy::KeyStore;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -68,12 +81,18 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .ok()
                 .filter(|k| !k.is_empty());
             let timeout = Duration::from_millis(cli.upstream_timeout_ms);
-            Some(upstream::Upstream::new(url, api_key, timeout)?)
+            Some(answer::upstream::Upstream::new(url, api_key, timeout)?)
         }
     };
+    // Signal handlers first: once the port accepts, a supervisor may send SIGHUP or SIGTERM at
+    // once (`make run` waits for the port), and an uninstalled handler would kill the process.
+    let hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(cli.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
+    let cors = Arc::new(Cors::new(&cli.cors_allow_origin));
     let read_timeout = Duration::from_millis(cli.read_timeout_ms);
     let grace = Duration::from_millis(cli.shutdown_grace_ms);
     let max_connections = i64::try_from(cli.max_connections).unwrap_or(i64::MAX);
@@ -81,17 +100,15 @@ async fn run(cli: Cli) -> Result<(), String> {
     tracing::info!(
         listen = %app.cli.listen,
         node = %app.node,
-        keys = app.keys.read().map(|k| k.len()).unwrap_or(0),
+        keys = app.keys().len(),
         redis = if app.cli.redis_cluster.is_empty() { app.cli.redis_url.as_str() } else { "cluster" },
         upstream = app.cli.upstream.as_deref().unwrap_or("mock"),
         on_redis_error = ?app.cli.on_redis_error,
         "llmrl gateway ready"
     );
-    tokio::spawn(reload_on_sighup(Arc::clone(&app)));
+    tokio::spawn(reload_on_sighup(Arc::clone(&app), hangup));
 
     let graceful = GracefulShutdown::new();
-    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -116,7 +133,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     // Over the limit: one quick 503 and close, instead of holding the connection.
                     let connection = builder
                         .keep_alive(false)
-                        .serve_connection(TokioIo::new(stream), service_fn(move |request| server::overloaded(Arc::clone(&app), request)));
+                        .serve_connection(TokioIo::new(stream), service_fn(move |request| http::router::overloaded(Arc::clone(&app), request)));
                     tokio::spawn(async move {
                         let _ = tokio::time::timeout(read_timeout, connection).await;
                     });
@@ -127,7 +144,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                     TokioIo::new(stream),
                     service_fn({
                         let app = Arc::clone(&app);
-                        move |request| server::handle(Arc::clone(&app), request)
+                        let cors = Arc::clone(&cors);
+                        move |request| http::router::handle(Arc::clone(&app), Arc::clone(&cors), request)
                     }),
                 );
                 let connection = graceful.watch(connection);
@@ -148,9 +166,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
     }
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while app.pending_settles.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // Settlements (and streams) still running get a moment to finish.
+    app.tasks.close();
+    if tokio::time::timeout(Duration::from_secs(2), app.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(tasks = app.tasks.len(), "background tasks still running at exit");
     }
     tracing::info!("stopped");
     Ok(())
@@ -158,10 +180,7 @@ async fn run(cli: Cli) -> Result<(), String> {
 
 /// SIGHUP re-reads the keys file; new limits apply from the next request, usage is kept (it
 /// lives in Redis). A broken file is reported and the old keys stay in force.
-async fn reload_on_sighup(app: Arc<App>) {
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-        return;
-    };
+async fn reload_on_sighup(app: Arc<App>, mut hangup: tokio::signal::unix::Signal) {
     while hangup.recv().await.is_some() {
         match KeyStore::load(&app.cli.keys_file) {
             Ok(keys) => {

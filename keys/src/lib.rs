@@ -1,7 +1,10 @@
 //! The keys file: API keys and their limits. The gateway enforces it and the load generator's
 //! audit checks against it; both read it here, so they can never disagree on what it says.
-//! What each program builds from an entry (Redis key names, scopes, audit limits) stays with it.
+//! The rules that turn an entry into limiter scopes live here too, once: which limits a request
+//! for a model runs under ([`KeyEntry::limits_for`]) and the Redis key that counts them
+//! ([`limiter_key`]).
 
+use llmrl_core::protocol::Limits;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -119,6 +122,67 @@ impl KeyEntry {
             (None, Some(hex)) => parse_hex_digest(hex).ok_or(EntryError::BadDigest),
             _ => Err(EntryError::KeyMissingOrTwice),
         }
+    }
+}
+
+impl ModelEntry {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            rpm: self.rpm,
+            itpm: self.itpm,
+            otpm: self.otpm,
+        }
+    }
+}
+
+impl KeyEntry {
+    /// The key's own limits (every model without an entry of its own).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            rpm: self.rpm,
+            itpm: self.itpm,
+            otpm: self.otpm,
+        }
+    }
+
+    /// The limits a request for `model` runs under: the model's own entry, if it has one, else
+    /// the key's (shared by every such model).
+    pub fn limits_for(&self, model: &str) -> Limits {
+        self.models
+            .get(model)
+            .map_or_else(|| self.limits(), ModelEntry::limits)
+    }
+
+    /// The Redis key counting a request for `model` (see [`limiter_key`]).
+    pub fn limiter_key_for(&self, model: &str) -> Result<String, EntryError> {
+        let scope = if self.models.contains_key(model) {
+            Scope::Model(model)
+        } else {
+            Scope::Default
+        };
+        Ok(limiter_key(&self.digest()?, self.window_ms, scope))
+    }
+}
+
+/// Which counters of a key a request uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// Shared by every model without limits of its own.
+    Default,
+    /// A model with its own limits.
+    Model(&'a str),
+}
+
+/// The Redis key of one API key's scope: `llmrl:{<first 16 bytes of SHA-256(api key), hex>}:
+/// w<window_ms>:default` or `...:model:<model>`. The API key itself never reaches Redis; the hash
+/// tag keeps an API key's scopes in one cluster slot; the window is part of the name because a
+/// key keeps the window it was created with, so a reload that changes `window_ms` starts a fresh
+/// key instead of failing every CHECK.
+pub fn limiter_key(digest: &[u8; 32], window_ms: u64, scope: Scope) -> String {
+    let hash: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    match scope {
+        Scope::Default => format!("llmrl:{{{hash}}}:w{window_ms}:default"),
+        Scope::Model(model) => format!("llmrl:{{{hash}}}:w{window_ms}:model:{model}"),
     }
 }
 

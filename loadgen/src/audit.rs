@@ -30,14 +30,11 @@ pub fn limits_for(cli: &Cli) -> Result<Vec<Limits>, String> {
                 let entry = file
                     .find(key)
                     .ok_or_else(|| format!("a --key is not in {}", path.display()))?;
-                let (rpm, itpm, otpm) = match entry.models.get(&cli.model) {
-                    Some(m) => (m.rpm, m.itpm, m.otpm),
-                    None => (entry.rpm, entry.itpm, entry.otpm),
-                };
+                let limits = entry.limits_for(&cli.model);
                 Ok(Limits {
-                    rpm,
-                    itpm,
-                    otpm,
+                    rpm: limits.rpm,
+                    itpm: limits.itpm,
+                    otpm: limits.otpm,
                     window_ms: entry.window_ms,
                 })
             })

@@ -1496,7 +1496,7 @@ fn random_commands_never_break_the_server() {
             if let Value::Array(items) = reply {
                 if items.len() == 10 {
                     decisions += 1;
-                    let d = Decision::from_value(reply);
+                    let d = parse_decision(reply);
                     assert!(d.remaining.iter().all(|r| *r >= -1), "{d:?}");
                     assert!(d.reset_ms.iter().all(|r| *r >= 0), "{d:?}");
                     assert!(d.retry_after_ms >= -1);

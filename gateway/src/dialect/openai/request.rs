@@ -1,73 +1,23 @@
-//! OpenAI's wire formats: request validation with errors that name the problem, error bodies,
-//! and the built-in mock's responses and stream chunks.
+//! OpenAI request validation: errors that name the field, as OpenAI's own do.
 
-use serde::Serialize;
-use serde_json::{json, Map, Value};
+use super::Endpoint;
+use crate::dialect::ApiRequest;
+use crate::error::GatewayError;
+use serde_json::{Map, Value};
 
-/// A JSON error in OpenAI's format, with its HTTP status.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiError {
-    pub status: u16,
-    pub message: String,
-    pub kind: &'static str,
-    pub param: Option<String>,
-    pub code: Option<&'static str>,
-}
-
-impl ApiError {
-    pub fn invalid(message: impl Into<String>, param: Option<&str>) -> ApiError {
-        ApiError {
-            status: 400,
-            message: message.into(),
-            kind: "invalid_request_error",
-            param: param.map(str::to_string),
-            code: None,
-        }
-    }
-
-    pub fn body(&self) -> Value {
-        json!({"error": {
-            "message": self.message,
-            "type": self.kind,
-            "param": self.param,
-            "code": self.code,
-        }})
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Chat,
-    Completions,
-}
-
-/// A validated request, with what the limiter needs from it.
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub endpoint: Endpoint,
-    pub body: Map<String, Value>,
-    pub model: String,
-    pub stream: bool,
-    /// The client asked for the usage chunk at the end of a stream.
-    pub include_usage: bool,
-    /// max_completion_tokens or max_tokens, per choice.
-    pub max_tokens: Option<u64>,
-    pub n: u64,
-}
-
-fn optional_u64(body: &Map<String, Value>, field: &str, min: u64) -> Result<Option<u64>, ApiError> {
+fn optional_u64(body: &Map<String, Value>, field: &str, min: u64) -> Result<Option<u64>, GatewayError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(value) => match value.as_u64() {
             Some(n) if n >= min => Ok(Some(n)),
-            Some(_) => Err(ApiError::invalid(
+            Some(_) => Err(GatewayError::invalid(
                 format!(
                     "{n} is less than the minimum of {min} - '{field}'",
                     n = value
                 ),
                 Some(field),
             )),
-            None => Err(ApiError::invalid(
+            None => Err(GatewayError::invalid(
                 format!(
                     "Invalid type for '{field}': expected a non-negative integer, but got {}.",
                     describe(value)
@@ -94,15 +44,15 @@ fn describe(value: &Value) -> String {
 }
 
 /// Parse and validate a request body for `endpoint`.
-pub fn parse_request(endpoint: Endpoint, bytes: &[u8]) -> Result<Request, ApiError> {
+pub fn parse_request(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, GatewayError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::invalid(
+        GatewayError::invalid(
             format!("We could not parse the JSON body of your request ({e}). (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)"),
             None,
         )
     })?;
     let Value::Object(body) = value else {
-        return Err(ApiError::invalid(
+        return Err(GatewayError::invalid(
             format!(
                 "The request body must be a JSON object, but got {}.",
                 describe(&value)
@@ -112,14 +62,14 @@ pub fn parse_request(endpoint: Endpoint, bytes: &[u8]) -> Result<Request, ApiErr
     };
     let model = match body.get("model") {
         None => {
-            return Err(ApiError::invalid(
+            return Err(GatewayError::invalid(
                 "you must provide a model parameter",
                 Some("model"),
             ))
         }
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         Some(other) => {
-            return Err(ApiError::invalid(
+            return Err(GatewayError::invalid(
                 format!(
                     "Invalid type for 'model': expected a non-empty string, but got {}.",
                     describe(other)
@@ -136,7 +86,7 @@ pub fn parse_request(endpoint: Endpoint, bytes: &[u8]) -> Result<Request, ApiErr
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(other) => {
-            return Err(ApiError::invalid(
+            return Err(GatewayError::invalid(
                 format!(
                     "Invalid type for 'stream': expected a boolean, but got {}.",
                     describe(other)
@@ -149,7 +99,7 @@ pub fn parse_request(endpoint: Endpoint, bytes: &[u8]) -> Result<Request, ApiErr
         None | Some(Value::Null) => false,
         Some(Value::Object(options)) => {
             if !stream {
-                return Err(ApiError::invalid(
+                return Err(GatewayError::invalid(
                     "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
                     Some("stream_options"),
                 ));
@@ -158,7 +108,7 @@ pub fn parse_request(endpoint: Endpoint, bytes: &[u8]) -> Result<Request, ApiErr
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => *b,
                 Some(other) => {
-                    return Err(ApiError::invalid(
+                    return Err(GatewayError::invalid(
                         format!("Invalid type for 'stream_options.include_usage': expected a boolean, but got {}.", describe(other)),
                         Some("stream_options.include_usage"),
                     ))
@@ -166,7 +116,7 @@ pub fn parse_request(endpoint: Endpoint, bytes: &[u8]) -> Result<Request, ApiErr
             }
         }
         Some(other) => {
-            return Err(ApiError::invalid(
+            return Err(GatewayError::invalid(
                 format!(
                     "Invalid type for 'stream_options': expected an object, but got {}.",
                     describe(other)
@@ -179,33 +129,32 @@ pub fn parse_request(endpoint: Endpoint, bytes: &[u8]) -> Result<Request, ApiErr
     let max_tokens = optional_u64(&body, "max_tokens", 1)?;
     let n = optional_u64(&body, "n", 1)?.unwrap_or(1);
     if n > 128 {
-        return Err(ApiError::invalid(
+        return Err(GatewayError::invalid(
             format!("{n} is greater than the maximum of 128 - 'n'"),
             Some("n"),
         ));
     }
-    Ok(Request {
-        endpoint,
+    Ok(ApiRequest {
         model,
         stream,
         include_usage,
-        max_tokens: max_completion.or(max_tokens),
+        max_output_tokens: max_completion.or(max_tokens),
         n,
         body,
     })
 }
 
-fn validate_messages(body: &Map<String, Value>) -> Result<(), ApiError> {
+fn validate_messages(body: &Map<String, Value>) -> Result<(), GatewayError> {
     let messages = match body.get("messages") {
         None => {
-            return Err(ApiError::invalid(
+            return Err(GatewayError::invalid(
                 "Missing required parameter: 'messages'.",
                 Some("messages"),
             ))
         }
         Some(Value::Array(m)) => m,
         Some(other) => {
-            return Err(ApiError::invalid(
+            return Err(GatewayError::invalid(
                 format!(
                     "Invalid type for 'messages': expected an array of objects, but got {}.",
                     describe(other)
@@ -215,14 +164,14 @@ fn validate_messages(body: &Map<String, Value>) -> Result<(), ApiError> {
         }
     };
     if messages.is_empty() {
-        return Err(ApiError::invalid(
+        return Err(GatewayError::invalid(
             "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
             Some("messages"),
         ));
     }
     for (i, message) in messages.iter().enumerate() {
         let Value::Object(fields) = message else {
-            return Err(ApiError::invalid(
+            return Err(GatewayError::invalid(
                 format!(
                     "Invalid type for 'messages[{i}]': expected an object, but got {}.",
                     describe(message)
@@ -234,19 +183,19 @@ fn validate_messages(body: &Map<String, Value>) -> Result<(), ApiError> {
             Some(Value::String(role))
                 if ["system", "developer", "user", "assistant", "tool", "function"].contains(&role.as_str()) => role,
             Some(Value::String(role)) => {
-                return Err(ApiError::invalid(
+                return Err(GatewayError::invalid(
                     format!("Invalid value: '{role}'. Supported values are: 'system', 'developer', 'user', 'assistant', 'tool', and 'function'."),
                     Some(&format!("messages[{i}].role")),
                 ))
             }
             Some(other) => {
-                return Err(ApiError::invalid(
+                return Err(GatewayError::invalid(
                     format!("Invalid type for 'messages[{i}].role': expected a string, but got {}.", describe(other)),
                     Some(&format!("messages[{i}].role")),
                 ))
             }
             None => {
-                return Err(ApiError::invalid(
+                return Err(GatewayError::invalid(
                                         format!("Missing required parameter: 'messages[{i}].role'."),
                     Some(&format!("messages[{i}].role")),
                 ))
@@ -255,14 +204,14 @@ fn validate_messages(body: &Map<String, Value>) -> Result<(), ApiError> {
         match fields.get("content") {
             // Only an assistant turn (one that made tool calls) may come without content.
             None | Some(Value::Null) if role != "assistant" => {
-                return Err(ApiError::invalid(
+                return Err(GatewayError::invalid(
                     format!("Missing required parameter: 'messages[{i}].content'."),
                     Some(&format!("messages[{i}].content")),
                 ))
             }
             None | Some(Value::Null) | Some(Value::String(_)) | Some(Value::Array(_)) => {}
             Some(other) => {
-                return Err(ApiError::invalid(
+                return Err(GatewayError::invalid(
                     format!("Invalid type for 'messages[{i}].content': expected one of a string or array of objects, but got {}.", describe(other)),
                     Some(&format!("messages[{i}].content")),
                 ))
@@ -272,15 +221,15 @@ fn validate_messages(body: &Map<String, Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_prompt(body: &Map<String, Value>) -> Result<(), ApiError> {
+fn validate_prompt(body: &Map<String, Value>) -> Result<(), GatewayError> {
     match body.get("prompt") {
-        None => Err(ApiError::invalid(
+        None => Err(GatewayError::invalid(
             "Missing required parameter: 'prompt'.",
             Some("prompt"),
         )),
         Some(Value::String(_)) => Ok(()),
         Some(Value::Array(items)) if items.iter().all(Value::is_string) => Ok(()),
-        Some(other) => Err(ApiError::invalid(
+        Some(other) => Err(GatewayError::invalid(
             format!(
                 "Invalid type for 'prompt': expected a string or an array of strings, but got {}.",
                 describe(other)
@@ -290,174 +239,21 @@ fn validate_prompt(body: &Map<String, Value>) -> Result<(), ApiError> {
     }
 }
 
-/// The prompt strings of a completions request.
-pub fn prompts(body: &Map<String, Value>) -> Vec<&str> {
-    match body.get("prompt") {
-        Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    }
-}
-
-pub fn usage(prompt: u64, completion: u64) -> Value {
-    json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    })
-}
-
-#[derive(Serialize)]
-struct Usage {
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    total_tokens: u64,
-}
-
-#[derive(Serialize)]
-struct Message<'a> {
-    role: &'static str,
-    content: &'a str,
-    refusal: (),
-}
-
-#[derive(Serialize)]
-struct Choice<'a> {
-    index: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<Message<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    text: Option<&'a str>,
-    logprobs: (),
-    finish_reason: &'a str,
-}
-
-#[derive(Serialize)]
-struct Completion<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: Vec<Choice<'a>>,
-    usage: Usage,
-    system_fingerprint: &'static str,
-}
-
-/// A whole (non-streamed) mock response with `n` identical choices, serialized. Typed rather
-/// than built as a `Value`: this is on every mock request's path.
-pub fn mock_response(
-    request: &Request,
-    id: &str,
-    created: u64,
-    text: &str,
-    finish_reason: &str,
-    prompt_tokens: u64,
-    completion_tokens_per_choice: u64,
-) -> String {
-    let chat = request.endpoint == Endpoint::Chat;
-    let choices = (0..request.n)
-        .map(|index| Choice {
-            index,
-            message: chat.then_some(Message {
-                role: "assistant",
-                content: text,
-                refusal: (),
-            }),
-            text: (!chat).then_some(text),
-            logprobs: (),
-            finish_reason,
-        })
-        .collect();
-    let completion_tokens = completion_tokens_per_choice.saturating_mul(request.n);
-    let completion = Completion {
-        id,
-        object: if chat {
-            "chat.completion"
-        } else {
-            "text_completion"
-        },
-        created,
-        model: &request.model,
-        choices,
-        usage: Usage {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens: prompt_tokens.saturating_add(completion_tokens),
-        },
-        system_fingerprint: "llmrl-mock",
-    };
-    serde_json::to_string(&completion).unwrap_or_default()
-}
-
-/// One Server-Sent Events chunk of a mock stream.
-pub fn mock_chunk(
-    request: &Request,
-    id: &str,
-    created: u64,
-    index: u64,
-    delta: Value,
-    finish_reason: Option<&str>,
-) -> Value {
-    match request.endpoint {
-        Endpoint::Chat => json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": request.model,
-            "system_fingerprint": "llmrl-mock",
-            "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
-        }),
-        Endpoint::Completions => json!({
-            "id": id,
-            "object": "text_completion",
-            "created": created,
-            "model": request.model,
-            "choices": [{
-                "index": index,
-                "text": delta.get("content").and_then(Value::as_str).unwrap_or(""),
-                "logprobs": null,
-                "finish_reason": finish_reason,
-            }],
-        }),
-    }
-}
-
-/// The final usage chunk (`stream_options.include_usage`): no choices, just usage.
-pub fn usage_chunk(request: &Request, id: &str, created: u64, usage: Value) -> Value {
-    json!({
-        "id": id,
-        "object": match request.endpoint {
-            Endpoint::Chat => "chat.completion.chunk",
-            Endpoint::Completions => "text_completion",
-        },
-        "created": created,
-        "model": request.model,
-        "choices": [],
-        "usage": usage,
-    })
-}
-
-pub fn sse(data: &Value) -> bytes::Bytes {
-    bytes::Bytes::from(format!("data: {data}\n\n"))
-}
-
-pub const SSE_DONE: &[u8] = b"data: [DONE]\n\n";
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn chat(body: &str) -> Result<Request, ApiError> {
+    fn chat(body: &str) -> Result<ApiRequest, GatewayError> {
         parse_request(Endpoint::Chat, body.as_bytes())
     }
 
     #[test]
     fn valid_requests() {
         let r = chat(r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"max_tokens":5,"n":2}"#).unwrap();
-        assert_eq!((r.max_tokens, r.n, r.stream), (Some(5), 2, false));
+        assert_eq!((r.max_output_tokens, r.n, r.stream), (Some(5), 2, false));
         let r = chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":5,"max_completion_tokens":7,"stream":true,"stream_options":{"include_usage":true}}"#).unwrap();
         assert_eq!(
-            (r.max_tokens, r.stream, r.include_usage),
+            (r.max_output_tokens, r.stream, r.include_usage),
             (Some(7), true, true)
         );
     }

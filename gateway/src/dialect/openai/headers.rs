@@ -1,8 +1,7 @@
-//! OpenAI's rate-limit headers and duration format.
+//! OpenAI's rate-limit headers, dimension names and duration format.
 
-use crate::config::Limits;
-use crate::limiter::Verdict;
 use hyper::header::{HeaderName, HeaderValue};
+use llmrl_core::protocol::{Limits, Verdict};
 
 /// OpenAI's reset format: `12ms` under a second, else Go-style `1s`, `9.816s`, `6m0s`, `1h2m3s`.
 pub fn duration(ms: u64) -> String {
@@ -40,19 +39,6 @@ pub const DIMENSIONS: [(&str, &str, &str); 3] = [
     ),
 ];
 
-pub fn dimension_index(reason: &str) -> Option<usize> {
-    match reason {
-        "rpm" => Some(0),
-        "itpm" => Some(1),
-        "otpm" => Some(2),
-        _ => None,
-    }
-}
-
-pub fn limit_array(limits: Limits) -> [u64; 3] {
-    [limits.rpm, limits.itpm, limits.otpm]
-}
-
 /// Header names per dimension (requests, input tokens, output tokens, binding tokens):
 /// limit, remaining, reset. Static, so building a response parses no names.
 const NAMES: [[HeaderName; 3]; 4] = [
@@ -80,7 +66,7 @@ const NAMES: [[HeaderName; 3]; 4] = [
 
 /// Every `x-ratelimit-*` header for a decision; unlimited dimensions are left out.
 pub fn rate_limit_headers(limits: Limits, verdict: &Verdict) -> Vec<(HeaderName, HeaderValue)> {
-    let limits = limit_array(limits);
+    let limits = limits.as_array();
     let mut headers = Vec::with_capacity(12);
     let mut push = |names: &[HeaderName; 3], limit: u64, remaining: i64, reset: i64| {
         let reset = HeaderValue::from_str(&duration(reset.max(0) as u64))
@@ -117,6 +103,7 @@ pub fn rate_limit_headers(limits: Limits, verdict: &Verdict) -> Vec<(HeaderName,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use llmrl_core::protocol::Reason;
 
     #[test]
     fn durations_like_openai() {
@@ -134,7 +121,7 @@ mod tests {
     fn headers_pick_the_binding_token_limit() {
         let verdict = Verdict {
             allowed: true,
-            reason: "ok".into(),
+            reason: Reason::Ok,
             retry_after_ms: 0,
             remaining: [9, 900, 100],
             reset_ms: [6000, 6000, 59_000],

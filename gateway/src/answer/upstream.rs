@@ -1,18 +1,21 @@
-//! Proxying admitted requests to a real OpenAI-compatible server, streaming or not, and settling
-//! the reservation with the usage the upstream reports.
+//! Proxying admitted requests to a real upstream speaking the request's dialect, streaming or
+//! not, and settling the reservation with the usage the upstream reports.
 
-use crate::openai::{Endpoint, Request as ApiRequest};
-use crate::server::{passthrough, sse_response, upstream_error_response, App, Body, Settlement};
+use crate::admission::Settlement;
+use crate::app::App;
+use crate::dialect::{ApiRequest, Dialect, Usage};
+use crate::error::{ErrorKind, GatewayError};
+use crate::http::response::{self, Body};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
-use hyper::{Request, Response};
+use hyper::{Request, Response, StatusCode};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -25,13 +28,11 @@ pub struct Upstream {
     timeout: Duration,
 }
 
-/// Usage an upstream reported: prompt and completion tokens.
-fn reported_usage(value: &Value) -> Option<(u64, u64)> {
-    let usage = value.get("usage")?;
-    Some((
-        usage.get("prompt_tokens")?.as_u64()?,
-        usage.get("completion_tokens")?.as_u64()?,
-    ))
+/// 502: the upstream could not be reached or broke off.
+fn unavailable(dialect: &dyn Dialect, message: &str) -> Response<Body> {
+    let error = GatewayError::new(StatusCode::BAD_GATEWAY, ErrorKind::Server, message)
+        .with_code("upstream_unavailable");
+    response::error(dialect, &error)
 }
 
 impl Upstream {
@@ -59,15 +60,7 @@ impl Upstream {
         })
     }
 
-    async fn send(
-        &self,
-        endpoint: Endpoint,
-        body: &Value,
-    ) -> Result<hyper::Response<Incoming>, String> {
-        let path = match endpoint {
-            Endpoint::Chat => "/v1/chat/completions",
-            Endpoint::Completions => "/v1/completions",
-        };
+    async fn send(&self, path: &str, body: &Value) -> Result<hyper::Response<Incoming>, String> {
         let mut builder =
             Request::post(format!("{}{path}", self.base)).header(CONTENT_TYPE, "application/json");
         if let Some(key) = &self.api_key {
@@ -87,22 +80,23 @@ impl Upstream {
     pub async fn forward(
         &self,
         app: &Arc<App>,
+        dialect: &'static dyn Dialect,
         request: &ApiRequest,
         settlement: Settlement,
     ) -> Response<Body> {
-        let mut body = Value::Object(request.body.clone());
-        if request.stream {
-            // Ask for the usage chunk even if the client did not, to settle exactly.
-            body["stream_options"] = json!({"include_usage": true});
-        }
-        let estimate = settlement.reserved_input;
-        let response = match self.send(request.endpoint, &body).await {
+        let body = dialect.upstream_body(request);
+        let estimate = settlement.reserved.input_tokens;
+        // Nothing was generated: give the output reservation back.
+        let nothing_generated = Usage {
+            input_tokens: estimate,
+            output_tokens: 0,
+        };
+        let response = match self.send(dialect.upstream_path(), &body).await {
             Ok(response) => response,
             Err(message) => {
                 tracing::warn!(%message, "upstream request failed");
-                // Nothing was generated: give the output reservation back.
-                settlement.spawn(estimate, 0);
-                return upstream_error_response(&message);
+                settlement.spawn(nothing_generated);
+                return unavailable(dialect, &message);
             }
         };
         let status = response.status();
@@ -112,38 +106,37 @@ impl Upstream {
                 match tokio::time::timeout(self.timeout, response.into_body().collect()).await {
                     Ok(Ok(collected)) => collected.to_bytes(),
                     _ => {
-                        settlement.spawn(estimate, 0);
-                        return upstream_error_response("the upstream response broke off");
+                        settlement.spawn(nothing_generated);
+                        return unavailable(dialect, "the upstream response broke off");
                     }
                 };
             let usage = serde_json::from_slice::<Value>(&bytes)
                 .ok()
-                .as_ref()
-                .and_then(reported_usage);
+                .and_then(|value| dialect.reported_usage(&value));
             match (status.is_success(), usage) {
-                (true, Some((prompt, completion))) => {
+                (true, Some(usage)) => {
                     app.metrics
                         .input_estimate_error
-                        .observe(prompt.abs_diff(estimate) as f64);
-                    settlement.spawn(prompt, completion);
+                        .observe(usage.input_tokens.abs_diff(estimate) as f64);
+                    settlement.spawn(usage);
                 }
                 // A success without usage: keep the reservation, it is the safe side.
                 (true, None) => {}
-                (false, _) => settlement.spawn(estimate, 0),
+                (false, _) => settlement.spawn(nothing_generated),
             }
-            return passthrough(status, content_type, bytes);
+            return response::passthrough(status, content_type, bytes);
         }
         let (tx, rx) = mpsc::channel::<Bytes>(32);
         let include_usage = request.include_usage;
-        let app = Arc::clone(app);
-        tokio::spawn(relay_stream(
-            app,
+        app.tasks.spawn(relay_stream(
+            Arc::clone(app),
+            dialect,
             response.into_body(),
             tx,
             include_usage,
             settlement,
         ));
-        let mut response = sse_response(rx);
+        let mut response = response::sse(rx);
         *response.status_mut() = status;
         response
     }
@@ -153,6 +146,7 @@ impl Upstream {
 /// passing it on only if the client asked for it.
 async fn relay_stream(
     app: Arc<App>,
+    dialect: &'static dyn Dialect,
     mut body: Incoming,
     tx: mpsc::Sender<Bytes>,
     include_usage: bool,
@@ -181,13 +175,9 @@ async fn relay_stream(
             let mut forward = true;
             if let Some(json) = event_data(&event) {
                 if let Ok(value) = serde_json::from_str::<Value>(json) {
-                    let no_choices = value
-                        .get("choices")
-                        .and_then(Value::as_array)
-                        .is_some_and(Vec::is_empty);
-                    if let Some(found) = reported_usage(&value) {
+                    if let Some(found) = dialect.reported_usage(&value) {
                         usage = Some(found);
-                        forward = include_usage || !no_choices;
+                        forward = include_usage || !dialect.is_usage_only_event(&value);
                     }
                 }
             }
@@ -201,11 +191,11 @@ async fn relay_stream(
         let _ = tx.send(buffer.freeze()).await;
     }
     match usage {
-        Some((prompt, completion)) => {
+        Some(usage) => {
             app.metrics
                 .input_estimate_error
-                .observe(prompt.abs_diff(settlement.reserved_input) as f64);
-            settlement.settle(prompt, completion).await;
+                .observe(usage.input_tokens.abs_diff(settlement.reserved.input_tokens) as f64);
+            settlement.settle(usage).await;
         }
         // No usage seen (client left early or the upstream failed): the reservation stands.
         None => tracing::debug!(
@@ -251,12 +241,5 @@ mod tests {
         assert_eq!(event_data(&buffer[end..]), None);
         assert_eq!(find_event_end(b"data: partial"), None);
         assert_eq!(find_event_end(b"data: x\r\n\r\nmore"), Some(11));
-    }
-
-    #[test]
-    fn reads_usage() {
-        let value = json!({"usage": {"prompt_tokens": 3, "completion_tokens": 4}});
-        assert_eq!(reported_usage(&value), Some((3, 4)));
-        assert_eq!(reported_usage(&json!({"usage": null})), None);
     }
 }

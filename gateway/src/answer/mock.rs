@@ -1,0 +1,92 @@
+//! The built-in mock upstream: deterministic text exactly as long as `max_tokens` allows (up
+//! to `--mock-tokens`), whole or streamed (paced by `--mock-chunk-delay-ms`), in the dialect's
+//! format.
+
+use crate::admission::Settlement;
+use crate::app::App;
+use crate::dialect::{ApiRequest, Dialect, MockAnswer, Usage};
+use crate::http::response::{self, Body};
+use bytes::Bytes;
+use hyper::{Response, StatusCode};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Output tokens per streamed chunk.
+const TOKENS_PER_CHUNK: usize = 4;
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub fn answer(
+    app: &Arc<App>,
+    dialect: &'static dyn Dialect,
+    request: &ApiRequest,
+    request_id: &str,
+    input_tokens: u64,
+    per_choice: u64,
+    settlement: Settlement,
+) -> Response<Body> {
+    let target = per_choice.min(app.cli.mock_tokens);
+    let finish_reason = if per_choice < app.cli.mock_tokens {
+        "length"
+    } else {
+        "stop"
+    };
+    let id = request_id.to_string();
+    let created = unix_seconds();
+    if !request.stream {
+        let (text, tokens) = app.tokenizer.mock_completion(target);
+        let answer = MockAnswer {
+            id: &id,
+            created,
+            text: &text,
+            output_tokens_per_choice: tokens,
+            chunks: &[],
+            finish_reason,
+            input_tokens,
+        };
+        let body = dialect.mock_body(request, &answer);
+        settlement.spawn(Usage {
+            input_tokens,
+            output_tokens: tokens.saturating_mul(request.n),
+        });
+        return response::json(StatusCode::OK, body);
+    }
+    let chunks = app.tokenizer.mock_chunks(target, TOKENS_PER_CHUNK);
+    let answer = MockAnswer {
+        id: &id,
+        created,
+        text: "",
+        output_tokens_per_choice: chunks.iter().map(|(_, n)| n).sum(),
+        chunks: &chunks,
+        finish_reason,
+        input_tokens,
+    };
+    let events = dialect.mock_stream(request, &answer);
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let delay = Duration::from_millis(app.cli.mock_chunk_delay_ms);
+    app.tasks.spawn(async move {
+        let mut produced = 0u64;
+        for event in events {
+            if event.output_tokens > 0 && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if tx.send(event.bytes).await.is_err() {
+                break;
+            }
+            produced += event.output_tokens;
+        }
+        // Client gone or done: charge exactly what was produced.
+        settlement
+            .settle(Usage {
+                input_tokens,
+                output_tokens: produced,
+            })
+            .await;
+    });
+    response::sse(rx)
+}

@@ -1,0 +1,67 @@
+//! What every request shares: the configuration, the keys in force (swapped whole on reload),
+//! the limiter, the tokenizer, metrics, the upstream, and the background tasks still running.
+
+use crate::config::Cli;
+use crate::limiter::Limiter;
+use crate::metrics::Metrics;
+use crate::policy::KeyStore;
+use crate::tokens::Tokenizer;
+use crate::answer::upstream::Upstream;
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+pub struct App {
+    pub cli: Cli,
+    pub node: String,
+    /// Read lock-free by every request; SIGHUP swaps in a whole new store.
+    pub keys: ArcSwap<KeyStore>,
+    pub limiter: Option<Limiter>,
+    pub tokenizer: Arc<Tokenizer>,
+    /// Counting large prompts runs on the blocking pool one at a time.
+    pub heavy_counts: Semaphore,
+    pub metrics: Metrics,
+    pub upstream: Option<Upstream>,
+    /// Settlements and streams still running; shutdown waits for them.
+    pub tasks: TaskTracker,
+    next_id: AtomicU64,
+}
+
+impl App {
+    pub fn new(
+        cli: Cli,
+        keys: KeyStore,
+        limiter: Option<Limiter>,
+        upstream: Option<Upstream>,
+    ) -> App {
+        let node = cli.node_id();
+        App {
+            metrics: Metrics::new(&node),
+            node,
+            keys: ArcSwap::from_pointee(keys),
+            limiter,
+            tokenizer: Arc::new(Tokenizer::new()),
+            heavy_counts: Semaphore::new(1),
+            upstream,
+            tasks: TaskTracker::new(),
+            next_id: AtomicU64::new(1),
+            cli,
+        }
+    }
+
+    pub fn keys(&self) -> Arc<KeyStore> {
+        self.keys.load_full()
+    }
+
+    pub fn replace_keys(&self, keys: KeyStore) {
+        self.keys.store(Arc::new(keys));
+    }
+
+    /// A new request id, unique on this node.
+    pub fn request_id(&self) -> String {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("req_{}_{id:x}", self.node)
+    }
+}

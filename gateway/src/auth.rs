@@ -1,0 +1,41 @@
+//! Authentication: the API key a request presents, looked up in the keys in force.
+
+use crate::error::{ErrorKind, GatewayError};
+use crate::policy::{ApiKey, KeyStore};
+use hyper::header::{HeaderMap, AUTHORIZATION};
+use hyper::StatusCode;
+use std::sync::Arc;
+
+const MISSING: &str = "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).";
+const UNKNOWN: &str =
+    "Incorrect API key provided. You can find your API keys in the gateway's keys file.";
+
+fn unauthorized(message: &str) -> GatewayError {
+    GatewayError::new(StatusCode::UNAUTHORIZED, ErrorKind::Authentication, message)
+        .with_code("invalid_api_key")
+}
+
+/// The key presented as `Authorization: Bearer <key>`, or as `x-api-key: <key>` (Anthropic's
+/// clients send that).
+fn presented(headers: &HeaderMap) -> Option<&[u8]> {
+    if let Some(header) = headers.get(AUTHORIZATION) {
+        let bytes = header.as_bytes();
+        return bytes
+            .get(..7)
+            .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
+            .and_then(|_| bytes.get(7..))
+            .map(<[u8]>::trim_ascii)
+            .filter(|token| !token.is_empty());
+    }
+    headers
+        .get("x-api-key")
+        .map(|value| value.as_bytes().trim_ascii())
+        .filter(|token| !token.is_empty())
+}
+
+/// The API key of a request, or a 401.
+pub fn authenticate(keys: &KeyStore, headers: &HeaderMap) -> Result<Arc<ApiKey>, GatewayError> {
+    let token = presented(headers).ok_or_else(|| unauthorized(MISSING))?;
+    keys.authenticate(token)
+        .ok_or_else(|| unauthorized(UNKNOWN))
+}

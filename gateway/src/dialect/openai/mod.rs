@@ -1,0 +1,222 @@
+//! OpenAI's API: Chat Completions and (legacy) Completions. Errors as
+//! `{"error": {"message", "type", "param", "code"}}`, `x-ratelimit-*` headers, 429s worded as
+//! OpenAI words them, usage as `prompt_tokens` / `completion_tokens`.
+
+mod headers;
+mod request;
+mod wire;
+
+pub use headers::duration;
+
+use crate::dialect::{ApiRequest, Dialect, MockAnswer, StreamEvent, Usage};
+use crate::error::{ErrorKind, GatewayError};
+use crate::tokens::Tokenizer;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::StatusCode;
+use llmrl_core::protocol::{Limits, Verdict};
+use llmrl_core::window::Dimension;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Chat,
+    Completions,
+}
+
+/// One OpenAI endpoint.
+pub struct OpenAi(pub Endpoint);
+
+pub static CHAT: OpenAi = OpenAi(Endpoint::Chat);
+pub static COMPLETIONS: OpenAi = OpenAi(Endpoint::Completions);
+
+/// OpenAI's `type` for an error kind.
+fn error_type(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidRequest | ErrorKind::Authentication => "invalid_request_error",
+        // OpenAI names the exhausted dimension: "requests", "input_tokens", "output_tokens".
+        ErrorKind::RateLimited(dimension) | ErrorKind::RequestTooLarge(dimension) => {
+            headers::DIMENSIONS[dimension as usize].1
+        }
+        ErrorKind::Server | ErrorKind::Overloaded | ErrorKind::LimiterUnavailable => {
+            "server_error"
+        }
+    }
+}
+
+/// The error body every OpenAI route answers with.
+pub fn error_body(error: &GatewayError) -> String {
+    json!({"error": {
+        "message": error.message,
+        "type": error_type(error.kind),
+        "param": error.param,
+        "code": error.code,
+    }})
+    .to_string()
+}
+
+/// The prompt strings of a completions request.
+fn prompts(body: &serde_json::Map<String, Value>) -> Vec<&str> {
+    match body.get("prompt") {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl Dialect for OpenAi {
+    fn route(&self) -> &'static str {
+        match self.0 {
+            Endpoint::Chat => "chat",
+            Endpoint::Completions => "completions",
+        }
+    }
+
+    fn parse(&self, body: &[u8]) -> Result<ApiRequest, GatewayError> {
+        request::parse_request(self.0, body)
+    }
+
+    fn count_input(&self, tokenizer: &Tokenizer, request: &ApiRequest) -> u64 {
+        match self.0 {
+            Endpoint::Chat => {
+                let messages = request
+                    .body
+                    .get("messages")
+                    .and_then(Value::as_array)
+                    .map_or(&[][..], Vec::as_slice);
+                tokenizer.count_chat(&request.model, messages)
+            }
+            Endpoint::Completions => prompts(&request.body)
+                .iter()
+                .map(|prompt| tokenizer.count_text(&request.model, prompt))
+                .sum(),
+        }
+    }
+
+    fn error_body(&self, error: &GatewayError) -> String {
+        error_body(error)
+    }
+
+    fn rate_limit_headers(&self, limits: Limits, verdict: &Verdict) -> Vec<(HeaderName, HeaderValue)> {
+        headers::rate_limit_headers(limits, verdict)
+    }
+
+    /// OpenAI's 429: which limit, how much is used, when to retry; or "request too large".
+    fn rate_limited(
+        &self,
+        request: &ApiRequest,
+        limits: Limits,
+        verdict: &Verdict,
+        cost: [u64; 3],
+    ) -> GatewayError {
+        let dimension = verdict.reason.dimension().unwrap_or(Dimension::Requests);
+        let index = dimension as usize;
+        let label = headers::DIMENSIONS[index].2;
+        let limit = limits.get(dimension);
+        let requested = cost[index];
+        if verdict.too_large() {
+            let message = format!(
+                "Request too large for {} on {label}: Limit {limit}, Requested {requested}. The input or output tokens must be reduced in order to run successfully.",
+                request.model
+            );
+            return GatewayError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorKind::RequestTooLarge(dimension),
+                message,
+            )
+            .with_code("rate_limit_exceeded")
+            .with_header("x-should-retry", "false");
+        }
+        let used = limit.saturating_sub(verdict.remaining(dimension).unwrap_or(0));
+        let wait_ms = verdict.retry_after_ms.max(0) as u64;
+        let message = format!(
+            "Rate limit reached for {} on {label}: Limit {limit}, Used {used}, Requested {requested}. Please try again in {}.",
+            request.model,
+            duration(wait_ms),
+        );
+        GatewayError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::RateLimited(dimension),
+            message,
+        )
+        .with_code("rate_limit_exceeded")
+        .with_header("retry-after", &wait_ms.div_ceil(1000).to_string())
+        .with_header("retry-after-ms", &wait_ms.to_string())
+        .with_header("x-should-retry", "true")
+    }
+
+    fn reported_usage(&self, value: &Value) -> Option<Usage> {
+        let usage = value.get("usage")?;
+        Some(Usage {
+            input_tokens: usage.get("prompt_tokens")?.as_u64()?,
+            output_tokens: usage.get("completion_tokens")?.as_u64()?,
+        })
+    }
+
+    fn is_usage_only_event(&self, value: &Value) -> bool {
+        value
+            .get("choices")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+    }
+
+    fn upstream_path(&self) -> &'static str {
+        match self.0 {
+            Endpoint::Chat => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+        }
+    }
+
+    fn upstream_body(&self, request: &ApiRequest) -> Value {
+        let mut body = Value::Object(request.body.clone());
+        if request.stream {
+            // Ask for the usage chunk even if the client did not, to settle exactly.
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        body
+    }
+
+    fn mock_body(&self, request: &ApiRequest, answer: &MockAnswer) -> String {
+        wire::mock_response(self.0, request, answer)
+    }
+
+    fn mock_stream(&self, request: &ApiRequest, answer: &MockAnswer) -> Vec<StreamEvent> {
+        wire::mock_stream(self.0, request, answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_usage_and_usage_only_events() {
+        let value = json!({"usage": {"prompt_tokens": 3, "completion_tokens": 4}, "choices": []});
+        assert_eq!(
+            CHAT.reported_usage(&value),
+            Some(Usage {
+                input_tokens: 3,
+                output_tokens: 4
+            })
+        );
+        assert!(CHAT.is_usage_only_event(&value));
+        assert_eq!(CHAT.reported_usage(&json!({"usage": null})), None);
+        assert!(!CHAT.is_usage_only_event(&json!({"choices": [{}]})));
+    }
+
+    #[test]
+    fn error_bodies_have_openais_shape() {
+        let error = GatewayError::invalid("bad n", Some("n"));
+        let body: Value = serde_json::from_str(&error_body(&error)).unwrap();
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["param"], "n");
+        assert!(body["error"]["code"].is_null());
+        let limited = GatewayError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::RateLimited(Dimension::OutputTokens),
+            "x",
+        );
+        let body: Value = serde_json::from_str(&error_body(&limited)).unwrap();
+        assert_eq!(body["error"]["type"], "output_tokens");
+    }
+}

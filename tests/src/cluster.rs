@@ -1,0 +1,97 @@
+//! A Redis Cluster of real servers, and the slot arithmetic the tests check against.
+
+use crate::redis_server::*;
+use crate::util::*;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// A Redis Cluster of `primaries` nodes (no replicas), the module on every node.
+pub struct Cluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl Cluster {
+    pub fn start(primaries: usize) -> Cluster {
+        let nodes: Vec<RedisServer> = (0..primaries)
+            .map(|_| RedisServer::start(&["--cluster-enabled", "yes"]))
+            .collect();
+        let status = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("redis-cli");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        for node in &nodes {
+            let mut con = node.client();
+            assert!(
+                eventually(Duration::from_secs(20), || string(
+                    &mut con,
+                    &["CLUSTER", "INFO"]
+                )
+                .contains("cluster_state:ok")),
+                "the cluster did not become ready"
+            );
+        }
+        Cluster { nodes }
+    }
+
+    /// `--redis-cluster` for the gateway: every node as a seed.
+    pub fn seeds(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}/", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn node_id(&self, index: usize) -> String {
+        string(&mut self.nodes[index].client(), &["CLUSTER", "MYID"])
+    }
+
+    /// The node holding `key`'s slot.
+    pub fn owner(&self, key: &str) -> usize {
+        let mut con = self.nodes[0].client();
+        let slot = int(&mut con, &["CLUSTER", "KEYSLOT", key]);
+        self.nodes
+            .iter()
+            .position(|n| {
+                int(
+                    &mut n.client(),
+                    &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()],
+                ) > 0
+            })
+            .unwrap_or_else(|| panic!("no node holds {key} (slot {slot})"))
+    }
+}
+
+/// The Redis key the gateway uses for an API key's default scope: the policy's own rule
+/// (`llmrl_keys::limiter_key`), so each API key has its own slot.
+pub fn gateway_redis_key(api_key: &str, window_ms: u64) -> String {
+    let digest = llmrl_keys::sha256(api_key.as_bytes());
+    llmrl_keys::limiter_key(&digest, window_ms, llmrl_keys::Scope::Default)
+}
+
+/// Redis Cluster's slot of a key (CRC16-XMODEM of its hash tag, mod 16384).
+pub fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
+        let close = bytes[open + 1..].iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &bytes[open + 1..open + 1 + close])
+    });
+    let mut crc: u16 = 0;
+    for &byte in tagged.unwrap_or(bytes) {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
