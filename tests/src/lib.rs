@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod gateway;
 pub mod http;
 pub mod loadgen;
+pub mod module_state;
 pub mod redis_server;
 pub mod util;
 
@@ -13,5 +14,6 @@ pub use cluster::*;
 pub use gateway::*;
 pub use http::*;
 pub use loadgen::*;
+pub use module_state::*;
 pub use redis_server::*;
 pub use util::*;

@@ -8,6 +8,12 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+/// The server the tests run: `LLMRL_REDIS_SERVER` (e.g. Valkey's `valkey-server`), or
+/// `redis-server` from the PATH.
+pub fn server_binary() -> String {
+    std::env::var("LLMRL_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
 pub struct RedisServer {
@@ -66,7 +72,7 @@ impl RedisServer {
     /// One attempt to start on `port`; false if the server exits or never answers.
     fn try_launch(&mut self, port: u16) -> bool {
         let log = self.dir.join("redis.log");
-        let child = Command::new("redis-server")
+        let child = Command::new(server_binary())
             .args(&self.args)
             .args(["--port", &port.to_string()])
             .args(["--dir", &self.dir.display().to_string()])
@@ -75,7 +81,7 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed (make test installs it)");
+            .unwrap_or_else(|e| panic!("cannot run {} (make test installs it): {e}", server_binary()));
         self.child = Some(child);
         self.port = port;
         if self.wait_ready(Duration::from_secs(10)) {

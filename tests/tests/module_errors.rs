@@ -1,0 +1,569 @@
+//! Bad input never breaks the server: every bad argument answered with a clear error and
+//! nothing recorded, and 200,000 random commands.
+
+use llmrl_tests::*;
+use redis::Value;
+use std::thread::sleep;
+use std::time::Duration;
+
+#[test]
+fn bad_arguments_get_clear_errors_and_record_nothing() {
+    let server = RedisServer::start(&[]);
+    let mut con = server.client();
+    let cases: &[(&[&str], &str)] = &[
+        (&["LLMRL.CHECK"], "wrong number of arguments"),
+        (
+            &["LLMRL.CHECK", "k", "1", "2", "3", "4"],
+            "wrong number of arguments",
+        ),
+        (
+            &["LLMRL.CHECK", "k", "1", "2", "3", "4", "5", "WINDOW"],
+            "wrong number of arguments",
+        ),
+        (
+            &["LLMRL.CHECK", "k", "x", "2", "3", "4", "5"],
+            "rpm must be a non-negative integer",
+        ),
+        (
+            &["LLMRL.CHECK", "k", "1", "-2", "3", "4", "5"],
+            "itpm must be a non-negative integer",
+        ),
+        (
+            &["LLMRL.CHECK", "k", "1", "2", "3.5", "4", "5"],
+            "otpm must be a non-negative integer",
+        ),
+        (
+            &[
+                "LLMRL.CHECK",
+                "k",
+                "1",
+                "2",
+                "3",
+                "18446744073709551616",
+                "5",
+            ],
+            "input_tokens is out of range",
+        ),
+        (
+            &["LLMRL.CHECK", "k", "1", "2", "3", "4", "5", "SIZE", "600"],
+            "unknown option",
+        ),
+        (
+            &["LLMRL.CHECK", "k", "1", "2", "3", "4", "5", "WINDOW", "601"],
+            "positive multiple of 60",
+        ),
+        (
+            &["LLMRL.CHECK", "k", "1", "2", "3", "4", "5", "WINDOW", "0"],
+            "positive multiple of 60",
+        ),
+        (
+            &[
+                "LLMRL.CHECK",
+                "k",
+                "1",
+                "2",
+                "3",
+                "4",
+                "5",
+                "WINDOW",
+                "18446744073709551600",
+            ],
+            "at most 9223372036854775800",
+        ),
+        (&["LLMRL.PEEK", "k", "1", "2"], "wrong number of arguments"),
+        (
+            &["LLMRL.PEEK", "k", "1", "2", "3", "4"],
+            "wrong number of arguments",
+        ),
+        (
+            &["LLMRL.SETTLE", "k", "1000", "1", "2", "3"],
+            "wrong number of arguments",
+        ),
+        (
+            &["LLMRL.SETTLE", "k", "0", "1", "2", "3", "4"],
+            "invalid ticket",
+        ),
+        (
+            &["LLMRL.SETTLE", "k", "-5", "1", "2", "3", "4"],
+            "ticket must be a non-negative integer",
+        ),
+        (
+            &["LLMRL.APPLY", "k", "600", "1"],
+            "wrong number of arguments",
+        ),
+        (
+            &[
+                "LLMRL.APPLY",
+                "k",
+                "601",
+                "1",
+                "0",
+                "0",
+                "0",
+                "1",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+            ],
+            "positive multiple of 60",
+        ),
+        (
+            &[
+                "LLMRL.LOAD",
+                "k",
+                "600",
+                "100",
+                "0",
+                "0",
+                "0",
+                "2",
+                "1",
+                "1",
+                "1",
+            ],
+            "wrong number of arguments",
+        ),
+        (
+            &["LLMRL.LOAD", "k", "600", "100", "0", "0", "0", "62"],
+            "more than 61 buckets",
+        ),
+        (
+            &[
+                "LLMRL.LOAD",
+                "k",
+                "600",
+                "0",
+                "0",
+                "0",
+                "0",
+                "2",
+                "1",
+                "1",
+                "1",
+                "1",
+                "1",
+                "1",
+            ],
+            "before time zero",
+        ),
+        (
+            &["LLMRL.INSPECT", "k", "extra"],
+            "wrong number of arguments",
+        ),
+    ];
+    for (args, expected) in cases {
+        let message = error(&mut con, args);
+        assert!(message.starts_with("ERR"), "{args:?}: {message}");
+        assert!(
+            message.contains(expected),
+            "{args:?}: {message:?} lacks {expected:?}"
+        );
+    }
+    assert_eq!(
+        int(&mut con, &["EXISTS", "k"]),
+        0,
+        "no bad command created the key"
+    );
+    assert_eq!(info_field(&mut con, "errors"), cases.len() as i64);
+
+    // Non-UTF-8 and NUL bytes in arguments are just bad integers.
+    let reply: redis::RedisResult<Value> = redis::cmd("LLMRL.CHECK")
+        .arg("k")
+        .arg(&b"\xff\x00"[..])
+        .arg("1")
+        .arg("1")
+        .arg("1")
+        .arg("1")
+        .query(&mut con);
+    assert!(reply.is_err());
+
+    // A key of another type.
+    exec(&mut con, &["SET", "s", "x"]).unwrap();
+    for args in [
+        &["LLMRL.CHECK", "s", "1", "1", "1", "1", "1"][..],
+        &["LLMRL.PEEK", "s", "1", "1", "1"],
+        &["LLMRL.SETTLE", "s", "1000", "1", "1", "1", "1"],
+        &["LLMRL.INSPECT", "s"],
+    ] {
+        assert!(error(&mut con, args).starts_with("WRONGTYPE"), "{args:?}");
+    }
+    assert_eq!(string(&mut con, &["GET", "s"]), "x");
+
+    // A key keeps its window; tickets must name one of its buckets in the past.
+    let d = decision(
+        &mut con,
+        &["LLMRL.CHECK", "w", "0", "0", "0", "5", "5", "WINDOW", "600"],
+    );
+    let state = inspect(&mut con, "w");
+    let mismatch = error(
+        &mut con,
+        &[
+            "LLMRL.CHECK",
+            "w",
+            "0",
+            "0",
+            "0",
+            "5",
+            "5",
+            "WINDOW",
+            "60000",
+        ],
+    );
+    assert!(mismatch.contains("window mismatch"), "{mismatch}");
+    let future = (d.ticket + 10_000).to_string();
+    assert!(error(
+        &mut con,
+        &["LLMRL.SETTLE", "w", &future, "5", "0", "5", "0"]
+    )
+    .contains("ticket is in the future"));
+    let misaligned = (d.ticket + 1).to_string();
+    assert!(error(
+        &mut con,
+        &["LLMRL.SETTLE", "w", &misaligned, "5", "0", "5", "0"]
+    )
+    .contains("invalid ticket"));
+    let apply = [
+        "LLMRL.APPLY",
+        "w",
+        "6000",
+        "1",
+        "0",
+        "0",
+        "0",
+        "1",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
+    ];
+    assert!(error(&mut con, &apply).contains("window mismatch"));
+    assert_eq!(inspect(&mut con, "w"), state, "errors changed nothing");
+}
+
+/// Sum of every bucket of a key, per dimension, from INSPECT.
+fn inspect_totals(con: &mut redis::Connection, key: &str) -> [i64; 3] {
+    let Value::Array(buckets) = inspect_field(&inspect(con, key), "buckets") else {
+        panic!("INSPECT buckets is not an array")
+    };
+    let mut totals = [0i64; 3];
+    for bucket in &buckets {
+        let Value::Array(fields) = bucket else {
+            panic!("a bucket is not an array: {bucket:?}")
+        };
+        // [bucket_index, requests, input, output]
+        for (total, field) in totals.iter_mut().zip(&fields[fields.len() - 3..]) {
+            *total += as_int(field);
+        }
+    }
+    totals
+}
+
+/// What the ledger keys were sent, to check usage against what was admitted.
+#[derive(Default, Clone)]
+struct Ledger {
+    admitted_requests: i64,
+    admitted_input: i64,
+    admitted_output: i64,
+    /// Input/output SETTLE may add (actual above reserved).
+    settle_charges: [i64; 2],
+    tickets: Vec<(String, i64, i64)>,
+}
+
+/// A command sent to a ledger key: (ledger, cost or reserved, actual, is it a CHECK).
+type LedgerCommand = (usize, [i64; 2], [i64; 2], bool);
+
+const RANDOM_BATCHES: usize = 400;
+const RANDOM_BATCH: usize = 500;
+
+#[test]
+fn random_commands_never_break_the_server() {
+    let server = RedisServer::start(&[]);
+    let mut con = server.client();
+    // A far-future APPLY and the largest window: state that must still save and load.
+    for args in [
+        &[
+            "LLMRL.APPLY",
+            "far",
+            "60",
+            "18446744073709551615",
+            "1",
+            "1",
+            "1",
+            "1",
+            "1",
+            "1",
+            "0",
+            "0",
+            "0",
+        ][..],
+        &[
+            "LLMRL.APPLY",
+            "far2",
+            "9223372036854775800",
+            "5",
+            "1",
+            "1",
+            "1",
+            "1",
+            "1",
+            "1",
+            "0",
+            "0",
+            "0",
+        ],
+    ] {
+        exec(&mut con, args).unwrap();
+    }
+    decision(
+        &mut con,
+        &[
+            "LLMRL.CHECK",
+            "huge-window",
+            "1",
+            "1",
+            "1",
+            "1",
+            "1",
+            "WINDOW",
+            "9223372036854775800",
+        ],
+    );
+    let now_ms = server_ms(&mut con);
+    // Tickets of the 600 ms window (10 ms buckets): current, recent, ancient and in the future.
+    let tickets: Vec<String> = [1, 0, -1, -3, -61, -1_000, 2, 500, 1_000_000]
+        .iter()
+        .map(|offset| ((now_ms / 10 + offset) * 10).to_string())
+        .collect();
+    // Mostly valid numbers (edge values included), sometimes garbage.
+    let mut valid: Vec<Vec<u8>> = [
+        "0",
+        "1",
+        "2",
+        "7",
+        "59",
+        "60",
+        "61",
+        "600",
+        "6000",
+        "60000",
+        "4294967295",
+        "4294967296",
+        "9223372036854775807",
+        "9223372036854775808",
+        "18446744073709551615",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    valid.push((now_ms / 10).to_string().into_bytes());
+    valid.extend(tickets.iter().map(|t| t.clone().into_bytes()));
+    let mut invalid: Vec<Vec<u8>> = [
+        "18446744073709551616",
+        "99999999999999999999999999",
+        "-1",
+        "-9223372036854775808",
+        "-0",
+        "+5",
+        "1.5",
+        "1e3",
+        "",
+        " 1",
+        "abc",
+        "WINDOW",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    invalid.push(b"\xff\x00\xfe".to_vec());
+    invalid.push(b"1\x00".to_vec());
+    invalid.push("１２".as_bytes().to_vec());
+    let commands = [
+        "LLMRL.CHECK",
+        "LLMRL.PEEK",
+        "LLMRL.SETTLE",
+        "LLMRL.APPLY",
+        "LLMRL.LOAD",
+        "LLMRL.INSPECT",
+    ];
+    let keys: [&[u8]; 6] = [b"a", b"b", b"c", b"str", b"list", b"\xff\xfekey"];
+    exec(&mut con, &["SET", "str", "not a limiter"]).unwrap();
+    exec(&mut con, &["RPUSH", "list", "x"]).unwrap();
+    let ledger_keys = ["ledger:0", "ledger:1", "ledger:2"];
+    let mut ledgers = vec![Ledger::default(); ledger_keys.len()];
+    let started = std::time::Instant::now();
+    let mut random = Random(0x9E37_79B9_7F4A_7C15);
+    let (mut sent, mut errors, mut decisions) = (0, 0, 0);
+    for _batch in 0..RANDOM_BATCHES {
+        let mut pipe = redis::pipe();
+        // What each ledger command of the batch was.
+        let mut ledger_sent: Vec<Option<LedgerCommand>> = Vec::new();
+        for _ in 0..RANDOM_BATCH {
+            if random.next().is_multiple_of(5) {
+                // A ledger key: well-formed CHECKs (random limits) and SETTLEs of real tickets
+                // or of random ones, so usage can be compared with what was admitted.
+                let which = (random.next() % ledger_keys.len() as u64) as usize;
+                let key = ledger_keys[which];
+                let ledger = &ledgers[which];
+                if ledger.tickets.is_empty() || random.next().is_multiple_of(2) {
+                    let cost = [(random.next() % 50) as i64, (random.next() % 50) as i64];
+                    let limits = [
+                        random.next() % 5_000,
+                        random.next() % 1_000_000,
+                        random.next() % 1_000_000,
+                    ];
+                    pipe.cmd("LLMRL.CHECK")
+                        .arg(key)
+                        .arg(limits[0])
+                        .arg(limits[1])
+                        .arg(limits[2])
+                        .arg(cost[0])
+                        .arg(cost[1]);
+                    ledger_sent.push(Some((which, cost, [0, 0], true)));
+                } else {
+                    let (ticket, reserved_in, reserved_out) = if random.next().is_multiple_of(4) {
+                        (random.pick(&tickets).clone(), 10, 10)
+                    } else {
+                        random.pick(&ledger.tickets).clone()
+                    };
+                    let actual = [(random.next() % 60) as i64, (random.next() % 60) as i64];
+                    pipe.cmd("LLMRL.SETTLE")
+                        .arg(key)
+                        .arg(&ticket)
+                        .arg(reserved_in)
+                        .arg(actual[0])
+                        .arg(reserved_out)
+                        .arg(actual[1]);
+                    ledger_sent.push(Some((which, [reserved_in, reserved_out], actual, false)));
+                }
+                sent += 1;
+                continue;
+            }
+            ledger_sent.push(None);
+            let command = *random.pick(&commands);
+            let arity = match command {
+                // Mostly well-formed arity, sometimes not.
+                "LLMRL.CHECK" => *random.pick(&[5, 5, 5, 7, 7, 4, 6, 8]),
+                "LLMRL.PEEK" => *random.pick(&[3, 5, 5, 7, 2, 4]),
+                "LLMRL.SETTLE" => *random.pick(&[5, 5, 5, 4, 6]),
+                "LLMRL.APPLY" => *random.pick(&[11, 11, 10, 12]),
+                "LLMRL.LOAD" => *random.pick(&[6, 9, 12, 7]),
+                _ => *random.pick(&[0, 0, 1]),
+            };
+            let cmd = pipe.cmd(command).arg(*random.pick(&keys));
+            for position in 0..arity {
+                // Put WINDOW where an option may go, numbers elsewhere.
+                if (command == "LLMRL.CHECK" && position == 5)
+                    || (command == "LLMRL.PEEK" && arity == 5 && position == 3)
+                {
+                    cmd.arg("WINDOW");
+                } else {
+                    let pool = if random.next().is_multiple_of(12) {
+                        &invalid
+                    } else {
+                        &valid
+                    };
+                    cmd.arg(random.pick(pool).as_slice());
+                }
+            }
+            sent += 1;
+        }
+        // Errors are expected; a dropped connection or a crash is not.
+        let replies = redis::ConnectionLike::req_packed_commands(
+            &mut con,
+            &pipe.get_packed_pipeline(),
+            0,
+            RANDOM_BATCH,
+        )
+        .expect("the server keeps answering");
+        assert_eq!(replies.len(), RANDOM_BATCH);
+        for (reply, ledger_command) in replies.iter().zip(&ledger_sent) {
+            if matches!(reply, Value::ServerError(_)) {
+                errors += 1;
+                assert!(
+                    !ledger_command.is_some_and(|c| c.3),
+                    "a well-formed CHECK failed: {reply:?}"
+                );
+                continue;
+            }
+            // Every CHECK/PEEK/SETTLE-shaped reply has sane fields.
+            if let Value::Array(items) = reply {
+                if items.len() == 10 {
+                    decisions += 1;
+                    let d = parse_decision(reply);
+                    assert!(d.remaining.iter().all(|r| *r >= -1), "{d:?}");
+                    assert!(d.reset_ms.iter().all(|r| *r >= 0), "{d:?}");
+                    assert!(d.retry_after_ms >= -1);
+                    match ledger_command {
+                        Some((which, cost, _, true)) if d.allowed => {
+                            let ledger = &mut ledgers[*which];
+                            ledger.admitted_requests += 1;
+                            ledger.admitted_input += cost[0];
+                            ledger.admitted_output += cost[1];
+                            ledger
+                                .tickets
+                                .push((d.ticket.to_string(), cost[0], cost[1]));
+                        }
+                        Some((which, reserved, actual, false)) => {
+                            let ledger = &mut ledgers[*which];
+                            for i in 0..2 {
+                                ledger.settle_charges[i] += (actual[i] - reserved[i]).max(0);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(sent, RANDOM_BATCHES * RANDOM_BATCH);
+    // The mix exercised both sides: many rejected, many accepted and recorded.
+    assert!(
+        errors > sent / 10 && errors < sent * 9 / 10,
+        "{errors} errors of {sent}"
+    );
+    let (checks, allowed) = (
+        info_field(&mut con, "checks"),
+        info_field(&mut con, "allowed"),
+    );
+    assert!(
+        checks > 10_000 && allowed > 1_000,
+        "{allowed} of {checks} checks allowed, {errors} errors"
+    );
+    // Usage never exceeds what was admitted: every request counted once, tokens at most the
+    // admitted reservations plus what SETTLE charged above them (refunds only lower it).
+    for (key, ledger) in ledger_keys.iter().zip(&ledgers) {
+        let [requests, input, output] = inspect_totals(&mut con, key);
+        // Exact while nothing has left the 60 s window yet.
+        if started.elapsed() < Duration::from_secs(55) {
+            assert_eq!(requests, ledger.admitted_requests, "{key}");
+        }
+        assert!(requests <= ledger.admitted_requests, "{key}");
+        assert!(input >= 0 && input <= ledger.admitted_input + ledger.settle_charges[0]);
+        assert!(output >= 0 && output <= ledger.admitted_output + ledger.settle_charges[1]);
+        assert!(
+            ledger.admitted_requests > 100,
+            "{key} admitted too little to mean anything"
+        );
+    }
+    assert_eq!(string(&mut con, &["PING"]), "PONG");
+    assert_eq!(info_field(&mut con, "panics_caught"), 0);
+    let digest = db_digest(&mut con);
+    exec(&mut con, &["DEBUG", "RELOAD"]).unwrap();
+    assert_eq!(
+        db_digest(&mut con),
+        digest,
+        "whatever was recorded survives a reload exactly"
+    );
+    assert_eq!(string(&mut con, &["GET", "str"]), "not a limiter");
+    for key in ["far", "far2", "huge-window"] {
+        assert_eq!(
+            int(&mut con, &["EXISTS", key]),
+            1,
+            "{key} survives a reload"
+        );
+    }
+    eprintln!("random commands: {sent} sent, {errors} errors, {decisions} decisions, {checks} checks ({allowed} admitted)");
+}
