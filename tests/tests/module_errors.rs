@@ -3,7 +3,6 @@
 
 use llmrl_tests::*;
 use redis::Value;
-use std::thread::sleep;
 use std::time::Duration;
 
 #[test]
@@ -241,6 +240,22 @@ fn bad_arguments_get_clear_errors_and_record_nothing() {
     ];
     assert!(error(&mut con, &apply).contains("window mismatch"));
     assert_eq!(inspect(&mut con, "w"), state, "errors changed nothing");
+}
+
+/// A small deterministic generator (xorshift), so a failure can be replayed.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[(self.next() % items.len() as u64) as usize]
+    }
 }
 
 /// Sum of every bucket of a key, per dimension, from INSPECT.

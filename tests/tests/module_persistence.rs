@@ -3,7 +3,6 @@
 
 use llmrl_tests::*;
 use redis::Value;
-use std::thread::sleep;
 use std::time::Duration;
 
 /// Keys with various windows, checks and settles, for persistence tests.
@@ -373,20 +372,4 @@ fn load_and_apply_rebuild_state_exactly() {
         int(&mut con, &["PEXPIRETIME", "later"]),
         4102444800000 + 610
     );
-}
-
-/// A small deterministic generator (xorshift), so a failure can be replayed.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[(self.next() % items.len() as u64) as usize]
-    }
 }

@@ -2,7 +2,6 @@
 
 use llmrl_tests::*;
 use redis::Value;
-use std::thread::sleep;
 use std::time::Duration;
 
 #[test]
@@ -206,13 +205,14 @@ fn read_only_acl_users_can_peek_and_inspect_but_not_check() {
 
     let url = format!("redis://reader:secret@127.0.0.1:{}/", server.port);
     let mut reader = redis::Client::open(url).unwrap().get_connection().unwrap();
+    // PEEK answers as CHECK would: one used, one more would leave 3.
     let d = decision(&mut reader, &["LLMRL.PEEK", "llmrl:a", "5", "0", "0"]);
-    assert_eq!(d.remaining[0], 4);
+    assert_eq!(d.remaining[0], 3);
     assert!(exec(&mut reader, &["LLMRL.INSPECT", "llmrl:a"]).is_ok());
     let refused = error(&mut reader, &["LLMRL.CHECK", "llmrl:a", "5", "0", "0", "0", "0"]);
     assert!(refused.starts_with("NOPERM"), "{refused}");
     let d = decision(&mut admin, &["LLMRL.PEEK", "llmrl:a", "5", "0", "0"]);
-    assert_eq!(d.remaining[0], 4, "the refused CHECK recorded nothing");
+    assert_eq!(d.remaining[0], 3, "the refused CHECK recorded nothing");
 }
 
 #[test]
