@@ -7,7 +7,10 @@
 2. Memory: bytes per key for 100,000 full and 100,000 one-bucket keys.
 3. The gateway: llmrl-loadgen (closed loop) against a bare hyper server (llmrl-bare), the gateway
    with --no-limiter, the gateway with the limiter (1 node, then 3 nodes), rounds interleaved,
-   medians kept; then an open-loop run at half the limiter's maximum.
+   medians kept; then an open-loop run at half the limiter's maximum; and the Redis round trip
+   the gateway saw under that load (its limiter histogram), which sizes --redis-timeout-ms.
+4. The tokenizer: bpe-openai (the gateway's) against tiktoken-rs (the one it replaced) on the
+   same inputs (llmrl-tokenbench): tokens/s, µs per typical chat request, 1 MiB of one word.
 
 Writes bench/results/<timestamp>.json and .md (and latest.md, latest.svg). `--smoke` runs
 everything with tiny counts so `make test` keeps the harness working. Everything binds to
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +40,7 @@ MODULE = Path(os.environ.get("LLMRL_MODULE", RELEASE / "libllmrl.so"))
 GATEWAY = Path(os.environ.get("LLMRL_GATEWAY", RELEASE / "llmrl-gateway"))
 LOADGEN = Path(os.environ.get("LLMRL_LOADGEN", RELEASE / "llmrl-loadgen"))
 BARE = RELEASE / "llmrl-bare"
+TOKENBENCH = RELEASE / "llmrl-tokenbench"
 
 BENCH_KEYS = """
 [[keys]]
@@ -309,6 +314,36 @@ def percentile_curve(hgrm):
     return points
 
 
+def limiter_round_trip(port):
+    """Upper bounds (ms) of the p99, p99.9 and slowest CHECK round trips a gateway has seen, from
+    its llmrl_gateway_limiter_seconds histogram."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith("llmrl_gateway_limiter_seconds_bucket"):
+            bound = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
+    total = buckets[-1][1] if buckets else 0
+    def bound(fraction):
+        for upper, count in buckets:
+            if total and count >= fraction * total:
+                return upper * 1000
+        return None
+    return {"count": int(total), "p99_ms": bound(0.99), "p999_ms": bound(0.999), "max_ms": bound(1.0)}
+
+
+def tokenizer_section(smoke):
+    out = subprocess.run([str(TOKENBENCH)] + (["--smoke"] if smoke else []), capture_output=True, check=True, text=True)
+    t = json.loads(out.stdout)
+    c, chat, word = t["corpus"], t["typical_chat"], t["one_word_1mib"]
+    print(f"  corpus ({c['bytes']:,} bytes, {c['tokens']:,} tokens): bpe-openai {c['bpe_openai_tokens_per_s'] / 1e6:.1f} M tokens/s, "
+          f"tiktoken-rs {c['tiktoken_rs_tokens_per_s'] / 1e6:.1f} M tokens/s "
+          f"({c['bpe_openai_tokens_per_s'] / c['tiktoken_rs_tokens_per_s']:.1f} x)", flush=True)
+    print(f"  typical chat request: bpe-openai {chat['bpe_openai_us']:.2f} us, tiktoken-rs {chat['tiktoken_rs_us']:.2f} us", flush=True)
+    print(f"  1 MiB of one word: bpe-openai {word['bpe_openai_ms']:.1f} ms, tiktoken-rs {word['tiktoken_rs_ms']:.1f} ms", flush=True)
+    return t
+
+
 def gateway_section(procs, smoke, tmp):
     keys = Path(tmp) / "bench-keys.toml"
     keys.write_text(BENCH_KEYS)
@@ -343,6 +378,9 @@ def gateway_section(procs, smoke, tmp):
         print(f"  {name:<28} {best['rps']:>10,.0f} rps  p50 {best['p50_ms']:.3f}  p99 {best['p99_ms']:.3f}  "
               f"p99.9 {best['p999_ms']:.3f} ms   (runs: {', '.join(f'{r:,.0f}' for r in summary[name]['rps_runs'])})",
               flush=True)
+    round_trip = limiter_round_trip(limited)
+    print(f"  Redis round trip seen by the 1-node gateway ({round_trip['count']:,} CHECKs at full load): "
+          f"p99 <= {round_trip['p99_ms']} ms, p99.9 <= {round_trip['p999_ms']} ms, max <= {round_trip['max_ms']} ms", flush=True)
     half = max(summary["gateway, limiter, 1 node"]["rps"] / 2, 10)
     open_loop = loadgen([limited], duration * 2, rate=round(half))
     print(f"  open loop at {half:,.0f} rps (half the limiter's max): p50 {open_loop['p50_ms']:.3f}  "
@@ -354,7 +392,8 @@ def gateway_section(procs, smoke, tmp):
         "no_limiter_over_bare": summary["gateway --no-limiter"]["rps"] / bare_rps,
         "limiter_3_nodes_over_bare": summary["gateway, limiter, 3 nodes"]["rps"] / bare_rps,
     }
-    return {"closed_loop": summary, "open_loop_half": dict(open_loop, rate=round(half)), "ratios": ratios}
+    return {"closed_loop": summary, "open_loop_half": dict(open_loop, rate=round(half)), "ratios": ratios,
+            "redis_round_trip": round_trip}
 
 
 def module_column(results, pipeline, field):
@@ -384,6 +423,20 @@ def markdown(results):
               f"p99 {o['p99_ms']:.3f} ms, p99.9 {o['p999_ms']:.3f} ms.", ""]
     for name, value in g["ratios"].items():
         lines.append(f"- {name.replace('_', ' ')}: {value:.2f}")
+    rt = g["redis_round_trip"]
+    lines += ["", f"Redis round trip seen by the 1-node gateway at full load ({rt['count']:,} CHECKs, histogram bucket bounds): "
+              f"p99 ≤ {rt['p99_ms']} ms, p99.9 ≤ {rt['p999_ms']} ms, slowest ≤ {rt['max_ms']} ms "
+              "(the default --redis-timeout-ms is 250).", ""]
+    t = results["tokenizer"]
+    c, chat, word = t["corpus"], t["typical_chat"], t["one_word_1mib"]
+    lines += ["## Tokenizer (llmrl-tokenbench, o200k_base; fastest of the rounds)", "",
+              "| measurement | bpe-openai (gateway) | tiktoken-rs (before) | ratio |", "|---|---|---|---|",
+              f"| corpus of {c['bytes']:,} bytes (English, code, CJK): M tokens/s | {c['bpe_openai_tokens_per_s'] / 1e6:.1f} | "
+              f"{c['tiktoken_rs_tokens_per_s'] / 1e6:.1f} | {c['bpe_openai_tokens_per_s'] / c['tiktoken_rs_tokens_per_s']:.1f} x |",
+              f"| typical chat request: µs | {chat['bpe_openai_us']:.2f} | {chat['tiktoken_rs_us']:.2f} | "
+              f"{chat['tiktoken_rs_us'] / chat['bpe_openai_us']:.1f} x faster |",
+              f"| 1 MiB of one word: ms | {word['bpe_openai_ms']:.1f} | {word['tiktoken_rs_ms']:.1f} | "
+              f"{word['tiktoken_rs_ms'] / word['bpe_openai_ms']:.0f} x faster |", ""]
     lines += ["", "## Module against the best Lua script, full windows", ""]
     for pipeline in (1, 16):
         rows = module_column(results, pipeline, "rps")
@@ -502,7 +555,7 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="tiny counts: seconds, to keep the harness working")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
-    for binary in (MODULE, GATEWAY, LOADGEN, BARE):
+    for binary in (MODULE, GATEWAY, LOADGEN, BARE, TOKENBENCH):
         if not Path(binary).exists():
             sys.exit(f"{binary} is missing: run `cargo build --release --workspace` first")
     procs = Processes()
@@ -515,12 +568,14 @@ def main():
         memory = memory_section(procs, args.smoke, tmp)
         print("gateway:", flush=True)
         gateway = gateway_section(procs, args.smoke, tmp)
+        print("tokenizer:", flush=True)
+        tokenizer = tokenizer_section(args.smoke)
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results = {"date": date, "cores": os.cpu_count(), "smoke": args.smoke, "seconds": round(time.monotonic() - started, 1),
-               "module": module, "memory": memory, "gateway": gateway}
+               "module": module, "memory": memory, "gateway": gateway, "tokenizer": tokenizer}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -54,9 +54,7 @@ impl<'a> Check<'a> {
 
     /// The arguments after the command name.
     pub fn args(&self) -> impl Iterator<Item = Arg<'a>> {
-        let window = self
-            .window_ms
-            .map(|ms| [Arg::Text("WINDOW"), Arg::Int(ms)]);
+        let window = self.window_ms.map(|ms| [Arg::Text("WINDOW"), Arg::Int(ms)]);
         [
             Arg::Text(self.key),
             Arg::Int(self.limits.rpm),
@@ -301,7 +299,10 @@ mod tests {
             window_ms: Some(600),
         };
         let args = texts(check.args());
-        assert_eq!(args, ["k", "10", "1000", "500", "20", "30", "WINDOW", "600"]);
+        assert_eq!(
+            args,
+            ["k", "10", "1000", "500", "20", "30", "WINDOW", "600"]
+        );
         let bytes: Vec<&[u8]> = args[1..].iter().map(|a| a.as_bytes()).collect();
         let parsed = crate::args::parse_check(&bytes).unwrap();
         assert_eq!(parsed.limits, check.limits.as_array());

@@ -172,7 +172,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         .await
         .is_err()
     {
-        tracing::warn!(tasks = app.tasks.len(), "background tasks still running at exit");
+        tracing::warn!(
+            tasks = app.tasks.len(),
+            "background tasks still running at exit"
+        );
     }
     tracing::info!("stopped");
     Ok(())

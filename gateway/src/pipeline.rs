@@ -57,9 +57,14 @@ pub async fn serve(
         Ok(parsed) => parsed,
         Err(error) => return (response::error(dialect, &error), "bad_request"),
     };
-    let counted =
-        tokens::count_off_thread(&app.tokenizer, &app.heavy_counts, dialect, parsed, bytes.len())
-            .await;
+    let counted = tokens::count_off_thread(
+        &app.tokenizer,
+        &app.heavy_counts,
+        dialect,
+        parsed,
+        bytes.len(),
+    )
+    .await;
     let (parsed, input_tokens) = match counted {
         Ok(counted) => counted,
         Err(error) => return (response::error(dialect, &error), "internal_error"),
@@ -68,11 +73,10 @@ pub async fn serve(
     let per_choice = scope.output_reservation_per_choice(parsed.max_output_tokens, parsed.n);
     let reserved_output = per_choice.saturating_mul(parsed.n);
 
-    let admission =
-        match admission::admit(app, &key, scope, input_tokens, reserved_output).await {
-            Ok(admission) => admission,
-            Err(error) => return (response::error(dialect, &error), "limiter_unavailable"),
-        };
+    let admission = match admission::admit(app, &key, scope, input_tokens, reserved_output).await {
+        Ok(admission) => admission,
+        Err(error) => return (response::error(dialect, &error), "limiter_unavailable"),
+    };
     let mut rate_headers = Vec::new();
     let mut ticket = 0;
     if let Admission::Checked(verdict) = &admission {

@@ -217,7 +217,10 @@ mod tests {
         assert_eq!(scope.output_reservation_per_choice(None, 1000), 1);
         assert_eq!(scope.output_reservation_per_choice(Some(500), 1), 500);
         let unlimited = store.authenticate(b"b").unwrap();
-        assert_eq!(unlimited.scope("m").output_reservation_per_choice(None, 3), 1024);
+        assert_eq!(
+            unlimited.scope("m").output_reservation_per_choice(None, 3),
+            1024
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@
 
 use crate::dialect::{ApiRequest, Dialect};
 use crate::error::{ErrorKind, GatewayError};
-use hyper::StatusCode;
 use bpe_openai::Tokenizer as Encoding;
+use hyper::StatusCode;
 use serde_json::Value;
 use std::sync::Arc;
 use tiktoken_rs::tokenizer::{get_tokenizer, Tokenizer as Family};
@@ -259,10 +259,25 @@ mod tests {
     fn models_map_to_openais_encodings() {
         let t = Tokenizer::new();
         let o200k: *const Encoding = t.o200k;
-        for model in ["gpt-4o", "gpt-4o-mini", "gpt-4.1-nano", "o3-mini", "gpt-5", "openai/gpt-4o", "ft:gpt-4o-mini:org::id"] {
+        for model in [
+            "gpt-4o",
+            "gpt-4o-mini",
+            "gpt-4.1-nano",
+            "o3-mini",
+            "gpt-5",
+            "openai/gpt-4o",
+            "ft:gpt-4o-mini:org::id",
+        ] {
             assert!(std::ptr::eq(t.encoding(model), o200k), "{model}");
         }
-        for model in ["gpt-4", "gpt-3.5-turbo", "gpt-4-turbo", "text-embedding-3-small", "llama-3", "m"] {
+        for model in [
+            "gpt-4",
+            "gpt-3.5-turbo",
+            "gpt-4-turbo",
+            "text-embedding-3-small",
+            "llama-3",
+            "m",
+        ] {
             assert!(!std::ptr::eq(t.encoding(model), o200k), "{model}");
         }
     }

@@ -153,7 +153,11 @@ fn arg_list(args: &[ArgDoc]) -> *mut raw::RedisModuleCommandArg {
             raw::RedisModuleCommandArg {
                 name: arg.name.as_ptr(),
                 type_: kind,
-                key_spec_index: if matches!(arg.kind, ArgKind::Key) { 0 } else { -1 },
+                key_spec_index: if matches!(arg.kind, ArgKind::Key) {
+                    0
+                } else {
+                    -1
+                },
                 token: optional_str(arg.token),
                 summary: ptr::null(),
                 since: ptr::null(),

@@ -105,4 +105,3 @@ entry_points! {
     load => "llmrl.load", commands::load;
     inspect => "llmrl.inspect", commands::inspect;
 }
-

@@ -21,12 +21,12 @@ pub fn command_error(error: RedisError) -> CommandError {
 }
 
 /// The window a key holds, for reading; `None` if the key is missing. Another type: WRONGTYPE.
-pub fn read<'k>(key: &'k RedisKey) -> Result<Option<&'k Window>, CommandError> {
+pub fn read(key: &RedisKey) -> Result<Option<&Window>, CommandError> {
     key.get_value::<Window>(&LLMRL_TYPE).map_err(command_error)
 }
 
 /// The window a key holds, for changing it.
-pub fn read_mut<'k>(key: &'k RedisKeyWritable) -> Result<Option<&'k mut Window>, CommandError> {
+pub fn read_mut(key: &RedisKeyWritable) -> Result<Option<&mut Window>, CommandError> {
     key.get_value::<Window>(&LLMRL_TYPE).map_err(command_error)
 }
 
@@ -142,4 +142,3 @@ pub fn signal_modified(ctx: &Context, key_name: &RedisString, event: &CStr) {
         };
     }
 }
-

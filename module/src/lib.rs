@@ -31,7 +31,11 @@ struct Command {
 }
 
 const WINDOW: ArgDoc = ArgDoc::int(c"ms").token(c"WINDOW").optional();
-const LIMITS: [ArgDoc; 3] = [ArgDoc::int(c"rpm"), ArgDoc::int(c"itpm"), ArgDoc::int(c"otpm")];
+const LIMITS: [ArgDoc; 3] = [
+    ArgDoc::int(c"rpm"),
+    ArgDoc::int(c"itpm"),
+    ArgDoc::int(c"otpm"),
+];
 
 const COMMANDS: [Command; 6] = [
     Command {
@@ -163,8 +167,17 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     let category = command_info::add_acl_category(ctx);
     for command in &COMMANDS {
         let (name, flags) = (command.name, command.flags);
-        if unsafe { create(ctx.ctx, name.as_ptr(), Some(command.entry), flags.as_ptr(), 1, 1, 1) }
-            == raw::Status::Err as c_int
+        if unsafe {
+            create(
+                ctx.ctx,
+                name.as_ptr(),
+                Some(command.entry),
+                flags.as_ptr(),
+                1,
+                1,
+                1,
+            )
+        } == raw::Status::Err as c_int
         {
             ctx.log_warning(&format!("llmrl: could not register {name:?}"));
             return Status::Err;

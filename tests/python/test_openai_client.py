@@ -120,6 +120,15 @@ def test_streamed_chat_completion(gateway_url):
     assert finishes == ["stop"]
 
 
+def test_models_list_and_retrieve(gateway_url):
+    c = client(gateway_url)
+    ids = [m.id for m in c.models.list()]
+    assert "gpt-4o" in ids
+    model = c.models.retrieve("gpt-4o-mini")
+    assert model.id == "gpt-4o-mini"
+    assert model.object == "model"
+
+
 def test_legacy_completion(gateway_url):
     completion = client(gateway_url).completions.create(model="gpt-3.5-turbo-instruct", prompt="Hi", max_tokens=3)
     assert completion.object == "text_completion"

@@ -94,4 +94,3 @@ pub fn key_slot(key: &str) -> u16 {
     }
     crc % 16384
 }
-

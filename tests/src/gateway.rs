@@ -139,4 +139,3 @@ pub fn write_keys(dir: &Path, toml: &str) -> PathBuf {
     std::fs::write(&path, toml).expect("write keys file");
     path
 }
-

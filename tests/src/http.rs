@@ -139,4 +139,3 @@ pub fn sse_events(body: &[u8]) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
-

@@ -36,4 +36,3 @@ pub fn run_loadgen_report(args: &[&str], json: &Path) -> (i32, String, serde_jso
         .unwrap_or_else(|| panic!("no report ({code}): {output}"));
     (code, output, report)
 }
-

@@ -2,9 +2,9 @@
 //! directory, stopped when dropped; and typed calls to them.
 
 use crate::util::*;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -81,7 +81,12 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {} (make test installs it): {e}", server_binary()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} (make test installs it): {e}",
+                    server_binary()
+                )
+            });
         self.child = Some(child);
         self.port = port;
         if self.wait_ready(Duration::from_secs(10)) {
@@ -233,4 +238,3 @@ pub fn string(con: &mut redis::Connection, args: &[&str]) -> String {
     cmd.query(con)
         .unwrap_or_else(|e| panic!("{args:?}: expected a string: {e}"))
 }
-

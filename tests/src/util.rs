@@ -47,4 +47,3 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         sleep(Duration::from_millis(20));
     }
 }
-

@@ -93,7 +93,10 @@ fn errors_before_the_body_is_read_close_the_connection_and_say_so() {
     let cases: [(Vec<u8>, u16); 3] = [
         (post(None, "application/json", &body), 401),
         (post(Some("sk-open"), "text/plain", &body), 415),
-        (post(Some("sk-open"), "application/json", &"x".repeat(100)), 413),
+        (
+            post(Some("sk-open"), "application/json", &"x".repeat(100)),
+            413,
+        ),
     ];
     for (request, status) in cases {
         let mut stream = TcpStream::connect(("127.0.0.1", gateway.port)).unwrap();
@@ -104,7 +107,10 @@ fn errors_before_the_body_is_read_close_the_connection_and_say_so() {
     }
     // A 400 after the body was read keeps the connection: the next request on it is served.
     let mut stream = TcpStream::connect(("127.0.0.1", gateway.port)).unwrap();
-    let bad = exchange(&mut stream, &post(Some("sk-open"), "application/json", small));
+    let bad = exchange(
+        &mut stream,
+        &post(Some("sk-open"), "application/json", small),
+    );
     assert_eq!(bad.status, 400);
     assert_eq!(bad.header("connection"), None);
     let models = exchange(
@@ -119,7 +125,11 @@ fn a_default_reservation_above_the_output_limit_is_capped() {
     let (redis, keys) = stack();
     let gateway = Gateway::start(redis.port, &keys, &[]);
     // 1024 reserved by default, 300 OTPM: before, every such request was "too large".
-    let response = post_chat(gateway.port, "sk-small-output", &chat_body("gpt-4o", "hi", ""));
+    let response = post_chat(
+        gateway.port,
+        "sk-small-output",
+        &chat_body("gpt-4o", "hi", ""),
+    );
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(
         response.header("x-ratelimit-remaining-output-tokens"),
@@ -150,14 +160,26 @@ fn a_default_reservation_above_the_output_limit_is_capped() {
 fn models_can_be_retrieved_one_by_one() {
     let (redis, keys) = stack();
     let gateway = Gateway::start(redis.port, &keys, &[]);
-    let model = http(gateway.port, "GET", "/v1/models/gpt-4o", Some("sk-open"), None);
+    let model = http(
+        gateway.port,
+        "GET",
+        "/v1/models/gpt-4o",
+        Some("sk-open"),
+        None,
+    );
     assert_eq!(model.status, 200, "{}", model.text());
     let json = model.json();
     assert_eq!(json["id"], "gpt-4o");
     assert_eq!(json["object"], "model");
     let anonymous = http(gateway.port, "GET", "/v1/models/gpt-4o", None, None);
     assert_eq!(anonymous.status, 401);
-    let post = http(gateway.port, "POST", "/v1/models/gpt-4o", Some("sk-open"), Some("{}"));
+    let post = http(
+        gateway.port,
+        "POST",
+        "/v1/models/gpt-4o",
+        Some("sk-open"),
+        Some("{}"),
+    );
     assert_eq!(post.status, 405);
 }
 
@@ -178,7 +200,10 @@ fn cors_is_off_by_default_and_answers_browsers_when_on() {
     let open = Gateway::start(
         redis.port,
         &keys,
-        &["--cors-allow-origin", "https://app.example,https://other.example"],
+        &[
+            "--cors-allow-origin",
+            "https://app.example,https://other.example",
+        ],
     );
     let answer = preflight(open.port, "https://app.example");
     assert_eq!(answer.status, 204);
@@ -253,7 +278,10 @@ fn huge_prompts_do_not_starve_normal_requests() {
         latencies.len(),
         latencies.last()
     );
-    assert!(huge_served >= 4, "the huge prompts were served too ({huge_served})");
+    assert!(
+        huge_served >= 4,
+        "the huge prompts were served too ({huge_served})"
+    );
     assert!(latencies.len() >= 20, "{} normal requests", latencies.len());
     assert!(
         p99 < Duration::from_millis(50),

@@ -154,7 +154,10 @@ fn server_version(con: &mut redis::Connection) -> ((u32, u32), bool) {
             .map(|v| v.trim().to_string())
     };
     let valkey = field("valkey_version:");
-    let version = valkey.clone().or(field("redis_version:")).unwrap_or_default();
+    let version = valkey
+        .clone()
+        .or(field("redis_version:"))
+        .unwrap_or_default();
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let major_minor = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     (major_minor, valkey.is_some())
@@ -172,14 +175,29 @@ fn command_docs_describe_every_command() {
         "llmrl.load",
         "llmrl.inspect",
     ] {
-        let docs = format!("{:?}", exec(&mut con, &["COMMAND", "DOCS", command]).unwrap());
+        let docs = format!(
+            "{:?}",
+            exec(&mut con, &["COMMAND", "DOCS", command]).unwrap()
+        );
         for field in ["summary", "since", "complexity", "arguments", "\"key\""] {
             assert!(docs.contains(field), "{command} docs lack {field}: {docs}");
         }
     }
-    let check = format!("{:?}", exec(&mut con, &["COMMAND", "DOCS", "llmrl.check"]).unwrap());
-    for expected in ["input_tokens", "output_tokens", "WINDOW", "optional", "O(1)"] {
-        assert!(check.contains(expected), "CHECK docs lack {expected}: {check}");
+    let check = format!(
+        "{:?}",
+        exec(&mut con, &["COMMAND", "DOCS", "llmrl.check"]).unwrap()
+    );
+    for expected in [
+        "input_tokens",
+        "output_tokens",
+        "WINDOW",
+        "optional",
+        "O(1)",
+    ] {
+        assert!(
+            check.contains(expected),
+            "CHECK docs lack {expected}: {check}"
+        );
     }
 }
 
@@ -187,20 +205,38 @@ fn command_docs_describe_every_command() {
 fn read_only_acl_users_can_peek_and_inspect_but_not_check() {
     let server = RedisServer::start(&[]);
     let mut admin = server.client();
-    decision(&mut admin, &["LLMRL.CHECK", "llmrl:a", "5", "0", "0", "0", "0"]);
+    decision(
+        &mut admin,
+        &["LLMRL.CHECK", "llmrl:a", "5", "0", "0", "0", "0"],
+    );
     exec(
         &mut admin,
         &[
-            "ACL", "SETUSER", "reader", "on", ">secret", "%R~llmrl:*", "+llmrl.peek",
-            "+llmrl.inspect", "+llmrl.check",
+            "ACL",
+            "SETUSER",
+            "reader",
+            "on",
+            ">secret",
+            "%R~llmrl:*",
+            "+llmrl.peek",
+            "+llmrl.inspect",
+            "+llmrl.check",
         ],
     )
     .unwrap();
     // The key specs say which access each command needs.
-    let peek_info = format!("{:?}", exec(&mut admin, &["COMMAND", "INFO", "llmrl.peek"]).unwrap());
-    assert!(peek_info.contains("RO") && !peek_info.contains("RW"), "{peek_info}");
-    let check_info =
-        format!("{:?}", exec(&mut admin, &["COMMAND", "INFO", "llmrl.check"]).unwrap());
+    let peek_info = format!(
+        "{:?}",
+        exec(&mut admin, &["COMMAND", "INFO", "llmrl.peek"]).unwrap()
+    );
+    assert!(
+        peek_info.contains("RO") && !peek_info.contains("RW"),
+        "{peek_info}"
+    );
+    let check_info = format!(
+        "{:?}",
+        exec(&mut admin, &["COMMAND", "INFO", "llmrl.check"]).unwrap()
+    );
     assert!(check_info.contains("RW"), "{check_info}");
 
     let url = format!("redis://reader:secret@127.0.0.1:{}/", server.port);
@@ -209,7 +245,10 @@ fn read_only_acl_users_can_peek_and_inspect_but_not_check() {
     let d = decision(&mut reader, &["LLMRL.PEEK", "llmrl:a", "5", "0", "0"]);
     assert_eq!(d.remaining[0], 3);
     assert!(exec(&mut reader, &["LLMRL.INSPECT", "llmrl:a"]).is_ok());
-    let refused = error(&mut reader, &["LLMRL.CHECK", "llmrl:a", "5", "0", "0", "0", "0"]);
+    let refused = error(
+        &mut reader,
+        &["LLMRL.CHECK", "llmrl:a", "5", "0", "0", "0", "0"],
+    );
     assert!(refused.starts_with("NOPERM"), "{refused}");
     let d = decision(&mut admin, &["LLMRL.PEEK", "llmrl:a", "5", "0", "0"]);
     assert_eq!(d.remaining[0], 3, "the refused CHECK recorded nothing");
@@ -232,7 +271,11 @@ fn an_acl_category_where_the_server_has_them() {
         decision(&mut con, &["LLMRL.CHECK", "k", "1", "0", "0", "0", "0"]);
         return;
     }
-    let members: Vec<String> = redis::cmd("ACL").arg("CAT").arg("llmrl").query(&mut con).unwrap();
+    let members: Vec<String> = redis::cmd("ACL")
+        .arg("CAT")
+        .arg("llmrl")
+        .query(&mut con)
+        .unwrap();
     assert_eq!(members.len(), 6, "{members:?}");
     exec(
         &mut con,
@@ -241,7 +284,10 @@ fn an_acl_category_where_the_server_has_them() {
     .unwrap();
     let url = format!("redis://operator:pw@127.0.0.1:{}/", server.port);
     let mut operator = redis::Client::open(url).unwrap().get_connection().unwrap();
-    let d = decision(&mut operator, &["LLMRL.CHECK", "k", "1", "0", "0", "0", "0"]);
+    let d = decision(
+        &mut operator,
+        &["LLMRL.CHECK", "k", "1", "0", "0", "0", "0"],
+    );
     assert!(d.allowed);
     let get = error(&mut operator, &["GET", "k"]);
     assert!(get.starts_with("NOPERM"), "{get}");

@@ -192,9 +192,11 @@ async fn relay_stream(
     }
     match usage {
         Some(usage) => {
-            app.metrics
-                .input_estimate_error
-                .observe(usage.input_tokens.abs_diff(settlement.reserved.input_tokens) as f64);
+            app.metrics.input_estimate_error.observe(
+                usage
+                    .input_tokens
+                    .abs_diff(settlement.reserved.input_tokens) as f64,
+            );
             settlement.settle(usage).await;
         }
         // No usage seen (client left early or the upstream failed): the reservation stands.

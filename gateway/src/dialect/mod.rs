@@ -65,7 +65,11 @@ pub trait Dialect: Send + Sync + 'static {
     fn error_body(&self, error: &GatewayError) -> String;
 
     /// The rate-limit headers of an answer decided by `verdict` under `limits`.
-    fn rate_limit_headers(&self, limits: Limits, verdict: &Verdict) -> Vec<(HeaderName, HeaderValue)>;
+    fn rate_limit_headers(
+        &self,
+        limits: Limits,
+        verdict: &Verdict,
+    ) -> Vec<(HeaderName, HeaderValue)>;
 
     /// The refusal of a denied request (a 429 with its retry headers).
     fn rate_limited(

@@ -88,7 +88,11 @@ pub async fn handle(
     let request_headers = cors.enabled().then(|| request.headers().clone());
     let (mut response, route, reason) = route(&app, &cors, request, &request_id).await;
     set_header(&mut response, "x-request-id", &request_id);
-    set_header(&mut response, "access-control-expose-headers", EXPOSED_HEADERS);
+    set_header(
+        &mut response,
+        "access-control-expose-headers",
+        EXPOSED_HEADERS,
+    );
     if let Some(headers) = &request_headers {
         cors.decorate(headers, &mut response);
     }
@@ -145,7 +149,12 @@ fn refuse(
     (response::error(dialect, &error), route, reason)
 }
 
-async fn route(app: &Arc<App>, cors: &Cors, request: Request<Incoming>, request_id: &str) -> Routed {
+async fn route(
+    app: &Arc<App>,
+    cors: &Cors,
+    request: Request<Incoming>,
+    request_id: &str,
+) -> Routed {
     let unread = has_body(&request);
     let header_bytes: usize = request
         .headers()
@@ -171,7 +180,11 @@ async fn route(app: &Arc<App>, cors: &Cors, request: Request<Incoming>, request_
     let allowed = route.method();
     if request.method() == Method::OPTIONS && cors.enabled() {
         let methods = format!("{allowed}, OPTIONS");
-        return (cors.preflight(request.headers(), &methods), route.name(), "preflight");
+        return (
+            cors.preflight(request.headers(), &methods),
+            route.name(),
+            "preflight",
+        );
     }
     if request.method() != allowed {
         let error = GatewayError::invalid(
@@ -183,7 +196,13 @@ async fn route(app: &Arc<App>, cors: &Cors, request: Request<Incoming>, request_
         )
         .with_status(StatusCode::METHOD_NOT_ALLOWED)
         .with_header("allow", allowed.as_str());
-        return refuse(route.dialect(), error, unread, route.name(), "method_not_allowed");
+        return refuse(
+            route.dialect(),
+            error,
+            unread,
+            route.name(),
+            "method_not_allowed",
+        );
     }
     let name = route.name();
     let result = match route {

@@ -37,9 +37,7 @@ fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::RateLimited(dimension) | ErrorKind::RequestTooLarge(dimension) => {
             headers::DIMENSIONS[dimension as usize].1
         }
-        ErrorKind::Server | ErrorKind::Overloaded | ErrorKind::LimiterUnavailable => {
-            "server_error"
-        }
+        ErrorKind::Server | ErrorKind::Overloaded | ErrorKind::LimiterUnavailable => "server_error",
     }
 }
 
@@ -96,7 +94,11 @@ impl Dialect for OpenAi {
         error_body(error)
     }
 
-    fn rate_limit_headers(&self, limits: Limits, verdict: &Verdict) -> Vec<(HeaderName, HeaderValue)> {
+    fn rate_limit_headers(
+        &self,
+        limits: Limits,
+        verdict: &Verdict,
+    ) -> Vec<(HeaderName, HeaderValue)> {
         headers::rate_limit_headers(limits, verdict)
     }
 

@@ -5,7 +5,11 @@ use crate::dialect::ApiRequest;
 use crate::error::GatewayError;
 use serde_json::{Map, Value};
 
-fn optional_u64(body: &Map<String, Value>, field: &str, min: u64) -> Result<Option<u64>, GatewayError> {
+fn optional_u64(
+    body: &Map<String, Value>,
+    field: &str,
+    min: u64,
+) -> Result<Option<u64>, GatewayError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(value) => match value.as_u64() {

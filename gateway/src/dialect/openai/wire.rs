@@ -162,20 +162,28 @@ pub fn sse(data: &Value) -> Bytes {
 
 pub const SSE_DONE: &[u8] = b"data: [DONE]\n\n";
 
-
 /// Every event of a streamed mock answer: per choice a role chunk, the content chunks and a
 /// finish chunk; then the usage chunk if asked for, and `[DONE]`.
-pub fn mock_stream(endpoint: Endpoint, request: &ApiRequest, answer: &MockAnswer) -> Vec<StreamEvent> {
+pub fn mock_stream(
+    endpoint: Endpoint,
+    request: &ApiRequest,
+    answer: &MockAnswer,
+) -> Vec<StreamEvent> {
     let (id, created) = (&completion_id(endpoint, answer.id), answer.created);
     let chunk = |index, delta, finish| {
-        sse(&mock_chunk(endpoint, request, id, created, index, delta, finish))
+        sse(&mock_chunk(
+            endpoint, request, id, created, index, delta, finish,
+        ))
     };
     let per_choice = answer.chunks.len() + 2;
     let mut events = Vec::with_capacity(per_choice * request.n as usize + 2);
     let mut produced = 0u64;
     for index in 0..request.n {
         let role = chunk(index, json!({"role": "assistant", "content": ""}), None);
-        events.push(StreamEvent { bytes: role, output_tokens: 0 });
+        events.push(StreamEvent {
+            bytes: role,
+            output_tokens: 0,
+        });
         for (text, tokens) in answer.chunks {
             events.push(StreamEvent {
                 bytes: chunk(index, json!({"content": text}), None),
@@ -184,11 +192,23 @@ pub fn mock_stream(endpoint: Endpoint, request: &ApiRequest, answer: &MockAnswer
             produced += tokens;
         }
         let last = chunk(index, json!({}), Some(answer.finish_reason));
-        events.push(StreamEvent { bytes: last, output_tokens: 0 });
+        events.push(StreamEvent {
+            bytes: last,
+            output_tokens: 0,
+        });
     }
     if request.include_usage {
-        let usage = usage_chunk(endpoint, request, id, created, usage(answer.input_tokens, produced));
-        events.push(StreamEvent { bytes: sse(&usage), output_tokens: 0 });
+        let usage = usage_chunk(
+            endpoint,
+            request,
+            id,
+            created,
+            usage(answer.input_tokens, produced),
+        );
+        events.push(StreamEvent {
+            bytes: sse(&usage),
+            output_tokens: 0,
+        });
     }
     events.push(StreamEvent {
         bytes: Bytes::from_static(SSE_DONE),
