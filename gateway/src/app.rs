@@ -1,12 +1,12 @@
 //! What every request shares: the configuration, the keys in force (swapped whole on reload),
 //! the limiter, the tokenizer, metrics, the upstream, and the background tasks still running.
 
-use crate::answer::upstream::Upstream;
 use crate::config::Cli;
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::policy::KeyStore;
 use crate::tokens::Tokenizer;
+use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

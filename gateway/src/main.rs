@@ -1,17 +1,21 @@
 //! llmrl-gateway: an OpenAI-compatible HTTP gateway that enforces per-key RPM/ITPM/OTPM limits
 //! with one atomic LLMRL.CHECK per request, shared by every node through Redis.
 //!
-//! The rooms, in the order a request meets them: `http` (routing, bodies, responses, CORS),
+//! The rooms, in the order a request meets them: `router` (routes, methods, CORS, metrics),
 //! `pipeline` (the stages of a limited request, in order), `auth` and `policy` (who is asking,
 //! which limits apply), `dialect` (the API's wire format: parsing, errors, headers, usage),
-//! `tokens` (counting), `admission` (check and settle, over `limiter`), `answer` (mock or
-//! upstream). `info` serves models, health and metrics; `app` is the shared state.
+//! `counting` over `tokens` (input tokens, off the async workers when large), `admission` (check
+//! and settle, over `limiter`), `answer` (the mock, or a proxy to the `upstream`). `info` serves
+//! models, health and metrics; `http` is body and response plumbing; `app` is the shared state.
+//! Arrows run one way: nothing imports `router` or `pipeline`, and the leaves (`error`,
+//! `tokens`, `limiter`, `upstream`, `metrics`, `policy`) import no room above them.
 
 mod admission;
 mod answer;
 mod app;
 mod auth;
 mod config;
+mod counting;
 mod dialect;
 mod error;
 mod http;
@@ -20,7 +24,9 @@ mod limiter;
 mod metrics;
 mod pipeline;
 mod policy;
+mod router;
 mod tokens;
+mod upstream;
 
 use app::App;
 use clap::Parser;
@@ -81,7 +87,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .ok()
                 .filter(|k| !k.is_empty());
             let timeout = Duration::from_millis(cli.upstream_timeout_ms);
-            Some(answer::upstream::Upstream::new(url, api_key, timeout)?)
+            Some(upstream::Upstream::new(url, api_key, timeout)?)
         }
     };
     // Signal handlers first: once the port accepts, a supervisor may send SIGHUP or SIGTERM at
@@ -133,7 +139,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     // Over the limit: one quick 503 and close, instead of holding the connection.
                     let connection = builder
                         .keep_alive(false)
-                        .serve_connection(TokioIo::new(stream), service_fn(move |request| http::router::overloaded(Arc::clone(&app), request)));
+                        .serve_connection(TokioIo::new(stream), service_fn(move |request| router::overloaded(Arc::clone(&app), request)));
                     tokio::spawn(async move {
                         let _ = tokio::time::timeout(read_timeout, connection).await;
                     });
@@ -145,7 +151,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     service_fn({
                         let app = Arc::clone(&app);
                         let cors = Arc::clone(&cors);
-                        move |request| http::router::handle(Arc::clone(&app), Arc::clone(&cors), request)
+                        move |request| router::handle(Arc::clone(&app), Arc::clone(&cors), request)
                     }),
                 );
                 let connection = graceful.watch(connection);

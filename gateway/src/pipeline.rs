@@ -4,14 +4,14 @@
 //! only sequences them.
 
 use crate::admission::{self, Admission, Settlement};
-use crate::answer::mock;
+use crate::answer::{mock, proxy};
 use crate::app::App;
 use crate::auth;
+use crate::counting;
 use crate::dialect::{Dialect, Usage};
 use crate::error::GatewayError;
 use crate::http::body;
 use crate::http::response::{self, set_header, Body};
-use crate::tokens;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use std::sync::Arc;
@@ -57,7 +57,7 @@ pub async fn serve(
         Ok(parsed) => parsed,
         Err(error) => return (response::error(dialect, &error), "bad_request"),
     };
-    let counted = tokens::count_off_thread(
+    let counted = counting::count_off_thread(
         &app.tokenizer,
         &app.heavy_counts,
         dialect,
@@ -107,7 +107,7 @@ pub async fn serve(
     };
     let settlement = Settlement::new(app, scope, ticket, reserved);
     let mut response = match &app.upstream {
-        Some(upstream) => upstream.forward(app, dialect, &parsed, settlement).await,
+        Some(upstream) => proxy::forward(upstream, app, dialect, &parsed, settlement).await,
         None => mock::answer(
             app,
             dialect,

@@ -1,5 +1,5 @@
-//! Answering an admitted request: the built-in mock, or a real upstream. Both settle the
+//! Answering an admitted request: the built-in mock, or a proxy to a real upstream. Both settle the
 //! reservation with what the answer really used.
 
 pub mod mock;
-pub mod upstream;
+pub mod proxy;

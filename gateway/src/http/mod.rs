@@ -1,7 +1,6 @@
-//! HTTP: routing, request bodies, responses and CORS. The stages of a limited request live
-//! outside (see `pipeline`); this room knows nothing of limits.
+//! HTTP plumbing every room uses: request bodies, responses, CORS. It knows nothing of routes
+//! or limits (see `router` and `pipeline`).
 
 pub mod body;
 pub mod cors;
 pub mod response;
-pub mod router;

@@ -1,11 +1,11 @@
 //! Every request enters here: the header-size guard, the route table, methods, CORS, the
 //! request id and the metrics of every answer.
 
-use super::cors::{Cors, EXPOSED_HEADERS};
-use super::response::{self, set_header, Body};
 use crate::app::App;
 use crate::dialect::{openai, Dialect};
 use crate::error::{ErrorKind, GatewayError};
+use crate::http::cors::{Cors, EXPOSED_HEADERS};
+use crate::http::response::{self, set_header, Body};
 use crate::info;
 use crate::pipeline;
 use hyper::body::Incoming;
