@@ -13,9 +13,12 @@
 pub mod args;
 pub mod encoding;
 pub mod error;
+pub mod multi;
+pub mod period;
 pub mod protocol;
 #[cfg(feature = "redis-client")]
 pub mod redis_client;
+pub mod scope;
 pub mod window;
 
 #[cfg(test)]

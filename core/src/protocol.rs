@@ -24,8 +24,12 @@ impl Limits {
         [self.rpm, self.itpm, self.otpm]
     }
 
+    /// The limit of one of CHECK's dimensions (0, unlimited, for any other).
     pub fn get(self, dimension: Dimension) -> u64 {
-        self.as_array()[dimension as usize]
+        self.as_array()
+            .get(dimension as usize)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -264,7 +268,8 @@ impl Verdict {
 
     /// What is left of one dimension; `None` when it is unlimited.
     pub fn remaining(&self, dimension: Dimension) -> Option<u64> {
-        u64::try_from(self.remaining[dimension as usize]).ok()
+        let remaining = self.remaining.get(dimension as usize)?;
+        u64::try_from(*remaining).ok()
     }
 
     /// Denied because the request's own cost exceeds a limit: retrying cannot help.

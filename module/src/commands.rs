@@ -8,7 +8,7 @@ use llmrl_core::args;
 use llmrl_core::encoding::encode;
 use llmrl_core::error::CommandError;
 use llmrl_core::window::{Amounts, Decision, Effect, Retry, Window};
-use redis_module::{raw, Context, RedisString};
+use redis_module::{Context, RedisString};
 
 /// The window a request runs against: the key's own; a WINDOW argument must agree with it.
 fn resolve_window(existing: Option<&Window>, requested: Option<u64>) -> Result<u64, CommandError> {
@@ -75,7 +75,8 @@ fn count_denial(decision: &Decision) {
         (_, Some(Requests)) => stats::DENIED_RPM.incr(),
         (_, Some(InputTokens)) => stats::DENIED_ITPM.incr(),
         (_, Some(OutputTokens)) => stats::DENIED_OTPM.incr(),
-        (_, None) => {}
+        // CHECK's window has no cost dimension.
+        (_, Some(Cost)) | (_, None) => {}
     }
 }
 
@@ -179,7 +180,7 @@ pub fn inspect(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<
     }
     let key = ctx.open_key(key_name);
     let Some(window) = keyspace::read(&key)? else {
-        raw::reply_with_null(ctx.ctx);
+        reply::null(ctx);
         return Ok(());
     };
     let snapshot = window.snapshot();

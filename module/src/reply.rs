@@ -66,6 +66,11 @@ pub fn record<'v>(
     }
 }
 
+/// Nil: what INSPECT answers for a missing key.
+pub fn null(ctx: &Context) {
+    raw::reply_with_null(ctx.ctx);
+}
+
 pub fn is_resp3(ctx: &Context) -> bool {
     ctx.get_flags().contains(ContextFlags::FLAGS_RESP3)
 }

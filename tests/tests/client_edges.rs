@@ -289,3 +289,41 @@ fn huge_prompts_do_not_starve_normal_requests() {
         latencies.len()
     );
 }
+
+#[test]
+fn the_default_redis_timeout_survives_a_busy_machine() {
+    // 200 clients against one gateway, with Redis and the load generator on the same 2 cores:
+    // every request still gets its decision. The old 50 ms default turned such load into
+    // sporadic 503s; the default is now sized from the round trip `make bench` measures.
+    let (redis, keys) = stack();
+    let gateway = Gateway::start(redis.port, &keys, &[]);
+    let url = format!("http://127.0.0.1:{}", gateway.port);
+    let json = redis.dir.join("busy.json");
+    let (code, output, report) = run_loadgen_report(
+        &[
+            "--node",
+            &url,
+            "--key",
+            "sk-open",
+            "--concurrency",
+            "200",
+            "--duration",
+            "3",
+            "--max-tokens",
+            "8",
+        ],
+        &json,
+    );
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(report["transport_errors"], 0, "{output}");
+    let codes = report["status_codes"].as_object().unwrap();
+    assert!(
+        codes.get("200").and_then(|n| n.as_u64()).unwrap_or(0) > 1000,
+        "{output}"
+    );
+    assert_eq!(codes.get("503"), None, "{output}");
+    assert_eq!(
+        metric(gateway.port, "llmrl_gateway_redis_errors_total", &[]),
+        0
+    );
+}

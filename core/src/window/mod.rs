@@ -26,19 +26,30 @@ pub const DEFAULT_WINDOW_MS: u64 = 60_000;
 /// integer reply and bucket arithmetic has room (about 292 million years).
 pub const MAX_WINDOW_MS: u64 = i64::MAX as u64 / BUCKETS_PER_WINDOW * BUCKETS_PER_WINDOW;
 
-/// The three limited dimensions, in reply order.
+/// The limited dimensions, in reply order: CHECK's three, and the fourth summed dimension of a
+/// multi-scope check's scope (whose charge each scope gives: total tokens, micro-dollars, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dimension {
     Requests = 0,
     InputTokens = 1,
     OutputTokens = 2,
+    Cost = 3,
 }
 
 impl Dimension {
+    /// CHECK's dimensions.
     pub const ALL: [Dimension; 3] = [
         Dimension::Requests,
         Dimension::InputTokens,
         Dimension::OutputTokens,
+    ];
+
+    /// A scope's summed dimensions: CHECK's three and the cost.
+    pub const SCOPE: [Dimension; 4] = [
+        Dimension::Requests,
+        Dimension::InputTokens,
+        Dimension::OutputTokens,
+        Dimension::Cost,
     ];
 
     /// The short name used as a denial reason.
@@ -47,7 +58,13 @@ impl Dimension {
             Dimension::Requests => "rpm",
             Dimension::InputTokens => "itpm",
             Dimension::OutputTokens => "otpm",
+            Dimension::Cost => "cost",
         }
+    }
+
+    /// The first `n` dimensions (a window counting `n` of them).
+    fn first(n: usize) -> impl Iterator<Item = Dimension> {
+        Dimension::SCOPE.into_iter().take(n)
     }
 
     fn index(self) -> usize {
@@ -55,8 +72,9 @@ impl Dimension {
     }
 }
 
-/// One amount per dimension: requests, input tokens, output tokens. A limit of 0 is unlimited.
-pub type Amounts = [u64; 3];
+/// One amount per dimension: requests, input tokens, output tokens (and the cost, in a scope). A
+/// limit of 0 is unlimited.
+pub type Amounts<const N: usize = 3> = [u64; N];
 
 #[derive(Debug, Error, PartialEq, Eq, Clone, Copy)]
 pub enum WindowError {
@@ -91,7 +109,8 @@ impl Retry {
         }
     }
 
-    fn longer_than(self, other: Retry) -> bool {
+    /// Whether this wait is longer (`Never` is the longest).
+    pub fn longer_than(self, other: Retry) -> bool {
         match (self, other) {
             (Retry::Never, Retry::Never) => false,
             (Retry::Never, _) => true,
@@ -103,59 +122,59 @@ impl Retry {
 
 /// What CHECK, PEEK and SETTLE report.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
+pub struct Decision<const N: usize = 3> {
     pub allowed: bool,
     /// The dimension that denied (the one needing the longest wait); `None` when allowed.
     pub reason: Option<Dimension>,
     pub retry: Retry,
     /// Left in the window after the decision; `None` for an unlimited dimension.
-    pub remaining: [Option<u64>; 3],
+    pub remaining: [Option<u64>; N],
     /// Ms until each dimension's usage is fully replenished (0 when nothing is in use).
-    pub reset_ms: [u64; 3],
+    pub reset_ms: [u64; N],
     /// The bucket charged (see [`Window::ticket_for_bucket`]); 0 when nothing was charged.
     pub ticket: u64,
 }
 
 /// A refund of part of a reservation, against the bucket a ticket names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Refund {
+pub struct Refund<const N: usize = 3> {
     pub ticket: u64,
-    pub amounts: Amounts,
+    pub amounts: Amounts<N>,
 }
 
 /// A deterministic state change: everything a replica needs, no clock required.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Effect {
+pub struct Effect<const N: usize = 3> {
     pub now_ms: u64,
     /// The limits to remember (those of the admitted CHECK, or the remembered ones for SETTLE).
-    pub limits: Amounts,
+    pub limits: Amounts<N>,
     /// Added to the current bucket.
-    pub charge: Amounts,
-    pub refund: Option<Refund>,
+    pub charge: Amounts<N>,
+    pub refund: Option<Refund<N>>,
 }
 
 /// Per-key limiter state.
 #[derive(Clone, Debug)]
-pub struct Window {
+pub struct Window<const N: usize = 3> {
     window_ms: u64,
     /// Absolute index of the newest bucket ever charged (the clock never goes behind it).
     head: u64,
     /// Limits of the most recent admitted CHECK, used by SETTLE's report.
-    limits: Amounts,
+    limits: Amounts<N>,
     /// Sum of every row, per dimension (u128: the sum of 61 saturated u64 rows cannot overflow).
-    totals: [u128; 3],
+    totals: [u128; N],
     /// Rows for buckets `head - len + 1 ..= head`, oldest first.
-    ring: Ring,
+    ring: Ring<N>,
 }
 
 /// The state of a window laid out plainly, for persistence and inspection.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Snapshot {
+pub struct Snapshot<const N: usize = 3> {
     pub window_ms: u64,
     pub head: u64,
-    pub limits: Amounts,
+    pub limits: Amounts<N>,
     /// Rows for buckets `head - rows.len() + 1 ..= head`, oldest first.
-    pub rows: Vec<Row>,
+    pub rows: Vec<Row<N>>,
 }
 
 pub fn validate_window(window_ms: u64) -> Result<u64, WindowError> {
@@ -166,13 +185,13 @@ pub fn validate_window(window_ms: u64) -> Result<u64, WindowError> {
     Ok(window_ms)
 }
 
-impl Window {
+impl<const N: usize> Window<N> {
     pub fn new(window_ms: u64) -> Result<Self, WindowError> {
         Ok(Window {
             window_ms: validate_window(window_ms)?,
             head: 0,
-            limits: [0; 3],
-            totals: [0; 3],
+            limits: [0; N],
+            totals: [0; N],
             ring: Ring::new(),
         })
     }
@@ -185,7 +204,7 @@ impl Window {
         self.window_ms / BUCKETS_PER_WINDOW
     }
 
-    pub fn limits(&self) -> Amounts {
+    pub fn limits(&self) -> Amounts<N> {
         self.limits
     }
 
@@ -201,6 +220,13 @@ impl Window {
     /// The ticket naming bucket `bucket`: the time its bucket ends, in ms (never 0).
     pub fn ticket_for_bucket(&self, bucket: u64) -> u64 {
         bucket.saturating_add(1).saturating_mul(self.bucket_ms())
+    }
+
+    /// The ticket of the bucket an admission at `at_ms` was charged to, if it was charged at
+    /// that time (a clock behind the newest bucket charges the newest bucket instead).
+    pub fn ticket_for_time(&self, at_ms: u64) -> Option<u64> {
+        let bucket = at_ms / self.bucket_ms();
+        (bucket <= self.last_bucket()).then(|| self.ticket_for_bucket(bucket))
     }
 
     /// The bucket a check at `now_ms` falls in, clamped so a clock stepping back never
@@ -257,7 +283,7 @@ impl Window {
     }
 
     /// Usage that counts at bucket `current`: totals minus the rows already expired.
-    fn usage(&self, current: u64) -> [u128; 3] {
+    fn usage(&self, current: u64) -> [u128; N] {
         let mut usage = self.totals;
         let first = self.first_bucket();
         let oldest_live = current.saturating_sub(BUCKETS_PER_WINDOW);
@@ -273,12 +299,12 @@ impl Window {
     }
 
     /// Decide a request of `cost` at `now_ms` against `limits`, changing nothing.
-    pub fn evaluate(&self, now_ms: u64, limits: Amounts, cost: Amounts) -> Decision {
+    pub fn evaluate(&self, now_ms: u64, limits: Amounts<N>, cost: Amounts<N>) -> Decision<N> {
         let current = self.current_bucket(now_ms);
         let usage = self.usage(current);
         let mut retry = Retry::Now;
         let mut reason = None;
-        for dim in Dimension::ALL {
+        for dim in Dimension::first(N) {
             let d = dim.index();
             let wait = self.wait_for(now_ms, current, usage[d], limits[d], cost[d], d);
             if wait.longer_than(retry) {
@@ -287,10 +313,10 @@ impl Window {
             }
         }
         let allowed = retry == Retry::Now;
-        let charged = if allowed { cost } else { [0; 3] };
-        let mut remaining = [None; 3];
-        let mut reset_ms = [0; 3];
-        for dim in Dimension::ALL {
+        let charged = if allowed { cost } else { [0; N] };
+        let mut remaining = [None; N];
+        let mut reset_ms = [0; N];
+        for dim in Dimension::first(N) {
             let d = dim.index();
             let used = usage[d].saturating_add(u128::from(charged[d]));
             if limits[d] != 0 {
@@ -358,13 +384,13 @@ impl Window {
     }
 
     /// Apply an effect. Deterministic: the same state and effect give the same result anywhere.
-    pub fn apply(&mut self, effect: &Effect) {
+    pub fn apply(&mut self, effect: &Effect<N>) {
         self.limits = effect.limits;
         let current = self.current_bucket(effect.now_ms);
         if let Some(refund) = effect.refund {
             self.refund(current, refund);
         }
-        if effect.charge != [0; 3] {
+        if effect.charge != [0; N] {
             self.advance(current);
             if self.ring.is_empty() {
                 self.ring.push_back_zero();
@@ -381,7 +407,7 @@ impl Window {
         }
     }
 
-    fn refund(&mut self, current: u64, refund: Refund) {
+    fn refund(&mut self, current: u64, refund: Refund<N>) {
         let Some(bucket) = self.bucket_of_ticket(refund.ticket) else {
             return;
         };
@@ -407,7 +433,7 @@ impl Window {
             let gap = current - self.head;
             if gap >= LIVE_BUCKETS {
                 self.ring.clear();
-                self.totals = [0; 3];
+                self.totals = [0; N];
             } else {
                 let oldest_live = current.saturating_sub(BUCKETS_PER_WINDOW);
                 while !self.ring.is_empty() && self.first_bucket() < oldest_live {
@@ -420,7 +446,7 @@ impl Window {
         }
         self.head = self.head.max(current);
         // Leading empty rows carry no information; dropping them keeps sparse keys small.
-        while !self.ring.is_empty() && self.ring.get(0) == [0; 3] {
+        while !self.ring.is_empty() && self.ring.get(0) == [0; N] {
             self.drop_oldest();
         }
         self.ring.shrink_if_sparse();
@@ -441,15 +467,17 @@ impl Window {
         Some(ticket / width - 1)
     }
 
-    /// Plan SETTLE: the effect correcting a reservation with real usage, or `None` when there is
-    /// nothing to do (exact reservation, or a ticket whose bucket left the window).
-    pub fn plan_settle(
+    /// Plan a correction of an admission charged to the bucket `ticket` names: refund
+    /// `reserved - actual` from that bucket where actual is smaller, charge `actual - reserved` to
+    /// the current bucket where it is larger. `None` when there is nothing to do (exact
+    /// reservation, or a ticket whose bucket left the window).
+    pub fn plan_correction(
         &self,
         now_ms: u64,
         ticket: u64,
-        reserved: [u64; 2],
-        actual: [u64; 2],
-    ) -> Result<Option<Effect>, WindowError> {
+        reserved: Amounts<N>,
+        actual: Amounts<N>,
+    ) -> Result<Option<Effect<N>>, WindowError> {
         let bucket = self
             .bucket_of_ticket(ticket)
             .ok_or(WindowError::InvalidTicket)?;
@@ -460,24 +488,20 @@ impl Window {
         if bucket < current.saturating_sub(BUCKETS_PER_WINDOW) {
             return Ok(None);
         }
-        let refund = [
-            0,
-            reserved[0].saturating_sub(actual[0]),
-            reserved[1].saturating_sub(actual[1]),
-        ];
-        let charge = [
-            0,
-            actual[0].saturating_sub(reserved[0]),
-            actual[1].saturating_sub(reserved[1]),
-        ];
-        if refund == [0; 3] && charge == [0; 3] {
+        let mut refund = [0; N];
+        let mut charge = [0; N];
+        for d in 0..N {
+            refund[d] = reserved[d].saturating_sub(actual[d]);
+            charge[d] = actual[d].saturating_sub(reserved[d]);
+        }
+        if refund == [0; N] && charge == [0; N] {
             return Ok(None);
         }
         Ok(Some(Effect {
             now_ms,
             limits: self.limits,
             charge,
-            refund: (refund != [0; 3]).then_some(Refund {
+            refund: (refund != [0; N]).then_some(Refund {
                 ticket,
                 amounts: refund,
             }),
@@ -486,11 +510,11 @@ impl Window {
 
     /// The running totals, for invariant checks (they must equal the sum of the rows).
     #[cfg(test)]
-    pub(crate) fn totals(&self) -> [u128; 3] {
+    pub(crate) fn totals(&self) -> [u128; N] {
         self.totals
     }
 
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> Snapshot<N> {
         Snapshot {
             window_ms: self.window_ms,
             head: self.head,
@@ -500,7 +524,7 @@ impl Window {
     }
 
     /// Rebuild a window from a snapshot, validating everything (the input may be hostile).
-    pub fn from_snapshot(snapshot: &Snapshot) -> Result<Self, WindowError> {
+    pub fn from_snapshot(snapshot: &Snapshot<N>) -> Result<Self, WindowError> {
         let window_ms = validate_window(snapshot.window_ms)?;
         if snapshot.rows.len() > MAX_ROWS {
             return Err(WindowError::InvalidState("more than 61 buckets"));
@@ -517,7 +541,7 @@ impl Window {
         {
             return Err(WindowError::InvalidState("bucket index out of range"));
         }
-        let mut totals = [0u128; 3];
+        let mut totals = [0u128; N];
         for row in &snapshot.rows {
             for (total, value) in totals.iter_mut().zip(row) {
                 *total += u128::from(*value);
@@ -530,6 +554,25 @@ impl Window {
             totals,
             ring: Ring::from_rows(&snapshot.rows),
         })
+    }
+}
+
+impl Window<3> {
+    /// Plan SETTLE: correct the input and output tokens reserved at admission with real usage
+    /// (the request count never changes). See [`Window::plan_correction`].
+    pub fn plan_settle(
+        &self,
+        now_ms: u64,
+        ticket: u64,
+        reserved: [u64; 2],
+        actual: [u64; 2],
+    ) -> Result<Option<Effect>, WindowError> {
+        self.plan_correction(
+            now_ms,
+            ticket,
+            [0, reserved[0], reserved[1]],
+            [0, actual[0], actual[1]],
+        )
     }
 }
 

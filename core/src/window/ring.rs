@@ -8,16 +8,17 @@
 //!
 //! Nothing here can panic on any input: every byte access is bounds-checked with `get`.
 
-/// One bucket's counters: requests, input tokens, output tokens.
-pub type Row = [u64; 3];
+/// One bucket's counters: requests, input tokens, output tokens (and, in a scope of the
+/// multi-scope check, its fourth summed dimension).
+pub type Row<const N: usize = 3> = [u64; N];
 
 /// The most rows a ring ever needs (the current bucket plus one window of 60 behind it).
 pub const MAX_ROWS: usize = 61;
 
 const WIDTHS: [u8; 4] = [1, 2, 4, 8];
 
-#[derive(Clone, Debug, Default)]
-pub struct Ring {
+#[derive(Clone, Debug)]
+pub struct Ring<const N: usize = 3> {
     /// `cap` rows of `stride()` bytes each, little-endian counters.
     bytes: Vec<u8>,
     /// Physical index of the oldest row.
@@ -25,7 +26,7 @@ pub struct Ring {
     len: u8,
     cap: u8,
     /// Byte width of each column.
-    widths: [u8; 3],
+    widths: [u8; N],
 }
 
 fn width_for(value: u64) -> u8 {
@@ -62,14 +63,20 @@ fn write_le(bytes: &mut [u8], offset: usize, width: u8, value: u64) {
     }
 }
 
-impl Ring {
+impl<const N: usize> Default for Ring<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> Ring<N> {
     pub fn new() -> Self {
         Ring {
             bytes: Vec::new(),
             start: 0,
             len: 0,
             cap: 0,
-            widths: [1, 1, 1],
+            widths: [1; N],
         }
     }
 
@@ -125,12 +132,12 @@ impl Ring {
     }
 
     /// The counters of logical row `row` (0 = oldest); zeros past the end.
-    pub fn get(&self, row: usize) -> Row {
+    pub fn get(&self, row: usize) -> Row<N> {
         if row >= self.len() {
-            return [0; 3];
+            return [0; N];
         }
         let mut offset = self.physical(row) * self.stride();
-        let mut out = [0u64; 3];
+        let mut out = [0u64; N];
         for (value, width) in out.iter_mut().zip(self.widths) {
             *value = read_le(&self.bytes, offset, width);
             offset += usize::from(width);
@@ -139,7 +146,7 @@ impl Ring {
     }
 
     /// Overwrite logical row `row` (ignored past the end), widening columns when needed.
-    pub fn set(&mut self, row: usize, values: Row) {
+    pub fn set(&mut self, row: usize, values: Row<N>) {
         if row >= self.len() {
             return;
         }
@@ -176,9 +183,9 @@ impl Ring {
     }
 
     /// Remove and return the oldest row (zeros when empty).
-    pub fn pop_front(&mut self) -> Row {
+    pub fn pop_front(&mut self) -> Row<N> {
         if self.len == 0 {
-            return [0; 3];
+            return [0; N];
         }
         let row = self.get(0);
         self.start = ((usize::from(self.start) + 1) % usize::from(self.cap).max(1)) as u8;
@@ -202,14 +209,14 @@ impl Ring {
         }
     }
 
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Row> + ExactSizeIterator + '_ {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Row<N>> + ExactSizeIterator + '_ {
         (0..self.len()).map(move |row| self.get(row))
     }
 
     /// Re-lay the rows out linearly with a new capacity and column widths.
-    fn rebuild(&mut self, cap: usize, widths: [u8; 3]) {
+    fn rebuild(&mut self, cap: usize, widths: [u8; N]) {
         let cap = cap.clamp(self.len(), MAX_ROWS);
-        let rows: Vec<Row> = self.iter().collect();
+        let rows: Vec<Row<N>> = self.iter().collect();
         let stride: usize = widths.iter().map(|w| usize::from(*w)).sum();
         let mut bytes = vec![0; cap * stride];
         for (index, row) in rows.iter().enumerate() {
@@ -227,10 +234,10 @@ impl Ring {
 
     /// Build a ring holding exactly `rows` (oldest first), tightly sized. Extra rows past
     /// `MAX_ROWS` are ignored; callers validate lengths first.
-    pub fn from_rows(rows: &[Row]) -> Self {
+    pub fn from_rows(rows: &[Row<N>]) -> Self {
         let mut ring = Ring::new();
         let rows = rows.get(..rows.len().min(MAX_ROWS)).unwrap_or(&[]);
-        let mut widths = [1u8; 3];
+        let mut widths = [1u8; N];
         for row in rows {
             for (width, value) in widths.iter_mut().zip(row) {
                 *width = (*width).max(width_for(*value));
@@ -264,7 +271,7 @@ mod tests {
 
     #[test]
     fn full_ring_with_typical_values_is_small() {
-        let mut ring = Ring::new();
+        let mut ring: Ring = Ring::new();
         for i in 0..MAX_ROWS {
             ring.push_back_zero();
             ring.set(i, [1_000, 1_000_000, 100_000]);
@@ -278,7 +285,7 @@ mod tests {
 
     #[test]
     fn out_of_range_access_is_harmless() {
-        let mut ring = Ring::new();
+        let mut ring: Ring = Ring::new();
         assert_eq!(ring.get(5), [0; 3]);
         ring.set(5, [1, 2, 3]);
         assert_eq!(ring.pop_front(), [0; 3]);
@@ -289,7 +296,7 @@ mod tests {
         /// The packed ring behaves exactly like a deque of rows.
         #[test]
         fn behaves_like_a_deque(ops in proptest::collection::vec((0u8..5, 0usize..70, proptest::array::uniform3(proptest::prelude::any::<u64>()), 0u32..64), 1..300)) {
-            let mut ring = Ring::new();
+            let mut ring: Ring = Ring::new();
             let mut model: VecDeque<Row> = VecDeque::new();
             for (op, index, values, shift) in ops {
                 let values = values.map(|v| v >> shift);

@@ -294,9 +294,12 @@ proptest! {
 
 #[test]
 fn rejects_bad_windows() {
-    assert_eq!(Window::new(0).unwrap_err(), WindowError::InvalidWindow);
-    assert_eq!(Window::new(61).unwrap_err(), WindowError::InvalidWindow);
-    assert!(Window::new(60).is_ok());
+    assert_eq!(Window::<3>::new(0).unwrap_err(), WindowError::InvalidWindow);
+    assert_eq!(
+        Window::<3>::new(61).unwrap_err(),
+        WindowError::InvalidWindow
+    );
+    assert!(Window::<3>::new(60).is_ok());
 }
 
 #[test]
@@ -459,7 +462,7 @@ fn far_future_timestamps_leave_a_state_that_can_be_saved() {
         assert!(!window.evaluate(u64::MAX, [1, 1, 1], [1, 1, 1]).allowed);
     }
     assert_eq!(
-        Window::new(MAX_WINDOW_MS + 60).unwrap_err(),
+        Window::<3>::new(MAX_WINDOW_MS + 60).unwrap_err(),
         WindowError::InvalidWindow
     );
 }

@@ -35,7 +35,9 @@ fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::InvalidRequest | ErrorKind::Authentication => "invalid_request_error",
         // OpenAI names the exhausted dimension: "requests", "input_tokens", "output_tokens".
         ErrorKind::RateLimited(dimension) | ErrorKind::RequestTooLarge(dimension) => {
-            headers::DIMENSIONS[dimension as usize].1
+            headers::DIMENSIONS
+                .get(dimension as usize)
+                .map_or("tokens", |names| names.1)
         }
         ErrorKind::Server | ErrorKind::Overloaded | ErrorKind::LimiterUnavailable => "server_error",
     }
@@ -112,9 +114,11 @@ impl Dialect for OpenAi {
     ) -> GatewayError {
         let dimension = verdict.reason.dimension().unwrap_or(Dimension::Requests);
         let index = dimension as usize;
-        let label = headers::DIMENSIONS[index].2;
+        let label = headers::DIMENSIONS
+            .get(index)
+            .map_or("tokens per min", |names| names.2);
         let limit = limits.get(dimension);
-        let requested = cost[index];
+        let requested = cost.get(index).copied().unwrap_or(0);
         if verdict.too_large() {
             let message = format!(
                 "Request too large for {} on {label}: Limit {limit}, Requested {requested}. The input or output tokens must be reduced in order to run successfully.",

@@ -1,0 +1,179 @@
+//! One scope on its own: leases, calendar periods, the clock stepping back.
+
+use super::*;
+use crate::multi::{decide, plan_correction, ScopeRequest};
+use crate::period::{Period, PeriodKind};
+
+fn request(clock: Clock, limits: ScopeLimits) -> ScopeRequest {
+    ScopeRequest {
+        clock,
+        limits,
+        cost: [1, 10, 5, 15],
+    }
+}
+
+const T: u64 = 1_800_000_000_000;
+
+#[test]
+fn leases_end_on_release_or_deadline_and_release_is_idempotent() {
+    let limits = ScopeLimits {
+        summed: [0; SUMMED],
+        concurrency: 2,
+    };
+    let request = request(Clock::Sliding(60_000), limits);
+    let mut state = ScopeState::new(request.clock).unwrap();
+    let mut tickets = Vec::new();
+    for at in [T, T + 10] {
+        let d = decide(&[Some(&state)], &[request], at, Some(1_000)).unwrap();
+        assert!(d.allowed);
+        state.apply(&d.effects[0]);
+        tickets.push(d.ticket);
+    }
+    assert_eq!(state.leases.len(), 2);
+    let full = decide(&[Some(&state)], &[request], T + 20, Some(1_000)).unwrap();
+    assert!(!full.allowed);
+    assert_eq!(full.reason, Some(Limit::Concurrency));
+    assert_eq!(
+        full.retry,
+        Retry::After(980),
+        "until the earliest lease ends"
+    );
+    assert_eq!(full.remaining[SUMMED], Some(0));
+    // Releasing the first frees a slot; releasing it again changes nothing.
+    let release = plan_correction(
+        Some(&state),
+        T + 30,
+        tickets[0],
+        [1, 10, 5, 15],
+        [1, 10, 5, 15],
+    )
+    .unwrap()
+    .expect("a slot to release");
+    state.apply(&release);
+    assert_eq!(state.leases.len(), 1);
+    assert_eq!(
+        plan_correction(
+            Some(&state),
+            T + 31,
+            tickets[0],
+            [1, 10, 5, 15],
+            [1, 10, 5, 15]
+        )
+        .unwrap(),
+        None
+    );
+    // The second one's lease ends by itself: reclaimed by the next command.
+    let later = decide(&[Some(&state)], &[request], T + 1_010, Some(1_000)).unwrap();
+    assert!(later.allowed);
+    assert_eq!(later.remaining[SUMMED], Some(1));
+    state.apply(&later.effects[0]);
+    assert_eq!(
+        state.leases.len(),
+        1,
+        "the expired lease is gone, the new one held"
+    );
+    assert_eq!(state.expire_at_ms(), Some(T + 1_010 + 60_000 + 1_000 - 10));
+}
+
+#[test]
+fn calendar_scopes_reset_at_the_period_boundary() {
+    let pacific_day = Clock::Calendar(Period::new(PeriodKind::Day, -480).unwrap());
+    let limits = ScopeLimits {
+        summed: [2, 0, 0, 0],
+        concurrency: 0,
+    };
+    let request = request(pacific_day, limits);
+    let mut state = ScopeState::new(pacific_day).unwrap();
+    let (_, end) = Period::new(PeriodKind::Day, -480).unwrap().bounds(T);
+    for at in [end - 5_000, end - 4_000] {
+        let d = decide(&[Some(&state)], &[request], at, None).unwrap();
+        assert!(d.allowed);
+        state.apply(&d.effects[0]);
+    }
+    let refused = decide(&[Some(&state)], &[request], end - 3_000, None).unwrap();
+    assert_eq!(refused.retry, Retry::After(3_000), "until midnight Pacific");
+    assert_eq!(refused.reset_ms[0], 3_000);
+    let next_day = decide(&[Some(&state)], &[request], end, None).unwrap();
+    assert!(next_day.allowed);
+    assert_eq!(next_day.remaining[0], Some(1));
+    // A request whose cost can never fit is told so.
+    let huge = ScopeRequest {
+        cost: [3, 0, 0, 0],
+        ..request
+    };
+    assert_eq!(
+        decide(&[Some(&state)], &[huge], end, None).unwrap().retry,
+        Retry::Never
+    );
+}
+
+#[test]
+fn a_clock_stepping_back_charges_every_scope_at_the_newest_instant() {
+    let minute = Clock::Sliding(60_000);
+    let day = Clock::Calendar(Period::new(PeriodKind::Day, 0).unwrap());
+    let limits = ScopeLimits {
+        summed: [1, 0, 0, 0],
+        concurrency: 0,
+    };
+    let requests = [
+        request(minute, limits),
+        request(day, ScopeLimits::default()),
+    ];
+    let mut states = [
+        ScopeState::new(minute).unwrap(),
+        ScopeState::new(day).unwrap(),
+    ];
+    let first = decide(
+        &[Some(&states[0]), Some(&states[1])],
+        &requests,
+        T + 5_500,
+        None,
+    )
+    .unwrap();
+    for (state, effect) in states.iter_mut().zip(&first.effects) {
+        state.apply(effect);
+    }
+    // The server clock is now 5 s behind: the admission counts at the newest bucket's start.
+    let behind = decide(&[Some(&states[0]), Some(&states[1])], &requests, T, None).unwrap();
+    assert_eq!(behind.at_ms, T + 5_000);
+    assert!(!behind.allowed);
+    // Measured from the server's clock: the 5 s behind plus the minute from that bucket.
+    assert_eq!(behind.retry, Retry::After(5_000 + 61_000));
+    let retried = decide(
+        &[Some(&states[0]), Some(&states[1])],
+        &requests,
+        T + 66_000,
+        None,
+    )
+    .unwrap();
+    assert!(retried.allowed);
+    let early = decide(
+        &[Some(&states[0]), Some(&states[1])],
+        &requests,
+        T + 65_999,
+        None,
+    )
+    .unwrap();
+    assert!(!early.allowed);
+}
+
+#[test]
+fn a_key_keeps_its_clock_and_concurrency_needs_a_lease() {
+    let state = ScopeState::new(Clock::Sliding(60_000)).unwrap();
+    let other = request(Clock::Sliding(600), ScopeLimits::default());
+    assert_eq!(
+        decide(&[Some(&state)], &[other], T, None).unwrap_err(),
+        crate::multi::MultiError::ClockMismatch { index: 0 }
+    );
+    let slots = request(
+        Clock::Sliding(60_000),
+        ScopeLimits {
+            summed: [0; SUMMED],
+            concurrency: 1,
+        },
+    );
+    assert_eq!(
+        decide(&[None], &[slots], T, None).unwrap_err(),
+        crate::multi::MultiError::LeaseRequired { index: 0 }
+    );
+}
