@@ -101,21 +101,82 @@ pub fn pack_effect(numbers: &[u64; EFFECT_NUMBERS]) -> ([u8; MAX_PACKED_EFFECT],
     out[0] = PACKED_EFFECT_VERSION;
     let mut len = 1;
     for &number in numbers {
-        let mut rest = number;
-        loop {
-            let byte = (rest & 0x7f) as u8;
-            rest >>= 7;
-            // 11 numbers of at most 10 bytes each always fit: `len` stays below the array size.
+        // 11 numbers of at most 10 bytes each always fit: `len` stays below the array size.
+        leb128(number, |byte| {
             if let Some(slot) = out.get_mut(len) {
-                *slot = if rest == 0 { byte } else { byte | 0x80 };
+                *slot = byte;
             }
             len += 1;
-            if rest == 0 {
-                break;
-            }
-        }
+        });
     }
     (out, len.min(MAX_PACKED_EFFECT))
+}
+
+/// Emit `number` as unsigned LEB128, a byte at a time.
+fn leb128(number: u64, mut emit: impl FnMut(u8)) {
+    let mut rest = number;
+    loop {
+        let byte = (rest & 0x7f) as u8;
+        rest >>= 7;
+        emit(if rest == 0 { byte } else { byte | 0x80 });
+        if rest == 0 {
+            break;
+        }
+    }
+}
+
+/// Read one canonical unsigned LEB128 number off the front of `rest`.
+fn read_leb128(rest: &mut &[u8]) -> Result<u64, PackedEffectError> {
+    let mut value: u64 = 0;
+    let mut shift = 0u32;
+    loop {
+        let (&byte, tail) = rest.split_first().ok_or(PackedEffectError::Malformed)?;
+        *rest = tail;
+        let bits = u64::from(byte & 0x7f);
+        // The 10th byte may only carry the top bit of a u64; a trailing zero byte would be an
+        // overlong (non-canonical) encoding.
+        if shift == 63 && bits > 1 || (byte == 0 && shift > 0) {
+            return Err(PackedEffectError::Malformed);
+        }
+        value |= bits << shift;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+        shift += 7;
+        if shift > 63 {
+            return Err(PackedEffectError::Malformed);
+        }
+    }
+}
+
+/// Pack any list of numbers the same way, behind its own version byte.
+pub fn pack_numbers(version: u8, numbers: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + numbers.len() * 3);
+    out.push(version);
+    for &number in numbers {
+        leb128(number, |byte| out.push(byte));
+    }
+    out
+}
+
+/// Unpack exactly `count` numbers packed by [`pack_numbers`] with `version`.
+pub fn unpack_numbers(
+    version: u8,
+    bytes: &[u8],
+    count: usize,
+) -> Result<Vec<u64>, PackedEffectError> {
+    let (&found, mut rest) = bytes.split_first().ok_or(PackedEffectError::Malformed)?;
+    if found != version {
+        return Err(PackedEffectError::Version);
+    }
+    let mut numbers = Vec::with_capacity(count);
+    for _ in 0..count {
+        numbers.push(read_leb128(&mut rest)?);
+    }
+    if !rest.is_empty() {
+        return Err(PackedEffectError::Malformed);
+    }
+    Ok(numbers)
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -129,38 +190,12 @@ pub enum PackedEffectError {
 /// Unpack what [`pack_effect`] wrote; anything else (trailing bytes, overlong or overflowing
 /// numbers, another version) is refused.
 pub fn unpack_effect(bytes: &[u8]) -> Result<[u64; EFFECT_NUMBERS], PackedEffectError> {
-    let (&version, mut rest) = bytes.split_first().ok_or(PackedEffectError::Malformed)?;
-    if version != PACKED_EFFECT_VERSION {
-        return Err(PackedEffectError::Version);
+    let numbers = unpack_numbers(PACKED_EFFECT_VERSION, bytes, EFFECT_NUMBERS)?;
+    let mut out = [0u64; EFFECT_NUMBERS];
+    for (slot, number) in out.iter_mut().zip(numbers) {
+        *slot = number;
     }
-    let mut numbers = [0u64; EFFECT_NUMBERS];
-    for number in &mut numbers {
-        let mut value: u64 = 0;
-        let mut shift = 0u32;
-        loop {
-            let (&byte, tail) = rest.split_first().ok_or(PackedEffectError::Malformed)?;
-            rest = tail;
-            let bits = u64::from(byte & 0x7f);
-            // The 10th byte may only carry the top bit of a u64; a trailing zero byte would be an
-            // overlong (non-canonical) encoding.
-            if shift == 63 && bits > 1 || (byte == 0 && shift > 0) {
-                return Err(PackedEffectError::Malformed);
-            }
-            value |= bits << shift;
-            if byte & 0x80 == 0 {
-                break;
-            }
-            shift += 7;
-            if shift > 63 {
-                return Err(PackedEffectError::Malformed);
-            }
-        }
-        *number = value;
-    }
-    if !rest.is_empty() {
-        return Err(PackedEffectError::Malformed);
-    }
-    Ok(numbers)
+    Ok(out)
 }
 
 #[cfg(test)]

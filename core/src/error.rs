@@ -22,6 +22,18 @@ pub enum CommandError {
         "ERR window mismatch: this key was created with WINDOW {existing} ms, not {requested} ms"
     )]
     WindowMismatch { existing: u64, requested: u64 },
+    #[error("ERR numkeys must be between 1 and {0}")]
+    NumKeys(usize),
+    #[error("ERR syntax error: {0}")]
+    Syntax(&'static str),
+    #[error("ERR a window is ms (a positive multiple of 60) or a period: day, week or month, optionally with :<UTC offset minutes>, e.g. day:-480")]
+    InvalidClock,
+    #[error("ERR LEASE must be a positive number of milliseconds")]
+    InvalidLease,
+    #[error("ERR scope {0}: a concurrency limit needs LEASE ms")]
+    LeaseRequired(usize),
+    #[error("ERR scope {0}: this key was created with another window or period")]
+    ClockMismatch(usize),
     #[error("ERR invalid ticket: not a ticket issued for this key's buckets")]
     InvalidTicket,
     #[error("ERR ticket is in the future")]
@@ -36,6 +48,18 @@ pub enum CommandError {
     WrongType,
     #[error("ERR internal error in llmrl (a bug, logged; nothing was recorded)")]
     Internal,
+}
+
+impl From<crate::multi::MultiError> for CommandError {
+    fn from(error: crate::multi::MultiError) -> Self {
+        use crate::multi::MultiError;
+        match error {
+            MultiError::ClockMismatch { index } => CommandError::ClockMismatch(index),
+            MultiError::LeaseRequired { index } => CommandError::LeaseRequired(index),
+            MultiError::TicketInFuture => CommandError::TicketInFuture,
+            MultiError::Window(error) => error.into(),
+        }
+    }
 }
 
 impl From<WindowError> for CommandError {

@@ -121,7 +121,17 @@ pub struct CommandDoc {
     pub summary: &'static CStr,
     pub complexity: &'static CStr,
     pub key: KeyAccess,
+    pub keys: KeyPositions,
     pub args: &'static [ArgDoc],
+}
+
+/// Where a command's keys are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum KeyPositions {
+    /// The first argument.
+    First,
+    /// `numkeys key [key ...]` first.
+    Numkeys,
 }
 
 /// The module version the commands first appeared in.
@@ -179,17 +189,28 @@ fn arg_list(args: &[ArgDoc]) -> *mut raw::RedisModuleCommandArg {
 }
 
 /// The key spec of a command whose one key is its first argument.
-fn key_specs(access: KeyAccess) -> *mut raw::RedisModuleCommandKeySpec {
+fn key_specs(access: KeyAccess, positions: KeyPositions) -> *mut raw::RedisModuleCommandKeySpec {
     // SAFETY: all-zero is a valid key spec value (null notes, zero flags and unions) and, as the
     // second element, the list's terminator.
     let mut spec: raw::RedisModuleCommandKeySpec = unsafe { std::mem::zeroed() };
     spec.flags = access.flags();
     spec.begin_search_type = raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX;
     spec.bs.index.pos = 1;
-    spec.find_keys_type = raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE;
-    spec.fk.range.lastkey = 0;
-    spec.fk.range.keystep = 1;
-    spec.fk.range.limit = 0;
+    match positions {
+        KeyPositions::First => {
+            spec.find_keys_type = raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE;
+            spec.fk.range.lastkey = 0;
+            spec.fk.range.keystep = 1;
+            spec.fk.range.limit = 0;
+        }
+        KeyPositions::Numkeys => {
+            // The count at argument 1, the keys right after it.
+            spec.find_keys_type = raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_KEYNUM;
+            spec.fk.keynum.keynumidx = 0;
+            spec.fk.keynum.firstkey = 1;
+            spec.fk.keynum.keystep = 1;
+        }
+    }
     let specs = vec![spec, unsafe { std::mem::zeroed() }];
     Box::leak(specs.into_boxed_slice()).as_mut_ptr()
 }
@@ -233,7 +254,7 @@ pub fn describe(ctx: &Context, name: &CStr, doc: &CommandDoc, in_category: bool)
         // Left to the module (0: "-1", any count): its own arity errors name the command and
         // are counted in INFO llmrl like every other bad argument.
         arity: 0,
-        key_specs: key_specs(doc.key),
+        key_specs: key_specs(doc.key, doc.keys),
         args: arg_list(doc.args),
     };
     if unsafe { set_info(command, &info) } != raw::Status::Ok as c_int {

@@ -97,7 +97,7 @@ pub fn settle(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(
     let now = keyspace::now_ms()?;
     stats::SETTLES.incr();
     let key = ctx.open_key_writable(key_name);
-    let Some(window) = keyspace::read_mut(&key)? else {
+    let Some(window) = keyspace::read_mut::<Window>(&key)? else {
         // Nothing to correct (the key expired or never existed): create nothing.
         stats::SETTLE_NOOPS.incr();
         reply::decision(ctx, &settled(None, now, request.ticket));
@@ -179,7 +179,7 @@ pub fn inspect(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<
         return Err(CommandError::WrongArity("llmrl.inspect"));
     }
     let key = ctx.open_key(key_name);
-    let Some(window) = keyspace::read(&key)? else {
+    let Some(window) = keyspace::read::<Window>(&key)? else {
         reply::null(ctx);
         return Ok(());
     };

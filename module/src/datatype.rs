@@ -1,13 +1,65 @@
-//! The `llmrl-win` native type: persistence (RDB, AOF rewrite), MEMORY USAGE, DEBUG DIGEST, COPY.
+//! The native types and their callbacks: persistence (RDB, AOF rewrite), MEMORY USAGE, DEBUG
+//! DIGEST, COPY. Two types, one set of generic callbacks:
+//! - `llmrl-win`: a key of `LLMRL.CHECK` (a sliding window of three dimensions);
+//! - `llmrl-scp`: a scope of `LLMRL.MCHECK` (a window or calendar period of four dimensions, and
+//!   concurrency leases).
+//!
+//! Both persist as a flat list of numbers (`llmrl-core`'s encodings), so RDB, AOF rewrite and
+//! DEBUG DIGEST can never disagree on what the state is.
 
-use llmrl_core::encoding::{decode, encode, DecodeError};
+use llmrl_core::encoding::DecodeError;
+use llmrl_core::scope::ScopeState;
 use llmrl_core::window::Window;
 use redis_module::logging::log_warning;
 use redis_module::native_types::RedisType;
 use redis_module::{raw, RedisString};
+use std::ffi::CStr;
 use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+
+/// A value one of the types holds.
+pub trait Persisted: Clone + Sized {
+    /// The command an AOF rewrite emits to rebuild the key from [`Persisted::encode`]'s numbers.
+    const LOAD_COMMAND: &'static CStr;
+    fn encode(&self) -> Vec<u64>;
+    fn decode(next: impl FnMut() -> Option<u64>) -> Result<Self, DecodeError>;
+    fn heap_bytes(&self) -> usize;
+    /// The native type holding it.
+    fn redis_type() -> &'static RedisType;
+}
+
+impl Persisted for Window {
+    const LOAD_COMMAND: &'static CStr = c"LLMRL.LOAD";
+    fn encode(&self) -> Vec<u64> {
+        llmrl_core::encoding::encode(&self.snapshot())
+    }
+    fn decode(next: impl FnMut() -> Option<u64>) -> Result<Self, DecodeError> {
+        llmrl_core::encoding::decode(next)
+    }
+    fn heap_bytes(&self) -> usize {
+        Window::heap_bytes(self)
+    }
+    fn redis_type() -> &'static RedisType {
+        &LLMRL_TYPE
+    }
+}
+
+impl Persisted for ScopeState {
+    const LOAD_COMMAND: &'static CStr = c"LLMRL.MLOAD";
+    fn encode(&self) -> Vec<u64> {
+        llmrl_core::scope::encoding::encode(self)
+    }
+    fn decode(next: impl FnMut() -> Option<u64>) -> Result<Self, DecodeError> {
+        llmrl_core::scope::encoding::decode(next)
+    }
+    fn heap_bytes(&self) -> usize {
+        ScopeState::heap_bytes(self)
+    }
+    fn redis_type() -> &'static RedisType {
+        &SCOPE_TYPE
+    }
+}
 
 /// Run a callback, turning a panic (a bug) into `fallback` rather than unwinding into Redis.
 fn guarded<T>(fallback: T, callback: impl FnOnce() -> T) -> T {
@@ -17,47 +69,57 @@ fn guarded<T>(fallback: T, callback: impl FnOnce() -> T) -> T {
     })
 }
 
-/// RDB encoding version. Version 1: window_ms, head, 3 limits, row count, then 3 counters a row.
+/// RDB encoding version of `llmrl-win`. Version 1: window_ms, head, 3 limits, row count, then 3
+/// counters a row.
 pub const ENCODING_VERSION: i32 = 1;
+/// RDB encoding version of `llmrl-scp` (see `llmrl_core::scope::encoding`).
+pub const SCOPE_ENCODING_VERSION: i32 = 1;
 
-pub static LLMRL_TYPE: RedisType = RedisType::new(
-    "llmrl-win",
-    ENCODING_VERSION,
+const fn methods<T: Persisted>() -> raw::RedisModuleTypeMethods {
     raw::RedisModuleTypeMethods {
         version: raw::REDISMODULE_TYPE_METHOD_VERSION as u64,
-        rdb_load: Some(rdb_load),
-        rdb_save: Some(rdb_save),
-        aof_rewrite: Some(aof_rewrite),
-        free: Some(free),
-        mem_usage: Some(mem_usage),
-        digest: Some(digest),
+        rdb_load: Some(rdb_load::<T>),
+        rdb_save: Some(rdb_save::<T>),
+        aof_rewrite: Some(aof_rewrite::<T>),
+        free: Some(free::<T>),
+        mem_usage: Some(mem_usage::<T>),
+        digest: Some(digest::<T>),
         aux_load: None,
         aux_save: None,
         aux_save2: None,
         aux_save_triggers: 0,
         free_effort: None,
         unlink: None,
-        copy: Some(copy),
+        copy: Some(copy::<T>),
         defrag: None,
         copy2: None,
         free_effort2: None,
         mem_usage2: None,
         unlink2: None,
-    },
-);
+    }
+}
 
-unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
-    let Some(window) = value.cast::<Window>().as_ref() else {
+pub static LLMRL_TYPE: RedisType =
+    RedisType::new("llmrl-win", ENCODING_VERSION, methods::<Window>());
+
+pub static SCOPE_TYPE: RedisType =
+    RedisType::new("llmrl-scp", SCOPE_ENCODING_VERSION, methods::<ScopeState>());
+
+unsafe extern "C" fn rdb_save<T: Persisted>(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
+    let Some(state) = value.cast::<T>().as_ref() else {
         return;
     };
-    let numbers = guarded(Vec::new(), || encode(&window.snapshot()));
-    for number in numbers {
+    for number in guarded(Vec::new(), || state.encode()) {
         raw::save_unsigned(rdb, number);
     }
 }
 
-unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
-    if encver > ENCODING_VERSION {
+unsafe extern "C" fn rdb_load<T: Persisted>(
+    rdb: *mut raw::RedisModuleIO,
+    encver: c_int,
+) -> *mut c_void {
+    // Both types are at version 1; a newer encoding is refused rather than misread.
+    if encver > ENCODING_VERSION.max(SCOPE_ENCODING_VERSION) {
         log_warning(format!(
             "llmrl: cannot load a key with encoding version {encver}: this module reads up to \
              version {ENCODING_VERSION}; upgrade the module"
@@ -65,8 +127,8 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
         return ptr::null_mut();
     }
     guarded(ptr::null_mut(), || {
-        match decode(|| raw::load_unsigned(rdb).ok()) {
-            Ok(window) => Box::into_raw(Box::new(window)).cast::<c_void>(),
+        match T::decode(|| raw::load_unsigned(rdb).ok()) {
+            Ok(state) => Box::into_raw(Box::new(state)).cast::<c_void>(),
             // A short read: Redis reports the I/O error itself (HANDLE_IO_ERRORS).
             Err(DecodeError::Truncated) => ptr::null_mut(),
             Err(error) => {
@@ -77,19 +139,17 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
     })
 }
 
-unsafe extern "C" fn aof_rewrite(
+unsafe extern "C" fn aof_rewrite<T: Persisted>(
     aof: *mut raw::RedisModuleIO,
     key: *mut raw::RedisModuleString,
     value: *mut c_void,
 ) {
-    let (Some(window), Some(emit)) = (value.cast::<Window>().as_ref(), raw::RedisModule_EmitAOF)
-    else {
+    let (Some(state), Some(emit)) = (value.cast::<T>().as_ref(), raw::RedisModule_EmitAOF) else {
         return;
     };
     // The key Redis hands us lives on its stack and cannot be retained: pass a copy.
     let key = RedisString::create_from_slice(ptr::null_mut(), RedisString::string_as_slice(key));
-    let numbers = guarded(Vec::new(), || encode(&window.snapshot()));
-    let numbers = numbers
+    let numbers = guarded(Vec::new(), || state.encode())
         .into_iter()
         .map(|n| RedisString::create(None, n.to_string()));
     let args: Vec<RedisString> = std::iter::once(key).chain(numbers).collect();
@@ -97,47 +157,48 @@ unsafe extern "C" fn aof_rewrite(
     // "v": an array of RedisModuleString pointers followed by its length.
     emit(
         aof,
-        c"LLMRL.LOAD".as_ptr(),
+        T::LOAD_COMMAND.as_ptr(),
         c"v".as_ptr(),
         argv.as_ptr(),
         argv.len(),
     );
 }
 
-unsafe extern "C" fn free(value: *mut c_void) {
+unsafe extern "C" fn free<T: Persisted>(value: *mut c_void) {
     if !value.is_null() {
-        drop(Box::from_raw(value.cast::<Window>()));
+        drop(Box::from_raw(value.cast::<T>()));
     }
 }
 
-unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
-    value.cast::<Window>().as_ref().map_or(0, |window| {
-        std::mem::size_of::<Window>() + window.heap_bytes()
-    })
+unsafe extern "C" fn mem_usage<T: Persisted>(value: *const c_void) -> usize {
+    value
+        .cast::<T>()
+        .as_ref()
+        .map_or(0, |state| std::mem::size_of::<T>() + state.heap_bytes())
 }
 
-unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
-    let (Some(window), Some(add), Some(end)) = (
-        value.cast::<Window>().as_ref(),
+unsafe extern "C" fn digest<T: Persisted>(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
+    let (Some(state), Some(add), Some(end)) = (
+        value.cast::<T>().as_ref(),
         raw::RedisModule_DigestAddLongLong,
         raw::RedisModule_DigestEndSequence,
     ) else {
         return;
     };
-    for number in guarded(Vec::new(), || encode(&window.snapshot())) {
+    for number in guarded(Vec::new(), || state.encode()) {
         add(md, number as i64);
     }
     end(md);
 }
 
-unsafe extern "C" fn copy(
+unsafe extern "C" fn copy<T: Persisted>(
     _from: *mut raw::RedisModuleString,
     _to: *mut raw::RedisModuleString,
     value: *const c_void,
 ) -> *mut c_void {
-    match value.cast::<Window>().as_ref() {
-        Some(window) => guarded(ptr::null_mut(), || {
-            Box::into_raw(Box::new(window.clone())).cast::<c_void>()
+    match value.cast::<T>().as_ref() {
+        Some(state) => guarded(ptr::null_mut(), || {
+            Box::into_raw(Box::new(state.clone())).cast::<c_void>()
         }),
         None => ptr::null_mut(),
     }

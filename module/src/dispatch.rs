@@ -3,6 +3,7 @@
 //! instead of unwinding into — and aborting — the user's Redis.
 
 use crate::commands;
+use crate::multi;
 use crate::stats;
 use llmrl_core::error::CommandError;
 use redis_module::{raw, Context, RedisError, RedisResult, RedisString, RedisValue};
@@ -16,38 +17,79 @@ pub type Handler = fn(&Context, &RedisString, &[&[u8]]) -> Result<(), CommandErr
 /// byte slices are gathered on the stack, not in a fresh allocation per command.
 const INLINE_ARGS: usize = 16;
 
-/// Run a handler with the key and remaining arguments split out, borrowing Redis's argument
-/// strings (no copies, no reference counting). A handler replies itself on success; errors become
-/// `ERR` replies; a panic (a bug) is caught and answered with an error rather than aborting the
-/// user's Redis. Handlers reply last, so a caught panic never follows a partial reply.
+/// A command whose keys are `numkeys key [key ...]` (the multi-scope commands).
+pub type MultiHandler =
+    fn(&Context, &[ManuallyDrop<RedisString>], &[&[u8]]) -> Result<(), CommandError>;
+
+/// How a command takes its keys.
+#[derive(Clone, Copy)]
+pub enum Entry {
+    /// The key is the first argument.
+    OneKey(Handler),
+    /// `numkeys key [key ...]` come first.
+    Multi(MultiHandler),
+}
+
+/// Borrow argument strings as byte slices: on the stack for the usual few, in a vector past
+/// [`INLINE_ARGS`].
+fn with_bytes<T>(args: &[*mut raw::RedisModuleString], f: impl FnOnce(&[&[u8]]) -> T) -> T {
+    if args.len() <= INLINE_ARGS {
+        let mut inline: [&[u8]; INLINE_ARGS] = [&[]; INLINE_ARGS];
+        for (slot, arg) in inline.iter_mut().zip(args) {
+            *slot = RedisString::string_as_slice(*arg);
+        }
+        f(inline.get(..args.len()).unwrap_or(&[]))
+    } else {
+        let spilled: Vec<&[u8]> = args
+            .iter()
+            .map(|arg| RedisString::string_as_slice(*arg))
+            .collect();
+        f(&spilled)
+    }
+}
+
+/// Split out the keys and remaining arguments, borrowing Redis's argument strings (no copies, no
+/// reference counting), and run the handler.
+fn call(
+    ctx: &Context,
+    argv: &[*mut raw::RedisModuleString],
+    name: &'static str,
+    entry: Entry,
+) -> Result<(), CommandError> {
+    // Borrowed for the command's duration; never freed here (Redis owns argv).
+    let borrow = |arg: &*mut raw::RedisModuleString| {
+        ManuallyDrop::new(RedisString::from_redis_module_string(ctx.ctx, *arg))
+    };
+    match entry {
+        Entry::OneKey(handler) => {
+            let [_, key, rest @ ..] = argv else {
+                return Err(CommandError::WrongArity(name));
+            };
+            let key = borrow(key);
+            with_bytes(rest, |rest| handler(ctx, &key, rest))
+        }
+        Entry::Multi(handler) => {
+            let args = argv.get(1..).unwrap_or(&[]);
+            with_bytes(args, |bytes| {
+                let numkeys = llmrl_core::multi::args::parse_numkeys(name, bytes)?;
+                let keys: Vec<ManuallyDrop<RedisString>> =
+                    args.iter().skip(1).take(numkeys).map(borrow).collect();
+                handler(ctx, &keys, bytes.get(1 + numkeys..).unwrap_or(&[]))
+            })
+        }
+    }
+}
+
+/// Run a command: a handler replies itself on success; errors become `ERR` replies; a panic (a
+/// bug) is caught and answered with an error rather than aborting the user's Redis. Handlers
+/// reply last, so a caught panic never follows a partial reply.
 fn run(
     ctx: &Context,
     argv: &[*mut raw::RedisModuleString],
     name: &'static str,
-    handler: Handler,
+    entry: Entry,
 ) -> RedisResult {
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let [_, key, rest @ ..] = argv else {
-            return Err(CommandError::WrongArity(name));
-        };
-        // Borrowed for the command's duration; never freed here (Redis owns argv).
-        let key = ManuallyDrop::new(RedisString::from_redis_module_string(ctx.ctx, *key));
-        let mut inline: [&[u8]; INLINE_ARGS] = [&[]; INLINE_ARGS];
-        let spilled: Vec<&[u8]>;
-        let rest: &[&[u8]] = if rest.len() <= INLINE_ARGS {
-            for (slot, arg) in inline.iter_mut().zip(rest) {
-                *slot = RedisString::string_as_slice(*arg);
-            }
-            &inline[..rest.len()]
-        } else {
-            spilled = rest
-                .iter()
-                .map(|arg| RedisString::string_as_slice(*arg))
-                .collect();
-            &spilled
-        };
-        handler(ctx, &key, rest)
-    }));
+    let outcome = catch_unwind(AssertUnwindSafe(|| call(ctx, argv, name, entry)));
     match outcome {
         Ok(Ok(())) => Ok(RedisValue::NoReply),
         Ok(Err(error)) => {
@@ -71,7 +113,7 @@ fn dispatch(
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
     name: &'static str,
-    handler: Handler,
+    entry: Entry,
 ) -> c_int {
     let context = Context::new(ctx);
     let argv = match usize::try_from(argc) {
@@ -79,29 +121,35 @@ fn dispatch(
         Ok(len) if !argv.is_null() => unsafe { std::slice::from_raw_parts(argv, len) },
         _ => &[],
     };
-    let result = run(&context, argv, name, handler);
+    let result = run(&context, argv, name, entry);
     context.reply(result) as c_int
 }
 
 macro_rules! entry_points {
-    ($($entry:ident => $name:literal, $handler:path;)*) => {
+    ($($entry:ident => $name:literal, $kind:ident($handler:path);)*) => {
         $(
             pub extern "C" fn $entry(
                 ctx: *mut raw::RedisModuleCtx,
                 argv: *mut *mut raw::RedisModuleString,
                 argc: c_int,
             ) -> c_int {
-                dispatch(ctx, argv, argc, $name, $handler)
+                dispatch(ctx, argv, argc, $name, Entry::$kind($handler))
             }
         )*
     };
 }
 
 entry_points! {
-    check => "llmrl.check", commands::check;
-    peek => "llmrl.peek", commands::peek;
-    settle => "llmrl.settle", commands::settle;
-    apply => "llmrl.apply", commands::apply;
-    load => "llmrl.load", commands::load;
-    inspect => "llmrl.inspect", commands::inspect;
+    check => "llmrl.check", OneKey(commands::check);
+    peek => "llmrl.peek", OneKey(commands::peek);
+    settle => "llmrl.settle", OneKey(commands::settle);
+    apply => "llmrl.apply", OneKey(commands::apply);
+    load => "llmrl.load", OneKey(commands::load);
+    inspect => "llmrl.inspect", OneKey(commands::inspect);
+    mcheck => "llmrl.mcheck", Multi(multi::mcheck);
+    mpeek => "llmrl.mpeek", Multi(multi::mpeek);
+    msettle => "llmrl.msettle", Multi(multi::msettle);
+    mcancel => "llmrl.mcancel", Multi(multi::mcancel);
+    mapply => "llmrl.mapply", OneKey(multi::mapply);
+    mload => "llmrl.mload", OneKey(multi::mload);
 }

@@ -2,9 +2,11 @@
 //! writing a key's window, its absolute expiry, keyspace events, and replication of effects.
 //! The command handlers (`commands.rs`) work through these functions and never touch `raw`.
 
-use crate::datatype::LLMRL_TYPE;
+use crate::datatype::Persisted;
 use llmrl_core::encoding::pack_effect;
 use llmrl_core::error::CommandError;
+use llmrl_core::scope::encoding as scope_encoding;
+use llmrl_core::scope::{Clock, ScopeEffect, ScopeState};
 use llmrl_core::window::{Effect, Window};
 use redis_module::key::{RedisKey, RedisKeyWritable};
 use redis_module::{raw, Context, RedisError, RedisString};
@@ -20,19 +22,20 @@ pub fn command_error(error: RedisError) -> CommandError {
     }
 }
 
-/// The window a key holds, for reading; `None` if the key is missing. Another type: WRONGTYPE.
-pub fn read(key: &RedisKey) -> Result<Option<&Window>, CommandError> {
-    key.get_value::<Window>(&LLMRL_TYPE).map_err(command_error)
+/// The state a key holds (a window or a scope), for reading; `None` if the key is missing.
+/// Another type: WRONGTYPE.
+pub fn read<T: Persisted>(key: &RedisKey) -> Result<Option<&T>, CommandError> {
+    key.get_value::<T>(T::redis_type()).map_err(command_error)
 }
 
-/// The window a key holds, for changing it.
-pub fn read_mut(key: &RedisKeyWritable) -> Result<Option<&mut Window>, CommandError> {
-    key.get_value::<Window>(&LLMRL_TYPE).map_err(command_error)
+/// The state a key holds, for changing it.
+pub fn read_mut<T: Persisted>(key: &RedisKeyWritable) -> Result<Option<&mut T>, CommandError> {
+    key.get_value::<T>(T::redis_type()).map_err(command_error)
 }
 
-/// Replace whatever the key holds with `window`.
-pub fn store(key: &RedisKeyWritable, window: Window) -> Result<(), CommandError> {
-    key.set_value(&LLMRL_TYPE, window).map_err(command_error)
+/// Replace whatever the key holds with `state`.
+pub fn store<T: Persisted>(key: &RedisKeyWritable, state: T) -> Result<(), CommandError> {
+    key.set_value(T::redis_type(), state).map_err(command_error)
 }
 
 /// The server's clock, read once per command. Replicas and AOF replay never call this.
@@ -53,7 +56,7 @@ pub fn commit(
     effect: &Effect,
     event: &CStr,
 ) -> Result<(), CommandError> {
-    let (before, after) = match read_mut(&key)? {
+    let (before, after) = match read_mut::<Window>(&key)? {
         Some(window) => {
             let before = window.expire_at_ms();
             window.apply(effect);
@@ -78,6 +81,72 @@ pub fn commit(
     Ok(())
 }
 
+/// Apply a scope's effect (creating the key when needed), keep its TTL at the absolute time
+/// nothing in it counts any more (its window, its period, its leases), and replicate the effect
+/// as `LLMRL.MAPPLY key <packed>`. A scope left holding nothing is deleted.
+pub fn commit_scope(
+    ctx: &Context,
+    key: RedisKeyWritable,
+    key_name: &RedisString,
+    clock: Clock,
+    effect: &ScopeEffect,
+    event: &CStr,
+) -> Result<(), CommandError> {
+    let (before, after) = match read_mut::<ScopeState>(&key)? {
+        Some(state) => {
+            let before = state.expire_at_ms();
+            state.apply(effect);
+            (before, state.expire_at_ms())
+        }
+        None => {
+            let mut state = ScopeState::new(clock)?;
+            state.apply(effect);
+            let after = state.expire_at_ms();
+            if after.is_some() {
+                store(&key, state)?;
+            }
+            (None, after)
+        }
+    };
+    if after.is_none() && before.is_some() {
+        let _ = key.delete();
+    }
+    drop(key);
+    if after != before {
+        if let Some(at) = after {
+            expire_at(ctx, key_name, at);
+        }
+    }
+    signal_modified(ctx, key_name, event);
+    replicate(
+        ctx,
+        c"LLMRL.MAPPLY",
+        key_name,
+        &scope_encoding::pack_effect(clock, effect),
+    );
+    Ok(())
+}
+
+/// Replicate `command key <one binary argument>`.
+fn replicate(ctx: &Context, command: &CStr, key_name: &RedisString, packed: &[u8]) {
+    // SAFETY: the API table is filled once at load, before any command runs.
+    match unsafe { raw::RedisModule_Replicate } {
+        // SAFETY: "sb" is the key (a RedisModuleString) and a buffer given as pointer + length;
+        // `packed` outlives the call, which copies it.
+        Some(replicate) => unsafe {
+            replicate(
+                ctx.ctx,
+                command.as_ptr(),
+                c"sb".as_ptr(),
+                key_name.inner,
+                packed.as_ptr(),
+                packed.len(),
+            );
+        },
+        None => ctx.log_warning("llmrl: RedisModule_Replicate is unavailable"),
+    }
+}
+
 /// Replicate an effect as `LLMRL.APPLY key <packed numbers>` (see [`pack_effect`]): one short
 /// binary argument, so Redis builds a single small string instead of 11 integer strings.
 fn replicate_effect(ctx: &Context, key_name: &RedisString, window_ms: u64, effect: &Effect) {
@@ -98,22 +167,12 @@ fn replicate_effect(ctx: &Context, key_name: &RedisString, window_ms: u64, effec
         refund[2],
     ];
     let (packed, len) = pack_effect(&numbers);
-    // SAFETY: the API table is filled once at load, before any command runs.
-    match unsafe { raw::RedisModule_Replicate } {
-        // SAFETY: "sb" is the key (a RedisModuleString) and a buffer given as pointer + length;
-        // `packed` outlives the call, which copies it.
-        Some(replicate) => unsafe {
-            replicate(
-                ctx.ctx,
-                c"LLMRL.APPLY".as_ptr(),
-                c"sb".as_ptr(),
-                key_name.inner,
-                packed.as_ptr(),
-                len,
-            );
-        },
-        None => ctx.log_warning("llmrl: RedisModule_Replicate is unavailable"),
-    }
+    replicate(
+        ctx,
+        c"LLMRL.APPLY",
+        key_name,
+        packed.get(..len).unwrap_or(&packed),
+    );
 }
 
 /// Set an absolute expiry. PEXPIREAT through RM_Call is not itself replicated (no `!` flag):

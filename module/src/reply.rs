@@ -2,7 +2,9 @@
 //! (`HELLO 3`) a map with field names. Written directly, no intermediate `RedisValue` tree, since
 //! this is on every request's path.
 
+use llmrl_core::multi::MultiDecision;
 use llmrl_core::protocol::VERDICT_FIELD_NAMES;
+use llmrl_core::scope::{Limit, REPORTED};
 use llmrl_core::window::Decision;
 use redis_module::{raw, Context, ContextFlags};
 use std::os::raw::{c_char, c_long};
@@ -12,6 +14,8 @@ pub enum Value<'a> {
     Str(&'a [u8]),
     Ints(&'a [i64]),
     List(&'a [Value<'a>]),
+    /// Named fields: a map to RESP3 clients, positional values to RESP2 ones.
+    Record(&'a [(&'a str, Value<'a>)]),
 }
 
 pub fn clamp_i64(value: u64) -> i64 {
@@ -22,7 +26,7 @@ fn bulk(ctx: &Context, bytes: &[u8]) {
     raw::reply_with_string_buffer(ctx.ctx, bytes.as_ptr().cast::<c_char>(), bytes.len());
 }
 
-fn value(ctx: &Context, v: &Value) {
+fn value(ctx: &Context, resp3: bool, v: &Value) {
     match v {
         Value::Int(i) => {
             raw::reply_with_long_long(ctx.ctx, *i);
@@ -37,8 +41,11 @@ fn value(ctx: &Context, v: &Value) {
         Value::List(items) => {
             raw::reply_with_array(ctx.ctx, items.len() as c_long);
             for item in items.iter() {
-                value(ctx, item);
+                value(ctx, resp3, item);
             }
+        }
+        Value::Record(fields) => {
+            record(ctx, resp3, fields.iter().map(|(n, v)| (*n, v)), false);
         }
     }
 }
@@ -62,8 +69,12 @@ pub fn record<'v>(
         if resp3 || named_in_resp2 {
             bulk(ctx, name.as_bytes());
         }
-        value(ctx, v);
+        value(ctx, resp3, v);
     }
+}
+
+pub fn integer(ctx: &Context, value: i64) {
+    raw::reply_with_long_long(ctx.ctx, value);
 }
 
 /// Nil: what INSPECT answers for a missing key.
@@ -94,4 +105,53 @@ pub fn decision(ctx: &Context, d: &Decision) {
     ];
     let fields = VERDICT_FIELD_NAMES.into_iter().zip(&values);
     record(ctx, is_resp3(ctx), fields, false);
+}
+
+/// A reported figure: -1 for unlimited.
+fn figure(value: Option<u64>) -> i64 {
+    value.map_or(-1, clamp_i64)
+}
+
+fn reason_name(reason: Option<Limit>) -> &'static [u8] {
+    reason.map_or("ok", Limit::reason).as_bytes()
+}
+
+/// The MCHECK / MPEEK reply (names in `MULTI_FIELD_NAMES`, per scope `SCOPE_FIELD_NAMES`).
+pub fn multi_decision(ctx: &Context, d: &MultiDecision) {
+    let resp3 = is_resp3(ctx);
+    let remaining = d.remaining.map(figure);
+    let reset = d.reset_ms.map(clamp_i64);
+    let binding = d.binding.map(|b| b.map_or(-1, |i| i as i64));
+    let scopes: Vec<([i64; REPORTED], [i64; REPORTED])> = d
+        .scopes
+        .iter()
+        .map(|s| (s.remaining.map(figure), s.reset_ms.map(clamp_i64)))
+        .collect();
+    let scope_records: Vec<[(&str, Value); 5]> = d
+        .scopes
+        .iter()
+        .zip(&scopes)
+        .map(|(s, (remaining, reset))| {
+            [
+                ("allowed", Value::Int(i64::from(s.allowed))),
+                ("reason", Value::Str(reason_name(s.reason))),
+                ("retry_after_ms", Value::Int(s.retry.as_i64())),
+                ("remaining", Value::Ints(remaining)),
+                ("reset_ms", Value::Ints(reset)),
+            ]
+        })
+        .collect();
+    let scope_values: Vec<Value> = scope_records.iter().map(|r| Value::Record(r)).collect();
+    let fields = [
+        ("allowed", Value::Int(i64::from(d.allowed))),
+        ("reason", Value::Str(reason_name(d.reason))),
+        ("scope", Value::Int(d.scope.map_or(-1, |i| i as i64))),
+        ("retry_after_ms", Value::Int(d.retry.as_i64())),
+        ("remaining", Value::Ints(&remaining)),
+        ("reset_ms", Value::Ints(&reset)),
+        ("binding", Value::Ints(&binding)),
+        ("ticket", Value::Int(clamp_i64(d.ticket))),
+        ("scopes", Value::List(&scope_values)),
+    ];
+    record(ctx, resp3, fields.iter().map(|(n, v)| (*n, v)), false);
 }

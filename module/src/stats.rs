@@ -29,6 +29,11 @@ pub static PEEKS: Counter = Counter::new();
 pub static SETTLES: Counter = Counter::new();
 pub static SETTLE_NOOPS: Counter = Counter::new();
 pub static APPLIES: Counter = Counter::new();
+pub static MCHECKS: Counter = Counter::new();
+pub static MALLOWED: Counter = Counter::new();
+pub static MDENIED: Counter = Counter::new();
+pub static MSETTLES: Counter = Counter::new();
+pub static MCANCELS: Counter = Counter::new();
 pub static ERRORS: Counter = Counter::new();
 pub static PANICS: Counter = Counter::new();
 
@@ -44,6 +49,11 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         ("settles", &SETTLES),
         ("settle_noops", &SETTLE_NOOPS),
         ("applies", &APPLIES),
+        ("mchecks", &MCHECKS),
+        ("mchecks_allowed", &MALLOWED),
+        ("mchecks_denied", &MDENIED),
+        ("msettles", &MSETTLES),
+        ("mcancels", &MCANCELS),
         ("errors", &ERRORS),
         ("panics_caught", &PANICS),
     ];

@@ -6,6 +6,8 @@
 //! Pure: the module opens the keys, calls [`decide`] and applies the effects it returns (and
 //! replicates them); [`plan_correction`] does the same for settling or cancelling an admission.
 
+pub mod args;
+
 use crate::scope::{
     Clock, Lease, Limit, ScopeDecision, ScopeEffect, ScopeLimits, ScopeState, REPORTED, SUMMED,
 };

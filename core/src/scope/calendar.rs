@@ -133,8 +133,10 @@ impl CalendarCounter {
         }
     }
 
-    /// When the totals stop counting: the end of their period (none if nothing is counted).
+    /// When the totals stop counting: the end of their period (none before anything was
+    /// counted).
     pub fn expire_at_ms(&self) -> Option<u64> {
-        (self.totals != [0; SUMMED]).then(|| self.period.bounds(self.start_ms).1)
+        (self.start_ms != 0 || self.totals != [0; SUMMED])
+            .then(|| self.period.bounds(self.start_ms).1)
     }
 }

@@ -37,6 +37,11 @@ impl Leases {
         &self.items
     }
 
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.items.capacity() * std::mem::size_of::<Lease>()
+    }
+
     pub fn len(&self) -> usize {
         self.items.len()
     }

@@ -7,6 +7,7 @@
 //! replay reaches the same state as the primary.
 
 mod calendar;
+pub mod encoding;
 mod leases;
 #[cfg(test)]
 mod tests;
@@ -119,6 +120,15 @@ impl ScopeState {
             leases: Leases::default(),
             limits: ScopeLimits::default(),
         })
+    }
+
+    /// Heap bytes held besides the struct itself.
+    pub fn heap_bytes(&self) -> usize {
+        let counter = match &self.counter {
+            Counter::Sliding(window) => window.heap_bytes(),
+            Counter::Calendar(_) => 0,
+        };
+        counter + self.leases.heap_bytes()
     }
 
     pub fn clock(&self) -> Clock {

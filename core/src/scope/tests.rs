@@ -177,3 +177,57 @@ fn a_key_keeps_its_clock_and_concurrency_needs_a_lease() {
         crate::multi::MultiError::LeaseRequired { index: 0 }
     );
 }
+
+#[test]
+fn scopes_and_effects_survive_their_encodings() {
+    use super::encoding::{decode, encode, pack_effect, unpack_effect};
+    use crate::encoding::DecodeError;
+    let clocks = [
+        Clock::Sliding(60_000),
+        Clock::Calendar(Period::new(PeriodKind::Month, -60).unwrap()),
+        Clock::Calendar(Period::new(PeriodKind::Week, 540).unwrap()),
+    ];
+    for clock in clocks {
+        let limits = ScopeLimits {
+            summed: [5, 100, 100, 1_000],
+            concurrency: 3,
+        };
+        let mut state = ScopeState::new(clock).unwrap();
+        for step in 0..4u64 {
+            let d = decide(
+                &[Some(&state)],
+                &[request(clock, limits)],
+                T + step * 7_000,
+                Some(9_000),
+            )
+            .unwrap();
+            for effect in &d.effects {
+                let packed = pack_effect(clock, effect);
+                assert!(packed.len() < 64, "{} bytes", packed.len());
+                assert_eq!(unpack_effect(&packed), Ok((clock, *effect)));
+                for cut in 0..packed.len() {
+                    assert!(unpack_effect(&packed[..cut]).is_err());
+                }
+                state.apply(effect);
+            }
+        }
+        let numbers = encode(&state);
+        let mut source = numbers.iter().copied();
+        let decoded = decode(|| source.next()).unwrap();
+        assert_eq!(encode(&decoded), numbers, "{clock:?}");
+        assert_eq!(decoded.leases, state.leases);
+        for cut in 0..numbers.len() {
+            let mut source = numbers[..cut].iter().copied();
+            assert_eq!(decode(|| source.next()).err(), Some(DecodeError::Truncated));
+        }
+    }
+    // A hostile lease count is refused before anything is allocated.
+    let mut hostile = encode(&ScopeState::new(Clock::Sliding(600)).unwrap());
+    let last = hostile.len() - 1;
+    hostile[last] = u64::MAX;
+    let mut source = hostile.into_iter();
+    assert!(matches!(
+        decode(|| source.next()),
+        Err(DecodeError::Invalid(_))
+    ));
+}

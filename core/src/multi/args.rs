@@ -1,0 +1,289 @@
+//! Arguments of the multi-scope commands, free of Redis types so they can be tested and fuzzed.
+//! Every command starts `numkeys key [key ...]`; `args` here are the arguments after the keys.
+//!
+//! - `LLMRL.MCHECK numkeys key... input_tokens output_tokens [LEASE ms] SCOPES
+//!   {window rpm itpm otpm cost_limit cost_charge concurrency} × numkeys`
+//! - `LLMRL.MPEEK` — the same arguments; decides, records nothing.
+//! - `LLMRL.MSETTLE numkeys key... ticket reserved_input actual_input reserved_output
+//!   actual_output [COSTS {reserved_cost actual_cost} × numkeys]`
+//! - `LLMRL.MCANCEL numkeys key... ticket input_tokens output_tokens [COSTS {cost} × numkeys]`
+//!
+//! A `window` is ms (a positive multiple of 60) or a calendar period: `day`, `week` or `month`,
+//! optionally `:<UTC offset in minutes>` (`day:-480`).
+
+use super::{ScopeRequest, MAX_SCOPES};
+use crate::args::parse_u64;
+use crate::error::CommandError;
+use crate::period::Period;
+use crate::scope::{Clock, ScopeLimits, SUMMED};
+use crate::window::{validate_window, Amounts};
+
+/// Values per scope after `SCOPES`.
+pub const SCOPE_VALUES: usize = 7;
+
+/// `numkeys`: how many keys follow (at least 1, at most [`MAX_SCOPES`]) and how many arguments
+/// remain after them.
+pub fn parse_numkeys(command: &'static str, args: &[&[u8]]) -> Result<usize, CommandError> {
+    let first = args.first().ok_or(CommandError::WrongArity(command))?;
+    let numkeys = parse_u64(first, "numkeys")?;
+    if numkeys == 0 || numkeys > MAX_SCOPES as u64 {
+        return Err(CommandError::NumKeys(MAX_SCOPES));
+    }
+    let numkeys = numkeys as usize;
+    if args.len() < 1 + numkeys {
+        return Err(CommandError::WrongArity(command));
+    }
+    Ok(numkeys)
+}
+
+fn parse_clock(bytes: &[u8]) -> Result<Clock, CommandError> {
+    if bytes.first().is_some_and(u8::is_ascii_digit) {
+        let ms = parse_u64(bytes, "window")?;
+        return Ok(Clock::Sliding(validate_window(ms)?));
+    }
+    Period::parse(bytes)
+        .map(Clock::Calendar)
+        .map_err(|_| CommandError::InvalidClock)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct MultiCheckArgs {
+    pub lease_ms: Option<u64>,
+    pub scopes: Vec<ScopeRequest>,
+}
+
+/// MCHECK's (and MPEEK's) arguments after the keys.
+pub fn parse_mcheck(
+    command: &'static str,
+    numkeys: usize,
+    args: &[&[u8]],
+) -> Result<MultiCheckArgs, CommandError> {
+    let [input, output, rest @ ..] = args else {
+        return Err(CommandError::WrongArity(command));
+    };
+    let input = parse_u64(input, "input_tokens")?;
+    let output = parse_u64(output, "output_tokens")?;
+    let (lease_ms, rest) = match rest {
+        [option, ms, tail @ ..] if option.eq_ignore_ascii_case(b"LEASE") => {
+            let ms = parse_u64(ms, "LEASE")?;
+            if ms == 0 {
+                return Err(CommandError::InvalidLease);
+            }
+            (Some(ms), tail)
+        }
+        _ => (None, rest),
+    };
+    let values = match rest {
+        [keyword, values @ ..] if keyword.eq_ignore_ascii_case(b"SCOPES") => values,
+        _ => return Err(CommandError::Syntax("expected [LEASE ms] SCOPES")),
+    };
+    if values.len() != numkeys * SCOPE_VALUES {
+        return Err(CommandError::WrongArity(command));
+    }
+    let scopes = values
+        .chunks_exact(SCOPE_VALUES)
+        .map(|scope| {
+            let [window, rpm, itpm, otpm, cost_limit, cost_charge, concurrency] = scope else {
+                return Err(CommandError::WrongArity(command));
+            };
+            Ok(ScopeRequest {
+                clock: parse_clock(window)?,
+                limits: ScopeLimits {
+                    summed: [
+                        parse_u64(rpm, "rpm")?,
+                        parse_u64(itpm, "itpm")?,
+                        parse_u64(otpm, "otpm")?,
+                        parse_u64(cost_limit, "cost_limit")?,
+                    ],
+                    concurrency: parse_u64(concurrency, "concurrency")?,
+                },
+                cost: [1, input, output, parse_u64(cost_charge, "cost_charge")?],
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(MultiCheckArgs { lease_ms, scopes })
+}
+
+/// A correction of one admission in every scope: what each was charged (reserved) and what
+/// it should have been (actual), per scope.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CorrectionArgs {
+    pub ticket: u64,
+    pub reserved: Vec<Amounts<SUMMED>>,
+    pub actual: Vec<Amounts<SUMMED>>,
+}
+
+/// `[COSTS {n values} × numkeys]`: per scope, `n` numbers (zeros when absent).
+fn parse_costs(
+    command: &'static str,
+    numkeys: usize,
+    per_scope: usize,
+    rest: &[&[u8]],
+) -> Result<Vec<Vec<u64>>, CommandError> {
+    match rest {
+        [] => Ok(vec![vec![0; per_scope]; numkeys]),
+        [keyword, values @ ..] if keyword.eq_ignore_ascii_case(b"COSTS") => {
+            if values.len() != numkeys * per_scope {
+                return Err(CommandError::WrongArity(command));
+            }
+            values
+                .chunks_exact(per_scope)
+                .map(|chunk| chunk.iter().map(|v| parse_u64(v, "cost")).collect())
+                .collect()
+        }
+        _ => Err(CommandError::Syntax("expected COSTS")),
+    }
+}
+
+/// MSETTLE's arguments after the keys.
+pub fn parse_msettle(
+    command: &'static str,
+    numkeys: usize,
+    args: &[&[u8]],
+) -> Result<CorrectionArgs, CommandError> {
+    let [ticket, reserved_in, actual_in, reserved_out, actual_out, rest @ ..] = args else {
+        return Err(CommandError::WrongArity(command));
+    };
+    let ticket = parse_ticket(ticket)?;
+    let (reserved_in, actual_in) = (
+        parse_u64(reserved_in, "reserved_input")?,
+        parse_u64(actual_in, "actual_input")?,
+    );
+    let (reserved_out, actual_out) = (
+        parse_u64(reserved_out, "reserved_output")?,
+        parse_u64(actual_out, "actual_output")?,
+    );
+    let costs = parse_costs(command, numkeys, 2, rest)?;
+    let pick = |values: &Vec<u64>, i: usize| values.get(i).copied().unwrap_or(0);
+    Ok(CorrectionArgs {
+        ticket,
+        // The request count never changes in a settlement.
+        reserved: costs
+            .iter()
+            .map(|c| [0, reserved_in, reserved_out, pick(c, 0)])
+            .collect(),
+        actual: costs
+            .iter()
+            .map(|c| [0, actual_in, actual_out, pick(c, 1)])
+            .collect(),
+    })
+}
+
+/// MCANCEL's arguments after the keys: everything the admission was charged goes back.
+pub fn parse_mcancel(
+    command: &'static str,
+    numkeys: usize,
+    args: &[&[u8]],
+) -> Result<CorrectionArgs, CommandError> {
+    let [ticket, input, output, rest @ ..] = args else {
+        return Err(CommandError::WrongArity(command));
+    };
+    let ticket = parse_ticket(ticket)?;
+    let input = parse_u64(input, "input_tokens")?;
+    let output = parse_u64(output, "output_tokens")?;
+    let costs = parse_costs(command, numkeys, 1, rest)?;
+    Ok(CorrectionArgs {
+        ticket,
+        reserved: costs
+            .iter()
+            .map(|c| [1, input, output, c.first().copied().unwrap_or(0)])
+            .collect(),
+        actual: vec![[0; SUMMED]; numkeys],
+    })
+}
+
+fn parse_ticket(bytes: &[u8]) -> Result<u64, CommandError> {
+    match parse_u64(bytes, "ticket")? {
+        0 => Err(CommandError::InvalidTicket),
+        ticket => Ok(ticket),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::period::PeriodKind;
+
+    fn split(line: &str) -> Vec<&[u8]> {
+        line.split_whitespace().map(str::as_bytes).collect()
+    }
+
+    #[test]
+    fn mcheck_arguments() {
+        let args = split("3 a b c 100 50 LEASE 30000 SCOPES 60000 10 1000 500 0 0 2 day:-480 1000 0 0 0 0 0 month 0 0 0 5000000 1234 0");
+        let numkeys = parse_numkeys("llmrl.mcheck", &args).unwrap();
+        assert_eq!(numkeys, 3);
+        let parsed = parse_mcheck("llmrl.mcheck", numkeys, &args[1 + numkeys..]).unwrap();
+        assert_eq!(parsed.lease_ms, Some(30_000));
+        assert_eq!(parsed.scopes.len(), 3);
+        assert_eq!(parsed.scopes[0].clock, Clock::Sliding(60_000));
+        assert_eq!(parsed.scopes[0].limits.summed, [10, 1000, 500, 0]);
+        assert_eq!(parsed.scopes[0].limits.concurrency, 2);
+        assert_eq!(parsed.scopes[0].cost, [1, 100, 50, 0]);
+        assert_eq!(
+            parsed.scopes[1].clock,
+            Clock::Calendar(Period::new(PeriodKind::Day, -480).unwrap())
+        );
+        assert_eq!(parsed.scopes[2].cost, [1, 100, 50, 1234]);
+        let no_lease = split("1 a 1 2 scopes 600 1 0 0 0 0 0");
+        assert_eq!(parse_mcheck("x", 1, &no_lease[2..]).unwrap().lease_ms, None);
+    }
+
+    #[test]
+    fn bad_mcheck_arguments() {
+        let cases: [(&str, CommandError); 9] = [
+            ("0 1 2 SCOPES", CommandError::NumKeys(MAX_SCOPES)),
+            ("65 a", CommandError::NumKeys(MAX_SCOPES)),
+            ("2 a", CommandError::WrongArity("x")),
+            (
+                "1 a 1 2 SCOPES 600 1 0 0 0 0",
+                CommandError::WrongArity("x"),
+            ),
+            (
+                "1 a 1 2 600 1 0 0 0 0 0",
+                CommandError::Syntax("expected [LEASE ms] SCOPES"),
+            ),
+            (
+                "1 a 1 2 SCOPES 601 1 0 0 0 0 0",
+                CommandError::InvalidWindow,
+            ),
+            (
+                "1 a 1 2 SCOPES days 1 0 0 0 0 0",
+                CommandError::InvalidClock,
+            ),
+            (
+                "1 a 1 2 LEASE 0 SCOPES 600 1 0 0 0 0 0",
+                CommandError::InvalidLease,
+            ),
+            (
+                "1 a 1 -2 SCOPES 600 1 0 0 0 0 0",
+                CommandError::NotAnInteger("output_tokens"),
+            ),
+        ];
+        for (line, expected) in cases {
+            let args = split(line);
+            let result = parse_numkeys("x", &args)
+                .and_then(|n| parse_mcheck("x", n, &args[1 + n..]).map(|_| ()));
+            assert_eq!(result, Err(expected), "{line}");
+        }
+    }
+
+    #[test]
+    fn settle_and_cancel_arguments() {
+        let args = split("7 10 4 20 25 COSTS 30 29 5 9");
+        let settle = parse_msettle("x", 2, &args).unwrap();
+        assert_eq!(settle.ticket, 7);
+        assert_eq!(settle.reserved, vec![[0, 10, 20, 30], [0, 10, 20, 5]]);
+        assert_eq!(settle.actual, vec![[0, 4, 25, 29], [0, 4, 25, 9]]);
+        let plain = parse_msettle("x", 2, &split("7 10 4 20 25")).unwrap();
+        assert_eq!(plain.reserved, vec![[0, 10, 20, 0]; 2]);
+        assert!(parse_msettle("x", 2, &split("7 10 4 20 25 COSTS 1 2 3")).is_err());
+        assert_eq!(
+            parse_msettle("x", 1, &split("0 1 1 1 1")),
+            Err(CommandError::InvalidTicket)
+        );
+        let cancel = parse_mcancel("x", 2, &split("7 10 20 COSTS 30 5")).unwrap();
+        assert_eq!(cancel.reserved, vec![[1, 10, 20, 30], [1, 10, 20, 5]]);
+        assert_eq!(cancel.actual, vec![[0; SUMMED]; 2]);
+    }
+}

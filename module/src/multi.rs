@@ -1,0 +1,176 @@
+//! The multi-scope commands: MCHECK, MPEEK, MSETTLE, MCANCEL, and their replicated forms MAPPLY
+//! and MLOAD. Each opens every key it names, decides with `llmrl-core` (all or nothing), then
+//! applies the effects through `keyspace`, which expires, signals and replicates them.
+
+use crate::keyspace::{self, commit_scope};
+use crate::reply;
+use crate::stats;
+use llmrl_core::args::parse_u64;
+use llmrl_core::error::CommandError;
+use llmrl_core::multi::args::{parse_mcancel, parse_mcheck, parse_msettle, CorrectionArgs};
+use llmrl_core::multi::{decide, plan_correction};
+use llmrl_core::scope::encoding::{decode, unpack_effect};
+use llmrl_core::scope::{ScopeEffect, ScopeState};
+use redis_module::key::RedisKeyWritable;
+use redis_module::{Context, RedisString};
+use std::mem::ManuallyDrop;
+
+type Keys = [ManuallyDrop<RedisString>];
+
+/// A key named twice would be two scopes over one state: refused.
+fn distinct(keys: &Keys) -> Result<(), CommandError> {
+    for (i, key) in keys.iter().enumerate() {
+        if keys
+            .iter()
+            .skip(i + 1)
+            .any(|other| other.as_slice() == key.as_slice())
+        {
+            return Err(CommandError::Syntax("a key is named twice"));
+        }
+    }
+    Ok(())
+}
+
+fn open_all(ctx: &Context, keys: &Keys) -> Vec<RedisKeyWritable> {
+    keys.iter().map(|key| ctx.open_key_writable(key)).collect()
+}
+
+/// Every scope's state, or `None` for a key that does not exist yet.
+fn states(open: &[RedisKeyWritable]) -> Result<Vec<Option<&ScopeState>>, CommandError> {
+    open.iter()
+        .map(|key| keyspace::read_mut::<ScopeState>(key).map(|s| s.map(|s| &*s)))
+        .collect()
+}
+
+fn check(ctx: &Context, keys: &Keys, args: &[&[u8]], record: bool) -> Result<(), CommandError> {
+    let name = if record {
+        "llmrl.mcheck"
+    } else {
+        "llmrl.mpeek"
+    };
+    let request = parse_mcheck(name, keys.len(), args)?;
+    distinct(keys)?;
+    let now = keyspace::now_ms()?;
+    let open = open_all(ctx, keys);
+    // A peek needs no lease: it takes no slot.
+    let lease = if record {
+        request.lease_ms
+    } else {
+        request.lease_ms.or(Some(1))
+    };
+    let decision = decide(&states(&open)?, &request.scopes, now, lease)?;
+    if record {
+        stats::MCHECKS.incr();
+        if decision.allowed {
+            stats::MALLOWED.incr();
+            let commits = open
+                .into_iter()
+                .zip(keys)
+                .zip(&request.scopes)
+                .zip(&decision.effects);
+            for (((key, name), scope), effect) in commits {
+                commit_scope(ctx, key, name, scope.clock, effect, c"llmrl.mcheck")?;
+            }
+        } else {
+            stats::MDENIED.incr();
+        }
+    } else {
+        stats::PEEKS.incr();
+    }
+    reply::multi_decision(ctx, &decision);
+    Ok(())
+}
+
+pub fn mcheck(ctx: &Context, keys: &Keys, args: &[&[u8]]) -> Result<(), CommandError> {
+    check(ctx, keys, args, true)
+}
+
+pub fn mpeek(ctx: &Context, keys: &Keys, args: &[&[u8]]) -> Result<(), CommandError> {
+    check(ctx, keys, args, false)
+}
+
+/// Plan every scope's correction first (any error changes nothing), then apply them all.
+fn correct(ctx: &Context, keys: &Keys, correction: CorrectionArgs) -> Result<(), CommandError> {
+    distinct(keys)?;
+    let now = keyspace::now_ms()?;
+    let open = open_all(ctx, keys);
+    let mut planned: Vec<Option<(ScopeEffect, llmrl_core::scope::Clock)>> = Vec::new();
+    for ((state, reserved), actual) in states(&open)?
+        .into_iter()
+        .zip(&correction.reserved)
+        .zip(&correction.actual)
+    {
+        let effect = plan_correction(state, now, correction.ticket, *reserved, *actual)?;
+        planned.push(effect.zip(state.map(ScopeState::clock)));
+    }
+    let mut changed = 0;
+    for ((key, name), plan) in open.into_iter().zip(keys).zip(planned) {
+        if let Some((effect, clock)) = plan {
+            commit_scope(ctx, key, name, clock, &effect, c"llmrl.msettle")?;
+            changed += 1;
+        }
+    }
+    reply::integer(ctx, changed);
+    Ok(())
+}
+
+pub fn msettle(ctx: &Context, keys: &Keys, args: &[&[u8]]) -> Result<(), CommandError> {
+    let correction = parse_msettle("llmrl.msettle", keys.len(), args)?;
+    stats::MSETTLES.incr();
+    correct(ctx, keys, correction)
+}
+
+pub fn mcancel(ctx: &Context, keys: &Keys, args: &[&[u8]]) -> Result<(), CommandError> {
+    let correction = parse_mcancel("llmrl.mcancel", keys.len(), args)?;
+    stats::MCANCELS.incr();
+    correct(ctx, keys, correction)
+}
+
+/// `LLMRL.MAPPLY key packed`: one scope's effect as the primary replicated it.
+pub fn mapply(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(), CommandError> {
+    let [packed] = args else {
+        return Err(CommandError::WrongArity("llmrl.mapply"));
+    };
+    let (clock, effect) = unpack_effect(packed).map_err(|_| CommandError::MalformedEffect)?;
+    stats::APPLIES.incr();
+    let key = ctx.open_key_writable(key_name);
+    let existing = keyspace::read_mut::<ScopeState>(&key)?;
+    if existing
+        .as_ref()
+        .is_some_and(|state| state.clock() != clock)
+    {
+        return Err(CommandError::ClockMismatch(0));
+    }
+    // A correction of a key that no longer exists changes nothing and creates nothing.
+    let creates = effect.charge != [0; 4] || effect.lease.is_some();
+    if existing.is_some() || creates {
+        commit_scope(ctx, key, key_name, clock, &effect, c"llmrl.mapply")?;
+    }
+    ctx.reply_simple_string("OK");
+    Ok(())
+}
+
+/// `LLMRL.MLOAD key numbers...`: replace a key with exactly this scope (what an AOF rewrite
+/// emits; see `llmrl_core::scope::encoding`).
+pub fn mload(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(), CommandError> {
+    let numbers = args
+        .iter()
+        .map(|arg| parse_u64(arg, "number"))
+        .collect::<Result<Vec<u64>, _>>()?;
+    let mut source = numbers.into_iter();
+    let state = decode(|| source.next()).map_err(|_| CommandError::InvalidState("not a scope"))?;
+    if source.next().is_some() {
+        return Err(CommandError::WrongArity("llmrl.mload"));
+    }
+    let expire = state.expire_at_ms();
+    let key = ctx.open_key_writable(key_name);
+    keyspace::store(&key, state)?;
+    drop(key);
+    if let Some(at) = expire {
+        keyspace::expire_at(ctx, key_name, at);
+    }
+    keyspace::signal_modified(ctx, key_name, c"llmrl.load");
+    ctx.replicate_verbatim();
+    ctx.reply_simple_string("OK");
+    Ok(())
+}
