@@ -1,7 +1,8 @@
 //! The contract over the `redis` client crate (feature `redis-client`): a request becomes a
 //! `redis::Cmd`, a reply value becomes a typed [`Verdict`].
 
-use crate::protocol::{Arg, Field, ReplyError, Verdict};
+use crate::protocol::{parse_limit, Arg, Field, MultiVerdict, ReplyError, ScopeVerdict, Verdict};
+use crate::scope::REPORTED;
 use redis::{Cmd, Value};
 
 /// A command named `name` with the contract's arguments.
@@ -10,6 +11,7 @@ pub fn command<'a>(name: &str, args: impl IntoIterator<Item = Arg<'a>>) -> Cmd {
     for arg in args {
         match arg {
             Arg::Text(text) => cmd.arg(text),
+            Arg::Owned(text) => cmd.arg(text),
             Arg::Int(number) => cmd.arg(number),
         };
     }
@@ -32,4 +34,103 @@ pub fn verdict(value: &Value) -> Result<Verdict, ReplyError> {
         Value::Array(items) => Verdict::decode(items.iter().map(field)),
         _ => Err(ReplyError::NotAnArray),
     }
+}
+
+fn int(value: Option<&Value>, name: &'static str, index: usize) -> Result<i64, ReplyError> {
+    match value {
+        Some(Value::Int(n)) => Ok(*n),
+        _ => Err(ReplyError::Field {
+            index,
+            name,
+            expected: "an integer",
+        }),
+    }
+}
+
+fn ints(
+    value: Option<&Value>,
+    name: &'static str,
+    index: usize,
+) -> Result<[i64; REPORTED], ReplyError> {
+    let wrong = ReplyError::Field {
+        index,
+        name,
+        expected: "five integers",
+    };
+    let Some(Value::Array(items)) = value else {
+        return Err(wrong);
+    };
+    if items.len() != REPORTED {
+        return Err(wrong);
+    }
+    let mut out = [0; REPORTED];
+    for (slot, item) in out.iter_mut().zip(items) {
+        *slot = int(Some(item), name, index)?;
+    }
+    Ok(out)
+}
+
+fn reason(value: Option<&Value>, index: usize) -> Result<Option<crate::scope::Limit>, ReplyError> {
+    let text = match value {
+        Some(Value::BulkString(bytes)) => bytes.as_slice(),
+        Some(Value::SimpleString(text)) => text.as_bytes(),
+        _ => &[],
+    };
+    parse_limit(text).ok_or(ReplyError::Field {
+        index,
+        name: "reason",
+        expected: "a known reason",
+    })
+}
+
+fn flag(value: Option<&Value>, index: usize) -> Result<bool, ReplyError> {
+    match int(value, "allowed", index)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(ReplyError::Field {
+            index,
+            name: "allowed",
+            expected: "0 or 1",
+        }),
+    }
+}
+
+/// Decode the reply of MCHECK / MPEEK (RESP2: positional arrays).
+pub fn multi_verdict(value: &Value) -> Result<MultiVerdict, ReplyError> {
+    let Value::Array(items) = value else {
+        return Err(ReplyError::NotAnArray);
+    };
+    if items.len() != 9 {
+        return Err(ReplyError::FieldCount(items.len()));
+    }
+    let Some(Value::Array(scope_items)) = items.get(8) else {
+        return Err(ReplyError::NotAnArray);
+    };
+    let scopes = scope_items
+        .iter()
+        .map(|scope| {
+            let Value::Array(fields) = scope else {
+                return Err(ReplyError::NotAnArray);
+            };
+            Ok(ScopeVerdict {
+                allowed: flag(fields.first(), 0)?,
+                reason: reason(fields.get(1), 1)?,
+                retry_after_ms: int(fields.get(2), "retry_after_ms", 2)?,
+                remaining: ints(fields.get(3), "remaining", 3)?,
+                reset_ms: ints(fields.get(4), "reset_ms", 4)?,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let scope = int(items.get(2), "scope", 2)?;
+    Ok(MultiVerdict {
+        allowed: flag(items.first(), 0)?,
+        reason: reason(items.get(1), 1)?,
+        scope: usize::try_from(scope).ok(),
+        retry_after_ms: int(items.get(3), "retry_after_ms", 3)?,
+        remaining: ints(items.get(4), "remaining", 4)?,
+        reset_ms: ints(items.get(5), "reset_ms", 5)?,
+        binding: ints(items.get(6), "binding", 6)?,
+        ticket: u64::try_from(int(items.get(7), "ticket", 7)?).unwrap_or(0),
+        scopes,
+    })
 }

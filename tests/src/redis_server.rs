@@ -206,6 +206,16 @@ pub fn parse_decision(value: &redis::Value) -> Decision {
         .unwrap_or_else(|e| panic!("not a CHECK reply ({e}): {value:?}"))
 }
 
+/// The reply of MCHECK / MPEEK, decoded by the contract.
+pub type MultiDecision = llmrl_core::protocol::MultiVerdict;
+
+/// Run an MCHECK / MPEEK and decode its reply strictly.
+pub fn multi(con: &mut redis::Connection, args: &[&str]) -> MultiDecision {
+    let value = exec(con, args).unwrap_or_else(|e| panic!("{args:?} failed: {e}"));
+    llmrl_core::redis_client::multi_verdict(&value)
+        .unwrap_or_else(|e| panic!("not an MCHECK reply ({e}): {value:?}"))
+}
+
 pub fn decision(con: &mut redis::Connection, args: &[&str]) -> Decision {
     let value = exec(con, args).unwrap_or_else(|e| panic!("{args:?} failed: {e}"));
     parse_decision(&value)

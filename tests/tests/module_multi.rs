@@ -1,0 +1,640 @@
+//! The multi-scope commands against a real server: all or nothing across scopes, concurrency
+//! leases, calendar periods, settle and cancel, errors that record nothing, persistence and
+//! replication of the new type.
+
+use llmrl_core::period::{Period, PeriodKind};
+use llmrl_core::scope::Limit;
+use llmrl_core::window::Dimension;
+use llmrl_tests::*;
+use std::thread::sleep;
+use std::time::Duration;
+
+/// key: 5 requests a minute, 1000 input tokens; team: 3 a minute; org: 10,000 cost a month,
+/// charged 100 a request.
+fn three_scopes<'a>(input: &'a str, output: &'a str) -> Vec<&'a str> {
+    vec![
+        "LLMRL.MCHECK",
+        "3",
+        "{acme}:key",
+        "{acme}:team",
+        "{acme}:org",
+        input,
+        output,
+        "SCOPES",
+        "60000",
+        "5",
+        "1000",
+        "0",
+        "0",
+        "0",
+        "0",
+        "60000",
+        "3",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
+        "month",
+        "0",
+        "0",
+        "0",
+        "10000",
+        "100",
+        "0",
+    ]
+}
+
+fn peek_of(args: &[&str]) -> Vec<String> {
+    let mut peek: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    peek[0] = "LLMRL.MPEEK".into();
+    peek
+}
+
+fn digests(con: &mut redis::Connection, keys: &[&str]) -> Vec<String> {
+    keys.iter().map(|k| digest(con, k)).collect()
+}
+
+#[test]
+fn admits_only_when_every_scope_admits_and_a_refusal_records_nothing() {
+    let server = RedisServer::start(&[]);
+    let mut con = server.client();
+    let keys = ["{acme}:key", "{acme}:team", "{acme}:org"];
+    for n in 0..3 {
+        let d = multi(&mut con, &three_scopes("10", "5"));
+        assert!(d.allowed, "{d:?}");
+        assert_eq!(d.reason, None);
+        assert_eq!(d.scope, None);
+        assert!(d.ticket > 0);
+        // Per dimension, the least left over all scopes, and which scope that is.
+        assert_eq!(d.remaining[0], 2 - n, "the team's requests");
+        assert_eq!(d.binding[0], 1);
+        assert_eq!(
+            d.remaining[1],
+            1000 - 10 * (n + 1),
+            "the key's input tokens"
+        );
+        assert_eq!(d.remaining[3], 10_000 - 100 * (n + 1), "the org's cost");
+        assert_eq!(d.remaining[4], -1, "no concurrency limit anywhere");
+        assert_eq!(d.scopes.len(), 3);
+        assert_eq!(d.scopes[0].remaining[0], 4 - n);
+    }
+    let before = digests(&mut con, &keys);
+    let denied = multi(&mut con, &three_scopes("10", "5"));
+    assert!(!denied.allowed);
+    assert_eq!(denied.reason, Some(Limit::Summed(Dimension::Requests)));
+    assert_eq!(denied.scope, Some(1), "the team refused");
+    assert_eq!(denied.ticket, 0);
+    assert!(denied.retry_after_ms > 59_000 && denied.retry_after_ms <= 61_000);
+    assert!(denied.scopes[0].allowed && !denied.scopes[1].allowed);
+    assert_eq!(
+        denied.scopes[0].remaining[0], 2,
+        "the key reports itself uncharged"
+    );
+    assert_eq!(
+        digests(&mut con, &keys),
+        before,
+        "nothing recorded anywhere"
+    );
+    // The same answer from MPEEK, which never records.
+    let peek = peek_of(&three_scopes("10", "5"));
+    let peek: Vec<&str> = peek.iter().map(String::as_str).collect();
+    let peeked = multi(&mut con, &peek);
+    assert_eq!((peeked.allowed, peeked.scope), (false, Some(1)));
+    // A request too large for any scope can never fit: -1.
+    let huge = multi(&mut con, &three_scopes("5000", "5"));
+    assert_eq!(huge.retry_after_ms, -1);
+    assert_eq!(huge.reason, Some(Limit::Summed(Dimension::InputTokens)));
+    assert_eq!(digests(&mut con, &keys), before);
+    assert_eq!(info_field(&mut con, "mchecks"), 5);
+    assert_eq!(info_field(&mut con, "mchecks_denied"), 2);
+}
+
+fn slots<'a>(lease: &'a str) -> Vec<&'a str> {
+    vec![
+        "LLMRL.MCHECK",
+        "2",
+        "{p}:key",
+        "{p}:pool",
+        "1",
+        "1",
+        "LEASE",
+        lease,
+        "SCOPES",
+        "60000",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
+        "60000",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
+        "2",
+    ]
+}
+
+#[test]
+fn concurrency_slots_are_released_or_expire_with_their_lease() {
+    let server = RedisServer::start(&[]);
+    let mut con = server.client();
+    let first = multi(&mut con, &slots("400"));
+    let second = multi(&mut con, &slots("400"));
+    assert!(first.allowed && second.allowed);
+    assert_ne!(first.ticket, second.ticket);
+    assert_eq!(second.remaining[4], 0);
+    let full = multi(&mut con, &slots("400"));
+    assert!(!full.allowed);
+    assert_eq!(full.reason, Some(Limit::Concurrency));
+    assert_eq!(full.scope, Some(1));
+    assert!(
+        full.retry_after_ms > 0 && full.retry_after_ms <= 400,
+        "{full:?}"
+    );
+    // Settling the first releases its slot; a second release changes nothing.
+    let settle = |con: &mut redis::Connection, ticket: u64| {
+        int(
+            con,
+            &[
+                "LLMRL.MSETTLE",
+                "2",
+                "{p}:key",
+                "{p}:pool",
+                &ticket.to_string(),
+                "1",
+                "1",
+                "1",
+                "1",
+            ],
+        )
+    };
+    assert_eq!(
+        settle(&mut con, first.ticket),
+        1,
+        "only the pool held a slot"
+    );
+    assert_eq!(settle(&mut con, first.ticket), 0);
+    let third = multi(&mut con, &slots("400"));
+    assert!(third.allowed);
+    assert!(!multi(&mut con, &slots("400")).allowed);
+    // The leases of a client that never settles end by themselves.
+    sleep(Duration::from_millis(450));
+    let after = multi(&mut con, &slots("400"));
+    assert!(after.allowed, "{after:?}");
+    assert_eq!(after.remaining[4], 1, "both abandoned slots were reclaimed");
+    // The pool key lives at least as long as its newest lease.
+    let ttl = int(&mut con, &["PTTL", "{p}:pool"]);
+    assert!(ttl > 59_000, "{ttl}");
+}
+
+#[test]
+fn settle_corrects_and_cancel_undoes_an_admission_everywhere() {
+    let server = RedisServer::start(&[]);
+    let mut con = server.client();
+    let admitted = multi(&mut con, &three_scopes("100", "50"));
+    let ticket = admitted.ticket.to_string();
+    let keys = ["{acme}:key", "{acme}:team", "{acme}:org"];
+    // Used 40 input tokens instead of 100; the org's cost was 160 instead of 100.
+    let changed = int(
+        &mut con,
+        &[
+            "LLMRL.MSETTLE",
+            "3",
+            keys[0],
+            keys[1],
+            keys[2],
+            &ticket,
+            "100",
+            "40",
+            "50",
+            "50",
+            "COSTS",
+            "0",
+            "0",
+            "0",
+            "0",
+            "100",
+            "160",
+        ],
+    );
+    // Every scope counted the 100 input tokens (limited or not), so every scope is corrected.
+    assert_eq!(changed, 3);
+    let peek = peek_of(&three_scopes("0", "0"));
+    let peek: Vec<&str> = peek.iter().map(String::as_str).collect();
+    let now = multi(&mut con, &peek);
+    assert_eq!(now.scopes[0].remaining[1], 1000 - 40);
+    assert_eq!(
+        now.scopes[2].remaining[3],
+        10_000 - 160 - 100,
+        "the peeked request costs 100"
+    );
+    // A second admission, cancelled: the request, its tokens and its cost all come back.
+    let second = multi(&mut con, &three_scopes("10", "5"));
+    let before_cancel = multi(&mut con, &peek);
+    assert_eq!(before_cancel.scopes[1].remaining[0], 3 - 2 - 1);
+    let cancelled = int(
+        &mut con,
+        &[
+            "LLMRL.MCANCEL",
+            "3",
+            keys[0],
+            keys[1],
+            keys[2],
+            &second.ticket.to_string(),
+            "10",
+            "5",
+            "COSTS",
+            "0",
+            "0",
+            "100",
+        ],
+    );
+    assert_eq!(cancelled, 3);
+    let after = multi(&mut con, &peek);
+    assert_eq!(
+        after.scopes[1].remaining[0],
+        3 - 1 - 1,
+        "the request count came back"
+    );
+    assert_eq!(after.scopes[0].remaining[1], 1000 - 40);
+    assert_eq!(after.scopes[2].remaining[3], 10_000 - 160 - 100);
+}
+
+#[test]
+fn calendar_scopes_count_the_period_and_expire_at_its_end() {
+    let server = RedisServer::start(&[]);
+    let mut con = server.client();
+    let args = [
+        "LLMRL.MCHECK",
+        "1",
+        "{c}:day",
+        "1",
+        "1",
+        "SCOPES",
+        "day:-480",
+        "2",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
+    ];
+    assert!(multi(&mut con, &args).allowed);
+    assert!(multi(&mut con, &args).allowed);
+    let now = server_ms(&mut con) as u64;
+    let denied = multi(&mut con, &args);
+    let (_, end) = Period::new(PeriodKind::Day, -480).unwrap().bounds(now);
+    let until_end = (end - now) as i64;
+    assert!(!denied.allowed);
+    assert!(
+        (denied.retry_after_ms - until_end).abs() < 1_000,
+        "until midnight Pacific: {} vs {until_end}",
+        denied.retry_after_ms
+    );
+    assert_eq!(int(&mut con, &["PEXPIRETIME", "{c}:day"]), end as i64);
+    // A key keeps its clock.
+    let other = error(
+        &mut con,
+        &[
+            "LLMRL.MCHECK",
+            "1",
+            "{c}:day",
+            "1",
+            "1",
+            "SCOPES",
+            "week",
+            "2",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+        ],
+    );
+    assert!(other.contains("another window or period"), "{other}");
+}
+
+#[test]
+fn bad_arguments_and_wrong_types_record_nothing() {
+    let server = RedisServer::start(&[]);
+    let mut con = server.client();
+    decision(
+        &mut con,
+        &["LLMRL.CHECK", "classic", "5", "0", "0", "0", "0"],
+    );
+    multi(
+        &mut con,
+        &[
+            "LLMRL.MCHECK",
+            "1",
+            "scope",
+            "1",
+            "1",
+            "SCOPES",
+            "60000",
+            "5",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+        ],
+    );
+    let before = string(&mut con, &["DEBUG", "DIGEST"]);
+    let cases: &[(&[&str], &str)] = &[
+        (&["LLMRL.MCHECK"], "wrong number of arguments"),
+        (&["LLMRL.MCHECK", "0", "1", "1", "SCOPES"], "numkeys"),
+        (
+            &["LLMRL.MCHECK", "x", "a"],
+            "numkeys must be a non-negative integer",
+        ),
+        (
+            &["LLMRL.MCHECK", "3", "a", "b"],
+            "wrong number of arguments",
+        ),
+        (
+            &[
+                "LLMRL.MCHECK",
+                "1",
+                "a",
+                "1",
+                "1",
+                "600",
+                "1",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+            ],
+            "SCOPES",
+        ),
+        (
+            &[
+                "LLMRL.MCHECK",
+                "1",
+                "a",
+                "1",
+                "1",
+                "SCOPES",
+                "601",
+                "1",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+            ],
+            "WINDOW must be",
+        ),
+        (
+            &[
+                "LLMRL.MCHECK",
+                "1",
+                "a",
+                "1",
+                "1",
+                "SCOPES",
+                "hour",
+                "1",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+            ],
+            "a window is ms",
+        ),
+        (
+            &[
+                "LLMRL.MCHECK",
+                "1",
+                "a",
+                "1",
+                "1",
+                "SCOPES",
+                "600",
+                "1",
+                "0",
+                "0",
+                "0",
+                "0",
+                "2",
+            ],
+            "needs LEASE",
+        ),
+        (
+            &[
+                "LLMRL.MCHECK",
+                "2",
+                "a",
+                "a",
+                "1",
+                "1",
+                "SCOPES",
+                "600",
+                "1",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+                "600",
+                "1",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+            ],
+            "named twice",
+        ),
+        (
+            &[
+                "LLMRL.MCHECK",
+                "1",
+                "classic",
+                "1",
+                "1",
+                "SCOPES",
+                "60000",
+                "5",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+            ],
+            "WRONGTYPE",
+        ),
+        (
+            &[
+                "LLMRL.MCHECK",
+                "1",
+                "scope",
+                "1",
+                "1",
+                "SCOPES",
+                "600",
+                "5",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+            ],
+            "another window",
+        ),
+        (
+            &["LLMRL.CHECK", "scope", "5", "0", "0", "0", "0"],
+            "WRONGTYPE",
+        ),
+        (
+            &["LLMRL.MSETTLE", "1", "scope", "0", "1", "1", "1", "1"],
+            "invalid ticket",
+        ),
+        (
+            &[
+                "LLMRL.MSETTLE",
+                "1",
+                "scope",
+                "999999999999999999",
+                "1",
+                "1",
+                "1",
+                "1",
+            ],
+            "in the future",
+        ),
+        (
+            &["LLMRL.MCANCEL", "1", "scope", "5", "1", "1", "COSTS"],
+            "wrong number of arguments",
+        ),
+        (&["LLMRL.MAPPLY", "scope", "garbage"], "malformed"),
+        (&["LLMRL.MLOAD", "scope", "1", "2"], "not a scope"),
+    ];
+    for (args, expected) in cases {
+        let message = error(&mut con, args);
+        assert!(
+            message.contains(expected),
+            "{args:?}: {message:?} lacks {expected:?}"
+        );
+    }
+    assert_eq!(
+        string(&mut con, &["DEBUG", "DIGEST"]),
+        before,
+        "no error changed anything"
+    );
+    assert_eq!(int(&mut con, &["EXISTS", "a"]), 0);
+}
+
+fn busy_history(con: &mut redis::Connection) -> Vec<String> {
+    let mut keys = Vec::new();
+    for i in 0..6 {
+        let (key, pool) = (format!("{{h{i}}}:key"), format!("{{h{i}}}:pool"));
+        let window = ["60000", "day", "month:60"][i % 3];
+        for j in 0..(i + 2) {
+            let input = (j * 17 % 90).to_string();
+            let args = [
+                "LLMRL.MCHECK",
+                "2",
+                &key,
+                &pool,
+                &input,
+                "9",
+                "LEASE",
+                "60000",
+                "SCOPES",
+                window,
+                "50",
+                "5000",
+                "3000",
+                "0",
+                "0",
+                "0",
+                "60000",
+                "0",
+                "0",
+                "0",
+                "900",
+                "7",
+                "3",
+            ];
+            let d = multi(con, &args);
+            if d.allowed && j % 2 == 0 {
+                let ticket = d.ticket.to_string();
+                int(
+                    con,
+                    &[
+                        "LLMRL.MSETTLE",
+                        "2",
+                        &key,
+                        &pool,
+                        &ticket,
+                        &input,
+                        "1",
+                        "9",
+                        "12",
+                        "COSTS",
+                        "0",
+                        "0",
+                        "7",
+                        "5",
+                    ],
+                );
+            }
+        }
+        keys.push(key);
+        keys.push(pool);
+    }
+    keys
+}
+
+#[test]
+fn scopes_survive_reload_aof_rewrite_and_replicate_exactly() {
+    let mut primary = RedisServer::start(&["--appendonly", "yes", "--aof-use-rdb-preamble", "no"]);
+    let mut con = primary.client();
+    let replica = RedisServer::start(&[]);
+    let mut rcon = replica.client();
+    exec(
+        &mut rcon,
+        &["REPLICAOF", "127.0.0.1", &primary.port.to_string()],
+    )
+    .unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        string(&mut rcon, &["INFO", "replication"]).contains("master_link_status:up")
+    }));
+    let keys = busy_history(&mut con);
+    let fingerprint = |con: &mut redis::Connection| -> Vec<(String, i64)> {
+        keys.iter()
+            .map(|k| (digest(con, k), int(con, &["PEXPIRETIME", k])))
+            .collect()
+    };
+    let expected = fingerprint(&mut con);
+    assert!(
+        expected.iter().all(|(_, at)| *at > 0),
+        "every scope key expires: {expected:?}"
+    );
+    assert!(eventually(Duration::from_secs(10), || fingerprint(
+        &mut rcon
+    ) == expected));
+    assert_eq!(int(&mut con, &["MEMORY", "USAGE", "{h5}:pool"]) > 0, true);
+    exec(&mut con, &["DEBUG", "RELOAD"]).unwrap();
+    assert_eq!(fingerprint(&mut con), expected, "after an RDB round trip");
+    exec(&mut con, &["BGREWRITEAOF"]).unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        string(&mut con, &["INFO", "persistence"]).contains("aof_rewrite_in_progress:0")
+    }));
+    sleep(Duration::from_millis(200));
+    primary.restart(&[]);
+    let mut con = primary.client();
+    assert_eq!(
+        fingerprint(&mut con),
+        expected,
+        "after an AOF rewrite and replay"
+    );
+}
