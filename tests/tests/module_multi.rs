@@ -11,38 +11,9 @@ use std::time::Duration;
 
 /// key: 5 requests a minute, 1000 input tokens; team: 3 a minute; org: 10,000 cost a month,
 /// charged 100 a request.
+#[rustfmt::skip]
 fn three_scopes<'a>(input: &'a str, output: &'a str) -> Vec<&'a str> {
-    vec![
-        "LLMRL.MCHECK",
-        "3",
-        "{acme}:key",
-        "{acme}:team",
-        "{acme}:org",
-        input,
-        output,
-        "SCOPES",
-        "60000",
-        "5",
-        "1000",
-        "0",
-        "0",
-        "0",
-        "0",
-        "60000",
-        "3",
-        "0",
-        "0",
-        "0",
-        "0",
-        "0",
-        "month",
-        "0",
-        "0",
-        "0",
-        "10000",
-        "100",
-        "0",
-    ]
+    vec!["LLMRL.MCHECK", "3", "{acme}:key", "{acme}:team", "{acme}:org", input, output, "SCOPES", "60000", "5", "1000", "0", "0", "0", "0", "60000", "3", "0", "0", "0", "0", "0", "month", "0", "0", "0", "10000", "100", "0"]
 }
 
 fn peek_of(args: &[&str]) -> Vec<String> {
@@ -110,35 +81,13 @@ fn admits_only_when_every_scope_admits_and_a_refusal_records_nothing() {
     assert_eq!(info_field(&mut con, "mchecks_denied"), 2);
 }
 
-fn slots<'a>(lease: &'a str) -> Vec<&'a str> {
-    vec![
-        "LLMRL.MCHECK",
-        "2",
-        "{p}:key",
-        "{p}:pool",
-        "1",
-        "1",
-        "LEASE",
-        lease,
-        "SCOPES",
-        "60000",
-        "0",
-        "0",
-        "0",
-        "0",
-        "0",
-        "0",
-        "60000",
-        "0",
-        "0",
-        "0",
-        "0",
-        "0",
-        "2",
-    ]
+#[rustfmt::skip]
+fn slots(lease: &str) -> Vec<&str> {
+    vec!["LLMRL.MCHECK", "2", "{p}:key", "{p}:pool", "1", "1", "LEASE", lease, "SCOPES", "60000", "0", "0", "0", "0", "0", "0", "60000", "0", "0", "0", "0", "0", "2"]
 }
 
 #[test]
+#[rustfmt::skip]
 fn concurrency_slots_are_released_or_expire_with_their_lease() {
     let server = RedisServer::start(&[]);
     let mut con = server.client();
@@ -192,6 +141,7 @@ fn concurrency_slots_are_released_or_expire_with_their_lease() {
 }
 
 #[test]
+#[rustfmt::skip]
 fn settle_corrects_and_cancel_undoes_an_admission_everywhere() {
     let server = RedisServer::start(&[]);
     let mut con = server.client();
@@ -201,25 +151,7 @@ fn settle_corrects_and_cancel_undoes_an_admission_everywhere() {
     // Used 40 input tokens instead of 100; the org's cost was 160 instead of 100.
     let changed = int(
         &mut con,
-        &[
-            "LLMRL.MSETTLE",
-            "3",
-            keys[0],
-            keys[1],
-            keys[2],
-            &ticket,
-            "100",
-            "40",
-            "50",
-            "50",
-            "COSTS",
-            "0",
-            "0",
-            "0",
-            "0",
-            "100",
-            "160",
-        ],
+        &["LLMRL.MSETTLE", "3", keys[0], keys[1], keys[2], &ticket, "100", "40", "50", "50", "COSTS", "0", "0", "0", "0", "100", "160"],
     );
     // Every scope counted the 100 input tokens (limited or not), so every scope is corrected.
     assert_eq!(changed, 3);
@@ -265,24 +197,11 @@ fn settle_corrects_and_cancel_undoes_an_admission_everywhere() {
 }
 
 #[test]
+#[rustfmt::skip]
 fn calendar_scopes_count_the_period_and_expire_at_its_end() {
     let server = RedisServer::start(&[]);
     let mut con = server.client();
-    let args = [
-        "LLMRL.MCHECK",
-        "1",
-        "{c}:day",
-        "1",
-        "1",
-        "SCOPES",
-        "day:-480",
-        "2",
-        "0",
-        "0",
-        "0",
-        "0",
-        "0",
-    ];
+    let args = ["LLMRL.MCHECK", "1", "{c}:day", "1", "1", "SCOPES", "day:-480", "2", "0", "0", "0", "0", "0"];
     assert!(multi(&mut con, &args).allowed);
     assert!(multi(&mut con, &args).allowed);
     let now = server_ms(&mut con) as u64;
@@ -299,26 +218,13 @@ fn calendar_scopes_count_the_period_and_expire_at_its_end() {
     // A key keeps its clock.
     let other = error(
         &mut con,
-        &[
-            "LLMRL.MCHECK",
-            "1",
-            "{c}:day",
-            "1",
-            "1",
-            "SCOPES",
-            "week",
-            "2",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-        ],
+        &["LLMRL.MCHECK", "1", "{c}:day", "1", "1", "SCOPES", "week", "2", "0", "0", "0", "0", "0"],
     );
     assert!(other.contains("another window or period"), "{other}");
 }
 
 #[test]
+#[rustfmt::skip]
 fn bad_arguments_and_wrong_types_record_nothing() {
     let server = RedisServer::start(&[]);
     let mut con = server.client();
@@ -328,21 +234,7 @@ fn bad_arguments_and_wrong_types_record_nothing() {
     );
     multi(
         &mut con,
-        &[
-            "LLMRL.MCHECK",
-            "1",
-            "scope",
-            "1",
-            "1",
-            "SCOPES",
-            "60000",
-            "5",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-        ],
+        &["LLMRL.MCHECK", "1", "scope", "1", "1", "SCOPES", "60000", "5", "0", "0", "0", "0", "0"],
     );
     let before = string(&mut con, &["DEBUG", "DIGEST"]);
     let cases: &[(&[&str], &str)] = &[
@@ -357,136 +249,31 @@ fn bad_arguments_and_wrong_types_record_nothing() {
             "wrong number of arguments",
         ),
         (
-            &[
-                "LLMRL.MCHECK",
-                "1",
-                "a",
-                "1",
-                "1",
-                "600",
-                "1",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-            ],
+            &["LLMRL.MCHECK", "1", "a", "1", "1", "600", "1", "0", "0", "0", "0", "0"],
             "SCOPES",
         ),
         (
-            &[
-                "LLMRL.MCHECK",
-                "1",
-                "a",
-                "1",
-                "1",
-                "SCOPES",
-                "601",
-                "1",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-            ],
+            &["LLMRL.MCHECK", "1", "a", "1", "1", "SCOPES", "601", "1", "0", "0", "0", "0", "0"],
             "WINDOW must be",
         ),
         (
-            &[
-                "LLMRL.MCHECK",
-                "1",
-                "a",
-                "1",
-                "1",
-                "SCOPES",
-                "hour",
-                "1",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-            ],
+            &["LLMRL.MCHECK", "1", "a", "1", "1", "SCOPES", "hour", "1", "0", "0", "0", "0", "0"],
             "a window is ms",
         ),
         (
-            &[
-                "LLMRL.MCHECK",
-                "1",
-                "a",
-                "1",
-                "1",
-                "SCOPES",
-                "600",
-                "1",
-                "0",
-                "0",
-                "0",
-                "0",
-                "2",
-            ],
+            &["LLMRL.MCHECK", "1", "a", "1", "1", "SCOPES", "600", "1", "0", "0", "0", "0", "2"],
             "needs LEASE",
         ),
         (
-            &[
-                "LLMRL.MCHECK",
-                "2",
-                "a",
-                "a",
-                "1",
-                "1",
-                "SCOPES",
-                "600",
-                "1",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-                "600",
-                "1",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-            ],
+            &["LLMRL.MCHECK", "2", "a", "a", "1", "1", "SCOPES", "600", "1", "0", "0", "0", "0", "0", "600", "1", "0", "0", "0", "0", "0"],
             "named twice",
         ),
         (
-            &[
-                "LLMRL.MCHECK",
-                "1",
-                "classic",
-                "1",
-                "1",
-                "SCOPES",
-                "60000",
-                "5",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-            ],
+            &["LLMRL.MCHECK", "1", "classic", "1", "1", "SCOPES", "60000", "5", "0", "0", "0", "0", "0"],
             "WRONGTYPE",
         ),
         (
-            &[
-                "LLMRL.MCHECK",
-                "1",
-                "scope",
-                "1",
-                "1",
-                "SCOPES",
-                "600",
-                "5",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-            ],
+            &["LLMRL.MCHECK", "1", "scope", "1", "1", "SCOPES", "600", "5", "0", "0", "0", "0", "0"],
             "another window",
         ),
         (
@@ -498,16 +285,7 @@ fn bad_arguments_and_wrong_types_record_nothing() {
             "invalid ticket",
         ),
         (
-            &[
-                "LLMRL.MSETTLE",
-                "1",
-                "scope",
-                "999999999999999999",
-                "1",
-                "1",
-                "1",
-                "1",
-            ],
+            &["LLMRL.MSETTLE", "1", "scope", "999999999999999999", "1", "1", "1", "1"],
             "in the future",
         ),
         (
@@ -532,6 +310,7 @@ fn bad_arguments_and_wrong_types_record_nothing() {
     assert_eq!(int(&mut con, &["EXISTS", "a"]), 0);
 }
 
+#[rustfmt::skip]
 fn busy_history(con: &mut redis::Connection) -> Vec<String> {
     let mut keys = Vec::new();
     for i in 0..6 {
@@ -539,52 +318,13 @@ fn busy_history(con: &mut redis::Connection) -> Vec<String> {
         let window = ["60000", "day", "month:60"][i % 3];
         for j in 0..(i + 2) {
             let input = (j * 17 % 90).to_string();
-            let args = [
-                "LLMRL.MCHECK",
-                "2",
-                &key,
-                &pool,
-                &input,
-                "9",
-                "LEASE",
-                "60000",
-                "SCOPES",
-                window,
-                "50",
-                "5000",
-                "3000",
-                "0",
-                "0",
-                "0",
-                "60000",
-                "0",
-                "0",
-                "0",
-                "900",
-                "7",
-                "3",
-            ];
+            let args = ["LLMRL.MCHECK", "2", &key, &pool, &input, "9", "LEASE", "60000", "SCOPES", window, "50", "5000", "3000", "0", "0", "0", "60000", "0", "0", "0", "900", "7", "3"];
             let d = multi(con, &args);
             if d.allowed && j % 2 == 0 {
                 let ticket = d.ticket.to_string();
                 int(
                     con,
-                    &[
-                        "LLMRL.MSETTLE",
-                        "2",
-                        &key,
-                        &pool,
-                        &ticket,
-                        &input,
-                        "1",
-                        "9",
-                        "12",
-                        "COSTS",
-                        "0",
-                        "0",
-                        "7",
-                        "5",
-                    ],
+                    &["LLMRL.MSETTLE", "2", &key, &pool, &ticket, &input, "1", "9", "12", "COSTS", "0", "0", "7", "5"],
                 );
             }
         }
@@ -622,7 +362,7 @@ fn scopes_survive_reload_aof_rewrite_and_replicate_exactly() {
     assert!(eventually(Duration::from_secs(10), || fingerprint(
         &mut rcon
     ) == expected));
-    assert_eq!(int(&mut con, &["MEMORY", "USAGE", "{h5}:pool"]) > 0, true);
+    assert!(int(&mut con, &["MEMORY", "USAGE", "{h5}:pool"]) > 0);
     exec(&mut con, &["DEBUG", "RELOAD"]).unwrap();
     assert_eq!(fingerprint(&mut con), expected, "after an RDB round trip");
     exec(&mut con, &["BGREWRITEAOF"]).unwrap();
