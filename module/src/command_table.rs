@@ -158,7 +158,7 @@ pub const COMMANDS: [Command; 12] = [
     Command {
         name: c"llmrl.mcheck",
         entry: dispatch::mcheck,
-        flags: c"write deny-oom",
+        flags: c"write deny-oom getkeys-api",
         doc: CommandDoc {
             summary: c"Decides a request against several scopes at once (windows or calendar periods, four summed dimensions, concurrency slots) and, if every scope admits it, records it in all",
             complexity: c"O(N) where N is the number of keys",
@@ -177,7 +177,7 @@ pub const COMMANDS: [Command; 12] = [
     Command {
         name: c"llmrl.mpeek",
         entry: dispatch::mpeek,
-        flags: c"readonly",
+        flags: c"readonly getkeys-api",
         doc: CommandDoc {
             summary: c"Reports what LLMRL.MCHECK would decide, recording nothing",
             complexity: c"O(N) where N is the number of keys",
@@ -196,7 +196,7 @@ pub const COMMANDS: [Command; 12] = [
     Command {
         name: c"llmrl.msettle",
         entry: dispatch::msettle,
-        flags: c"write",
+        flags: c"write getkeys-api",
         doc: CommandDoc {
             summary: c"Corrects an MCHECK admission's reservation with its actual usage in every scope and releases its concurrency slots",
             complexity: c"O(N) where N is the number of keys",
@@ -223,7 +223,7 @@ pub const COMMANDS: [Command; 12] = [
     Command {
         name: c"llmrl.mcancel",
         entry: dispatch::mcancel,
-        flags: c"write",
+        flags: c"write getkeys-api",
         doc: CommandDoc {
             summary: c"Undoes an MCHECK admission entirely (request, tokens, cost, slot) in the scopes named",
             complexity: c"O(N) where N is the number of keys",

@@ -106,6 +106,41 @@ fn run(
     }
 }
 
+/// Redis 7.0 routes a cluster request by the legacy key range or a module's own key callback
+/// (`getkeys-api`), not by key specs: for `numkeys key [key ...]` commands, say where the keys
+/// are when asked. Returns whether this was such a request (then nothing else is done).
+fn report_key_positions(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: &[*mut raw::RedisModuleString],
+) -> bool {
+    // SAFETY: the API table is filled at load; the context is the one Redis passed.
+    let (Some(is_request), Some(key_at)) = (unsafe {
+        (
+            raw::RedisModule_IsKeysPositionRequest,
+            raw::RedisModule_KeyAtPos,
+        )
+    }) else {
+        return false;
+    };
+    if unsafe { is_request(ctx) } == 0 {
+        return false;
+    }
+    let numkeys = argv
+        .get(1)
+        .map(|arg| RedisString::string_as_slice(*arg))
+        .and_then(|bytes| llmrl_core::args::parse_u64(bytes, "numkeys").ok())
+        .unwrap_or(0);
+    let last = usize::try_from(numkeys)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1)
+        .min(argv.len().saturating_sub(1));
+    for position in 2..=last {
+        // SAFETY: positions within argv, as the API requires.
+        unsafe { key_at(ctx, position as c_int) };
+    }
+    true
+}
+
 /// What Redis calls: the raw command entry point, without the per-call argument vector the
 /// `redis_module!` wrapper would build.
 fn dispatch(
@@ -121,6 +156,9 @@ fn dispatch(
         Ok(len) if !argv.is_null() => unsafe { std::slice::from_raw_parts(argv, len) },
         _ => &[],
     };
+    if matches!(entry, Entry::Multi(_)) && report_key_positions(ctx, argv) {
+        return raw::Status::Ok as c_int;
+    }
     let result = run(&context, argv, name, entry);
     context.reply(result) as c_int
 }

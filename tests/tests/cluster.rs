@@ -248,3 +248,39 @@ fn resharding_a_slot_under_load_keeps_its_limiter_state() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("992"));
 }
+
+#[rustfmt::skip]
+#[test]
+fn multi_scope_checks_route_by_their_keys_and_refuse_cross_slot_calls() {
+    let cluster = Cluster::start(3);
+    // One organisation's scopes share a hash tag, hence a slot and an owner.
+    let tagged = ["llmrl:{org:acme}:key:1", "llmrl:{org:acme}:team:ml", "llmrl:{org:acme}:org"];
+    let mut con = cluster.nodes[0].client();
+    let getkeys: Vec<String> = redis::cmd("COMMAND")
+        .arg("GETKEYS").arg("LLMRL.MCHECK").arg("3").arg(&tagged[..]).arg("1").arg("1").arg("SCOPES")
+        .arg(&["60000", "5", "0", "0", "0", "0", "0"][..]).arg(&["day", "9", "0", "0", "0", "0", "0"][..])
+        .arg(&["month", "0", "0", "0", "500", "10", "0"][..])
+        .query(&mut con).unwrap();
+    assert_eq!(getkeys, tagged);
+    let mut mcheck = vec!["-c", "-p", "", "LLMRL.MCHECK", "3"];
+    mcheck.extend(tagged);
+    mcheck.extend(["1", "1", "SCOPES", "60000", "5", "0", "0", "0", "0", "0", "day", "9", "0", "0", "0", "0", "0", "month", "0", "0", "0", "500", "10", "0"]);
+    // `redis-cli -c` from any node reaches the owner, which decides for all three scopes.
+    let ports: Vec<String> = cluster.nodes.iter().map(|node| node.port.to_string()).collect();
+    for (n, port) in ports.iter().enumerate() {
+        mcheck[2] = port;
+        let output = Command::new("redis-cli").args(&mcheck).output().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.starts_with("1\nok\n-1\n"), "from node {n}: {text}");
+    }
+    let owner = cluster.owner(tagged[0]);
+    let mut owner_con = cluster.nodes[owner].client();
+    assert_eq!(int(&mut owner_con, &["EXISTS", tagged[0], tagged[1], tagged[2]]), 3);
+    // Keys in different slots.
+    let spread = ["llmrl:{a}:x", "llmrl:{b}:y"];
+    assert_ne!(key_slot(spread[0]), key_slot(spread[1]));
+    // Redis refuses the call before the module sees it, whichever node gets it.
+    let refused = error(&mut con, &["LLMRL.MCHECK", "2", spread[0], spread[1], "1", "1", "SCOPES",
+        "60000", "5", "0", "0", "0", "0", "0", "60000", "5", "0", "0", "0", "0", "0"]);
+    assert!(refused.starts_with("CROSSSLOT"), "{refused}");
+}

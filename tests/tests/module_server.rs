@@ -174,6 +174,12 @@ fn command_docs_describe_every_command() {
         "llmrl.apply",
         "llmrl.load",
         "llmrl.inspect",
+        "llmrl.mcheck",
+        "llmrl.mpeek",
+        "llmrl.msettle",
+        "llmrl.mcancel",
+        "llmrl.mapply",
+        "llmrl.mload",
     ] {
         let docs = format!(
             "{:?}",
@@ -271,12 +277,21 @@ fn an_acl_category_where_the_server_has_them() {
         decision(&mut con, &["LLMRL.CHECK", "k", "1", "0", "0", "0", "0"]);
         return;
     }
-    let members: Vec<String> = redis::cmd("ACL")
+    let mut members: Vec<String> = redis::cmd("ACL")
         .arg("CAT")
         .arg("llmrl")
         .query(&mut con)
         .unwrap();
-    assert_eq!(members.len(), 6, "{members:?}");
+    let mut commands: Vec<String> = redis::cmd("COMMAND")
+        .arg("LIST")
+        .arg("FILTERBY")
+        .arg("MODULE")
+        .arg("llmrl")
+        .query(&mut con)
+        .unwrap();
+    members.sort();
+    commands.sort();
+    assert_eq!(members, commands, "every llmrl command, nothing else");
     exec(
         &mut con,
         &["ACL", "SETUSER", "operator", "on", ">pw", "~*", "+@llmrl"],

@@ -86,7 +86,9 @@ pub fn operation_time(now_ms: u64, states: &[Option<&ScopeState>]) -> u64 {
 
 /// A ticket for an admission at `at_ms`, unique among the leases these scopes hold.
 fn new_ticket(at_ms: u64, states: &[Option<&ScopeState>]) -> u64 {
-    let base = at_ms.checked_shl(TICKET_SEQUENCE_BITS).unwrap_or(u64::MAX) & !0xFFFF;
+    // Times past 2^48 ms (the year 10889; only a hostile MAPPLY carries one) share the last one.
+    let at_ms = at_ms.min(u64::MAX >> TICKET_SEQUENCE_BITS);
+    let base = at_ms << TICKET_SEQUENCE_BITS;
     let taken = states
         .iter()
         .flatten()

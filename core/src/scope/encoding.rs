@@ -127,12 +127,23 @@ pub fn decode(mut next: impl FnMut() -> Option<u64>) -> Result<ScopeState, Decod
             "too many leases",
         )));
     }
-    let mut leases = Vec::with_capacity(count as usize);
+    let mut leases: Vec<Lease> = Vec::new();
+    let mut tickets = std::collections::HashSet::new();
     for _ in 0..count {
-        leases.push(Lease {
+        let lease = Lease {
             ticket: next()?,
             deadline_ms: next()?,
-        });
+        };
+        // Leases are kept by deadline, then ticket, each ticket once: anything else is corrupt.
+        if leases.last().is_some_and(|last| {
+            (last.deadline_ms, last.ticket) >= (lease.deadline_ms, lease.ticket)
+        }) || !tickets.insert(lease.ticket)
+        {
+            return Err(DecodeError::Invalid(WindowError::InvalidState(
+                "leases out of order or repeated",
+            )));
+        }
+        leases.push(lease);
     }
     Ok(ScopeState {
         counter,
