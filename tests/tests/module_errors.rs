@@ -582,3 +582,100 @@ fn random_commands_never_break_the_server() {
     }
     eprintln!("random commands: {sent} sent, {errors} errors, {decisions} decisions, {checks} checks ({allowed} admitted)");
 }
+
+#[rustfmt::skip]
+#[test]
+fn random_multi_scope_commands_never_break_the_server() {
+    let server = RedisServer::start(&[]);
+    let mut con = server.client();
+    exec(&mut con, &["SET", "str", "not a limiter"]).unwrap();
+    decision(&mut con, &["LLMRL.CHECK", "classic", "5", "0", "0", "0", "0"]);
+    // Scope keys with the clock each keeps; other keys hold other types.
+    let scopes = [("s0", "60000"), ("s1", "day"), ("s2", "600"), ("s3", "month:+60")];
+    let strangers = ["str", "classic", "s0"];
+    let windows = [
+        "60", "9223372036854775800", "week:-480", "day:1439", "601", "0", "hour", "day:1440", "-60", "",
+    ];
+    let numbers = [
+        "0", "1", "2", "3", "10", "100", "1000", "60000", "4294967296", "9223372036854775807",
+        "18446744073709551615", "18446744073709551616", "-1", "x", "",
+    ];
+    let commands = ["LLMRL.MCHECK", "LLMRL.MCHECK", "LLMRL.MCHECK", "LLMRL.MPEEK", "LLMRL.MSETTLE", "LLMRL.MCANCEL"];
+    let mut random = Random(0x5EED_0F5C_09E5);
+    let mut tickets: Vec<String> = vec!["1".into(), "18446744073709551615".into()];
+    let (mut sent, mut admitted, mut errors) = (0u64, 0u64, 0u64);
+    for _batch in 0..100 {
+        let mut pipe = redis::pipe();
+        let mut kinds = Vec::new();
+        for _ in 0..500 {
+            let command = *random.pick(&commands);
+            let well_formed = !random.next().is_multiple_of(5);
+            let numkeys = if well_formed { *random.pick(&[1usize, 1, 2, 3, 4]) } else { *random.pick(&[0usize, 1, 2, 70]) };
+            // Distinct scope keys, or anything.
+            let first = (random.next() % 4) as usize;
+            let chosen: Vec<(&str, &str)> = (0..numkeys.min(6))
+                .map(|i| if well_formed { scopes[(first + i) % 4] } else { (*random.pick(&strangers), *random.pick(&windows)) })
+                .collect();
+            let cmd = pipe.cmd(command).arg(numkeys);
+            for (key, _) in &chosen {
+                cmd.arg(*key);
+            }
+            let small = &numbers[..7];
+            match command {
+                "LLMRL.MCHECK" | "LLMRL.MPEEK" => {
+                    cmd.arg(*random.pick(small)).arg(*random.pick(small));
+                    if random.next().is_multiple_of(2) {
+                        cmd.arg("LEASE").arg(*random.pick(&["1", "50", "60000", "0"]));
+                    }
+                    cmd.arg(if well_formed { "SCOPES" } else { *random.pick(&["SCOPES", "LEASE", "x"]) });
+                    for (_, window) in &chosen {
+                        cmd.arg(*window);
+                        for _ in 0..6 {
+                            let pool = if well_formed { &numbers[..11] } else { &numbers[..] };
+                            cmd.arg(*random.pick(pool));
+                        }
+                    }
+                }
+                _ => {
+                    cmd.arg(random.pick(&tickets).as_str());
+                    let values = if command == "LLMRL.MSETTLE" { 4 } else { 2 };
+                    for _ in 0..values {
+                        cmd.arg(*random.pick(small));
+                    }
+                    if random.next().is_multiple_of(3) {
+                        cmd.arg("COSTS");
+                        let per_scope = if command == "LLMRL.MSETTLE" { 2 } else { 1 };
+                        for _ in 0..chosen.len() * per_scope {
+                            cmd.arg(*random.pick(small));
+                        }
+                    }
+                }
+            }
+            kinds.push(command);
+            sent += 1;
+        }
+        let replies = redis::ConnectionLike::req_packed_commands(&mut con, &pipe.get_packed_pipeline(), 0, 500)
+            .expect("the server keeps answering");
+        for (reply, kind) in replies.iter().zip(&kinds) {
+            match reply {
+                Value::ServerError(_) => errors += 1,
+                Value::Array(_) => {
+                    let d = llmrl_core::redis_client::multi_verdict(reply).expect("a well-formed reply");
+                    assert!(d.retry_after_ms >= -1 && d.remaining.iter().all(|r| *r >= -1));
+                    if d.allowed && *kind == "LLMRL.MCHECK" {
+                        admitted += 1;
+                        tickets.push(d.ticket.to_string());
+                    }
+                }
+                Value::Int(n) => assert!((0..=6).contains(n), "{reply:?}"),
+                other => panic!("{kind}: unexpected reply {other:?}"),
+            }
+        }
+    }
+    assert!(errors > sent / 10 && errors < sent * 9 / 10 && admitted > 100, "{errors} errors, {admitted} admitted of {sent}");
+    assert_eq!(info_field(&mut con, "panics_caught"), 0);
+    // Whatever was recorded saves, loads and replays to the same state.
+    let before = string(&mut con, &["DEBUG", "DIGEST"]);
+    exec(&mut con, &["DEBUG", "RELOAD"]).unwrap();
+    assert_eq!(string(&mut con, &["DEBUG", "DIGEST"]), before);
+}

@@ -378,3 +378,54 @@ fn scopes_survive_reload_aof_rewrite_and_replicate_exactly() {
         "after an AOF rewrite and replay"
     );
 }
+
+fn map_names(value: &redis::Value) -> Vec<String> {
+    let redis::Value::Map(pairs) = value else {
+        panic!("expected a map, got {value:?}")
+    };
+    pairs
+        .iter()
+        .map(|(k, _)| match k {
+            redis::Value::BulkString(b) => String::from_utf8(b.clone()).unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn resp3_clients_get_maps() {
+    let server = RedisServer::start(&[]);
+    let mut con = server.client_resp3();
+    let reply = exec(&mut con, &three_scopes("10", "5")).unwrap();
+    assert_eq!(
+        map_names(&reply),
+        [
+            "allowed",
+            "reason",
+            "scope",
+            "retry_after_ms",
+            "remaining",
+            "reset_ms",
+            "binding",
+            "ticket",
+            "scopes"
+        ]
+    );
+    let redis::Value::Map(pairs) = &reply else {
+        unreachable!()
+    };
+    let redis::Value::Array(scopes) = &pairs[8].1 else {
+        panic!("scopes: {:?}", pairs[8].1)
+    };
+    assert_eq!(scopes.len(), 3);
+    assert_eq!(
+        map_names(&scopes[0]),
+        [
+            "allowed",
+            "reason",
+            "retry_after_ms",
+            "remaining",
+            "reset_ms"
+        ]
+    );
+}
