@@ -157,6 +157,8 @@ def benchmark(port, n, pipeline, command, keys=1000, server_pid=None):
             "server_us_per_command": server_us}
 
 
+MCHECK_ONE = "LLMRL.MCHECK 1 scope, fresh keys"
+MCHECK_FOUR = "LLMRL.MCHECK 4 scopes, fresh keys"
 REPLY_CONTROL = "LRANGE of 10 integers (reply-size control)"
 
 
@@ -205,11 +207,12 @@ def module_section(procs, smoke, tmp):
         elif case.startswith("LRANGE"):
             pipe(port, [resp("DEL", f"ten:{i:012d}") + resp("RPUSH", f"ten:{i:012d}", *range(1, 11))
                         for i in range(prefill)])
-        elif "empty" in case or "fresh" in case:
+        elif "empty" in case or "fresh" in case or "scope" in case:
             # Empty when the case starts (unlimited, so they fill up as it runs).
-            prefix = {"LLMRL.CHECK fresh keys, allow": "fresh", "Lua sorted-set log, empty": "zempty",
-                      "Lua hash buckets, empty": "hempty"}[case]
-            pipe(port, [resp("DEL", f"{prefix}:{i:012d}") for i in range(prefill)])
+            prefixes = {"LLMRL.CHECK fresh keys, allow": ["fresh"], "Lua sorted-set log, empty": ["zempty"],
+                        "Lua hash buckets, empty": ["hempty"], MCHECK_ONE: ["m1"],
+                        MCHECK_FOUR: ["mk", "md", "mt", "mo"]}[case]
+            pipe(port, [resp("DEL", f"{prefix}:{i:012d}") for prefix in prefixes for i in range(prefill)])
 
     cases = [
         ("INCR", ["INCR", "incr:__rand_int__"]),
@@ -217,6 +220,11 @@ def module_section(procs, smoke, tmp):
         # separate what the reply's size costs from what the command costs.
         (REPLY_CONTROL, ["LRANGE", "ten:__rand_int__", 0, 9]),
         ("LLMRL.CHECK fresh keys, allow", ["LLMRL.CHECK", "fresh:__rand_int__", 0, 0, 0, 100, 20]),
+        (MCHECK_ONE, ["LLMRL.MCHECK", 1, "m1:__rand_int__", 100, 20, "SCOPES", 60000, 0, 0, 0, 0, 0, 0]),
+        # Key per minute, key per day, team per minute, organisation per month with a spend.
+        (MCHECK_FOUR, ["LLMRL.MCHECK", 4, "mk:__rand_int__", "md:__rand_int__", "mt:__rand_int__", "mo:__rand_int__",
+                       100, 20, "SCOPES", 60000, 0, 0, 0, 0, 0, 0, "day", 0, 0, 0, 0, 0, 0,
+                       60000, 0, 0, 0, 0, 0, 0, "month", 0, 0, 0, 1000000000000, 2600, 0]),
         ("LLMRL.CHECK full windows, allow", ["LLMRL.CHECK", "full:__rand_int__", 0, 0, 0, 100, 20]),
         ("LLMRL.CHECK full windows, deny", ["LLMRL.CHECK", "full:__rand_int__", 1, 0, 0, 100, 20]),
         ("Lua sorted-set log, empty", ["EVALSHA", shas["sorted_set_log"], 1, "zempty:__rand_int__", 0, 0, 0, 100, 20, 60000]),
@@ -257,7 +265,7 @@ def memory_section(procs, smoke, tmp):
                          "--dir", tmp, "--loadmodule", MODULE], port)
     count = 2000 if smoke else 100000
     out = {}
-    for kind in ("full", "one_bucket"):
+    for kind in ("full", "one_bucket", "calendar_scope", "scope_100_leases"):
         redis_cli(port, "FLUSHALL")
         before = int(redis_cli(port, "INFO", "memory").split("used_memory:")[1].split()[0])
         head = server_ms(port) // 1000
@@ -265,8 +273,16 @@ def memory_section(procs, smoke, tmp):
         for i in range(count):
             if kind == "full":
                 commands.append(full_key_load(f"mem:{i:012d}", head))
-            else:
+            elif kind == "one_bucket":
                 commands.append(resp("LLMRL.CHECK", f"mem:{i:012d}", 100, 100000, 20000, 120, 80))
+            elif kind == "calendar_scope":
+                commands.append(resp("LLMRL.MCHECK", 1, f"mem:{i:012d}", 120, 80, "SCOPES", "day:-480",
+                                     1000, 0, 0, 5000000, 2600, 0))
+            elif i < count // 100:
+                # A scope holding 100 live leases (1% of the keys: 100 commands each).
+                for _ in range(100):
+                    commands.append(resp("LLMRL.MCHECK", 1, f"mem:{i:012d}", 1, 1, "LEASE", 600000, "SCOPES",
+                                         60000, 0, 0, 0, 0, 0, 1000))
         for start in range(0, len(commands), 20000):
             pipe(port, commands[start:start + 20000])
         after = int(redis_cli(port, "INFO", "memory").split("used_memory:")[1].split()[0])

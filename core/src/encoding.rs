@@ -113,7 +113,7 @@ pub fn pack_effect(numbers: &[u64; EFFECT_NUMBERS]) -> ([u8; MAX_PACKED_EFFECT],
 }
 
 /// Emit `number` as unsigned LEB128, a byte at a time.
-fn leb128(number: u64, mut emit: impl FnMut(u8)) {
+pub(crate) fn leb128(number: u64, mut emit: impl FnMut(u8)) {
     let mut rest = number;
     loop {
         let byte = (rest & 0x7f) as u8;

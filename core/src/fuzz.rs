@@ -472,7 +472,10 @@ fn fuzz_scope_operations() {
                             states.iter_mut().zip(&requests).zip(&decision.effects)
                         {
                             let packed = pack_effect(request.clock, effect);
-                            prop_assert_eq!(unpack_effect(&packed), Ok((request.clock, *effect)));
+                            prop_assert_eq!(
+                                unpack_effect(packed.as_slice()),
+                                Ok((request.clock, *effect))
+                            );
                             state
                                 .get_or_insert_with(|| {
                                     ScopeState::new(request.clock).expect("valid clock")

@@ -309,6 +309,8 @@ pub struct MultiCheck<'a> {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub lease_ms: Option<u64>,
+    /// Ask for each scope's own figures too (a longer reply).
+    pub detail: bool,
 }
 
 impl<'a> MultiCheck<'a> {
@@ -321,6 +323,9 @@ impl<'a> MultiCheck<'a> {
         args.push(Arg::Int(self.output_tokens));
         if let Some(ms) = self.lease_ms {
             args.extend([Arg::Text("LEASE"), Arg::Int(ms)]);
+        }
+        if self.detail {
+            args.push(Arg::Text("DETAIL"));
         }
         args.push(Arg::Text("SCOPES"));
         for scope in self.scopes {
@@ -413,6 +418,7 @@ pub struct MultiVerdict {
     /// ...and the scope it is in (-1: none).
     pub binding: [i64; REPORTED],
     pub ticket: u64,
+    /// Each scope's own figures (only when asked for with DETAIL).
     pub scopes: Vec<ScopeVerdict>,
 }
 
@@ -471,6 +477,7 @@ mod tests {
             input_tokens: 100,
             output_tokens: 50,
             lease_ms: Some(30_000),
+            detail: true,
         };
         let args = texts(check.args());
         let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
@@ -478,6 +485,7 @@ mod tests {
         assert_eq!(&args[1..3], ["{o}:key", "{o}:org"]);
         let parsed = parse_mcheck("x", numkeys, &bytes[1 + numkeys..]).unwrap();
         assert_eq!(parsed.lease_ms, Some(30_000));
+        assert!(parsed.detail);
         assert_eq!(parsed.scopes[1].clock, day);
         assert_eq!(parsed.scopes[1].cost, [1, 100, 50, 1234]);
         assert_eq!(parsed.scopes[0].limits, scopes[0].limits);

@@ -95,42 +95,59 @@ fn flag(value: Option<&Value>, index: usize) -> Result<bool, ReplyError> {
     }
 }
 
-/// Decode the reply of MCHECK / MPEEK (RESP2: positional arrays).
+/// Fields of the MCHECK reply before the optional `scopes` (with DETAIL).
+pub const MULTI_FIELDS: usize = 4 + 3 * REPORTED + 1;
+
+/// Decode the reply of MCHECK / MPEEK (RESP2: a flat positional array; the per-scope part, with
+/// DETAIL, a last nested array).
 pub fn multi_verdict(value: &Value) -> Result<MultiVerdict, ReplyError> {
     let Value::Array(items) = value else {
         return Err(ReplyError::NotAnArray);
     };
-    if items.len() != 9 {
+    if items.len() != MULTI_FIELDS && items.len() != MULTI_FIELDS + 1 {
         return Err(ReplyError::FieldCount(items.len()));
     }
-    let Some(Value::Array(scope_items)) = items.get(8) else {
-        return Err(ReplyError::NotAnArray);
-    };
-    let scopes = scope_items
-        .iter()
-        .map(|scope| {
-            let Value::Array(fields) = scope else {
-                return Err(ReplyError::NotAnArray);
-            };
-            Ok(ScopeVerdict {
-                allowed: flag(fields.first(), 0)?,
-                reason: reason(fields.get(1), 1)?,
-                retry_after_ms: int(fields.get(2), "retry_after_ms", 2)?,
-                remaining: ints(fields.get(3), "remaining", 3)?,
-                reset_ms: ints(fields.get(4), "reset_ms", 4)?,
+    let scopes = match items.get(MULTI_FIELDS) {
+        None => Vec::new(),
+        Some(Value::Array(scope_items)) => scope_items
+            .iter()
+            .map(|scope| {
+                let Value::Array(fields) = scope else {
+                    return Err(ReplyError::NotAnArray);
+                };
+                Ok(ScopeVerdict {
+                    allowed: flag(fields.first(), 0)?,
+                    reason: reason(fields.get(1), 1)?,
+                    retry_after_ms: int(fields.get(2), "retry_after_ms", 2)?,
+                    remaining: ints(fields.get(3), "remaining", 3)?,
+                    reset_ms: ints(fields.get(4), "reset_ms", 4)?,
+                })
             })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => return Err(ReplyError::NotAnArray),
+    };
+    let flat = |from: usize, name: &'static str| -> Result<[i64; REPORTED], ReplyError> {
+        let mut out = [0; REPORTED];
+        for (d, slot) in out.iter_mut().enumerate() {
+            *slot = int(items.get(from + d), name, from + d)?;
+        }
+        Ok(out)
+    };
     let scope = int(items.get(2), "scope", 2)?;
     Ok(MultiVerdict {
         allowed: flag(items.first(), 0)?,
         reason: reason(items.get(1), 1)?,
         scope: usize::try_from(scope).ok(),
         retry_after_ms: int(items.get(3), "retry_after_ms", 3)?,
-        remaining: ints(items.get(4), "remaining", 4)?,
-        reset_ms: ints(items.get(5), "reset_ms", 5)?,
-        binding: ints(items.get(6), "binding", 6)?,
-        ticket: u64::try_from(int(items.get(7), "ticket", 7)?).unwrap_or(0),
+        remaining: flat(4, "remaining")?,
+        reset_ms: flat(4 + REPORTED, "reset_ms")?,
+        binding: flat(4 + 2 * REPORTED, "binding")?,
+        ticket: u64::try_from(int(
+            items.get(MULTI_FIELDS - 1),
+            "ticket",
+            MULTI_FIELDS - 1,
+        )?)
+        .unwrap_or(0),
         scopes,
     })
 }

@@ -118,12 +118,8 @@ pub fn commit_scope(
         }
     }
     signal_modified(ctx, key_name, event);
-    replicate(
-        ctx,
-        c"LLMRL.MAPPLY",
-        key_name,
-        &scope_encoding::pack_effect(clock, effect),
-    );
+    let packed = scope_encoding::pack_effect(clock, effect);
+    replicate(ctx, c"LLMRL.MAPPLY", key_name, packed.as_slice());
     Ok(())
 }
 

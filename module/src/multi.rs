@@ -77,7 +77,7 @@ fn check(ctx: &Context, keys: &Keys, args: &[&[u8]], record: bool) -> Result<(),
     } else {
         stats::PEEKS.incr();
     }
-    reply::multi_decision(ctx, &decision);
+    reply::multi_decision(ctx, &decision, request.detail);
     Ok(())
 }
 

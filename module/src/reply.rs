@@ -14,8 +14,6 @@ pub enum Value<'a> {
     Str(&'a [u8]),
     Ints(&'a [i64]),
     List(&'a [Value<'a>]),
-    /// Named fields: a map to RESP3 clients, positional values to RESP2 ones.
-    Record(&'a [(&'a str, Value<'a>)]),
 }
 
 pub fn clamp_i64(value: u64) -> i64 {
@@ -43,9 +41,6 @@ fn value(ctx: &Context, resp3: bool, v: &Value) {
             for item in items.iter() {
                 value(ctx, resp3, item);
             }
-        }
-        Value::Record(fields) => {
-            record(ctx, resp3, fields.iter().map(|(n, v)| (*n, v)), false);
         }
     }
 }
@@ -116,42 +111,78 @@ fn reason_name(reason: Option<Limit>) -> &'static [u8] {
     reason.map_or("ok", Limit::reason).as_bytes()
 }
 
-/// The MCHECK / MPEEK reply (names in `MULTI_FIELD_NAMES`, per scope `SCOPE_FIELD_NAMES`).
-pub fn multi_decision(ctx: &Context, d: &MultiDecision) {
+/// The MCHECK / MPEEK reply, flat like CHECK's: `allowed reason scope retry_after_ms`, then per
+/// dimension (requests, input tokens, output tokens, cost, concurrency) the least remaining,
+/// its reset and its scope, then `ticket`; with DETAIL, a last field `scopes` with each scope's
+/// own `allowed reason retry_after_ms remaining... reset...`. Written straight out: this is on
+/// every request's path.
+pub fn multi_decision(ctx: &Context, d: &MultiDecision, detail: bool) {
     let resp3 = is_resp3(ctx);
-    let remaining = d.remaining.map(figure);
-    let reset = d.reset_ms.map(clamp_i64);
     let binding = d.binding.map(|b| b.map_or(-1, |i| i as i64));
-    let scopes: Vec<([i64; REPORTED], [i64; REPORTED])> = d
-        .scopes
-        .iter()
-        .map(|s| (s.remaining.map(figure), s.reset_ms.map(clamp_i64)))
-        .collect();
-    let scope_records: Vec<[(&str, Value); 5]> = d
-        .scopes
-        .iter()
-        .zip(&scopes)
-        .map(|(s, (remaining, reset))| {
-            [
-                ("allowed", Value::Int(i64::from(s.allowed))),
-                ("reason", Value::Str(reason_name(s.reason))),
-                ("retry_after_ms", Value::Int(s.retry.as_i64())),
-                ("remaining", Value::Ints(remaining)),
-                ("reset_ms", Value::Ints(reset)),
-            ]
-        })
-        .collect();
-    let scope_values: Vec<Value> = scope_records.iter().map(|r| Value::Record(r)).collect();
-    let fields = [
+    let mut fields: [(&str, Value); MULTI_FIELDS] = [
         ("allowed", Value::Int(i64::from(d.allowed))),
         ("reason", Value::Str(reason_name(d.reason))),
         ("scope", Value::Int(d.scope.map_or(-1, |i| i as i64))),
         ("retry_after_ms", Value::Int(d.retry.as_i64())),
-        ("remaining", Value::Ints(&remaining)),
-        ("reset_ms", Value::Ints(&reset)),
-        ("binding", Value::Ints(&binding)),
+        ("remaining_requests", Value::Int(0)),
+        ("remaining_input_tokens", Value::Int(0)),
+        ("remaining_output_tokens", Value::Int(0)),
+        ("remaining_cost", Value::Int(0)),
+        ("remaining_concurrency", Value::Int(0)),
+        ("reset_requests_ms", Value::Int(0)),
+        ("reset_input_tokens_ms", Value::Int(0)),
+        ("reset_output_tokens_ms", Value::Int(0)),
+        ("reset_cost_ms", Value::Int(0)),
+        ("reset_concurrency_ms", Value::Int(0)),
+        ("binding_requests", Value::Int(0)),
+        ("binding_input_tokens", Value::Int(0)),
+        ("binding_output_tokens", Value::Int(0)),
+        ("binding_cost", Value::Int(0)),
+        ("binding_concurrency", Value::Int(0)),
         ("ticket", Value::Int(clamp_i64(d.ticket))),
-        ("scopes", Value::List(&scope_values)),
     ];
-    record(ctx, resp3, fields.iter().map(|(n, v)| (*n, v)), false);
+    for d_index in 0..REPORTED {
+        if let Some(slot) = fields.get_mut(4 + d_index) {
+            slot.1 = Value::Int(figure(d.remaining.get(d_index).copied().flatten()));
+        }
+        if let Some(slot) = fields.get_mut(4 + REPORTED + d_index) {
+            slot.1 = Value::Int(d.reset_ms.get(d_index).map_or(0, |r| clamp_i64(*r)));
+        }
+        if let Some(slot) = fields.get_mut(4 + 2 * REPORTED + d_index) {
+            slot.1 = Value::Int(binding.get(d_index).copied().unwrap_or(-1));
+        }
+    }
+    let count = fields.len() + usize::from(detail);
+    if resp3 {
+        raw::reply_with_map(ctx.ctx, count as c_long);
+    } else {
+        raw::reply_with_array(ctx.ctx, count as c_long);
+    }
+    for (name, v) in &fields {
+        if resp3 {
+            bulk(ctx, name.as_bytes());
+        }
+        value(ctx, resp3, v);
+    }
+    if !detail {
+        return;
+    }
+    if resp3 {
+        bulk(ctx, b"scopes");
+    }
+    raw::reply_with_array(ctx.ctx, d.scopes.len() as c_long);
+    for scope in &d.scopes {
+        let (remaining, reset) = (scope.remaining.map(figure), scope.reset_ms.map(clamp_i64));
+        let fields = [
+            ("allowed", Value::Int(i64::from(scope.allowed))),
+            ("reason", Value::Str(reason_name(scope.reason))),
+            ("retry_after_ms", Value::Int(scope.retry.as_i64())),
+            ("remaining", Value::Ints(&remaining)),
+            ("reset_ms", Value::Ints(&reset)),
+        ];
+        record(ctx, resp3, fields.iter().map(|(n, v)| (*n, v)), false);
+    }
 }
+
+/// Fields of the MCHECK reply before the optional `scopes`.
+pub const MULTI_FIELDS: usize = 4 + 3 * REPORTED + 1;

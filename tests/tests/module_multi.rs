@@ -13,7 +13,7 @@ use std::time::Duration;
 /// charged 100 a request.
 #[rustfmt::skip]
 fn three_scopes<'a>(input: &'a str, output: &'a str) -> Vec<&'a str> {
-    vec!["LLMRL.MCHECK", "3", "{acme}:key", "{acme}:team", "{acme}:org", input, output, "SCOPES", "60000", "5", "1000", "0", "0", "0", "0", "60000", "3", "0", "0", "0", "0", "0", "month", "0", "0", "0", "10000", "100", "0"]
+    vec!["LLMRL.MCHECK", "3", "{acme}:key", "{acme}:team", "{acme}:org", input, output, "DETAIL", "SCOPES", "60000", "5", "1000", "0", "0", "0", "0", "60000", "3", "0", "0", "0", "0", "0", "month", "0", "0", "0", "10000", "100", "0"]
 }
 
 fn peek_of(args: &[&str]) -> Vec<String> {
@@ -397,25 +397,26 @@ fn resp3_clients_get_maps() {
     let server = RedisServer::start(&[]);
     let mut con = server.client_resp3();
     let reply = exec(&mut con, &three_scopes("10", "5")).unwrap();
-    assert_eq!(
-        map_names(&reply),
-        [
-            "allowed",
-            "reason",
-            "scope",
-            "retry_after_ms",
-            "remaining",
-            "reset_ms",
-            "binding",
-            "ticket",
-            "scopes"
-        ]
-    );
+    let dimensions = [
+        "requests",
+        "input_tokens",
+        "output_tokens",
+        "cost",
+        "concurrency",
+    ];
+    let mut expected: Vec<String> = ["allowed", "reason", "scope", "retry_after_ms"]
+        .map(String::from)
+        .to_vec();
+    expected.extend(dimensions.map(|d| format!("remaining_{d}")));
+    expected.extend(dimensions.map(|d| format!("reset_{d}_ms")));
+    expected.extend(dimensions.map(|d| format!("binding_{d}")));
+    expected.extend(["ticket".to_string(), "scopes".to_string()]);
+    assert_eq!(map_names(&reply), expected);
     let redis::Value::Map(pairs) = &reply else {
         unreachable!()
     };
-    let redis::Value::Array(scopes) = &pairs[8].1 else {
-        panic!("scopes: {:?}", pairs[8].1)
+    let redis::Value::Array(scopes) = &pairs[20].1 else {
+        panic!("scopes: {:?}", pairs[20].1)
     };
     assert_eq!(scopes.len(), 3);
     assert_eq!(
@@ -427,5 +428,27 @@ fn resp3_clients_get_maps() {
             "remaining",
             "reset_ms"
         ]
+    );
+}
+
+#[test]
+fn without_detail_the_reply_is_flat_and_names_no_scope_figures() {
+    let server = RedisServer::start(&[]);
+    let mut con = server.client();
+    let args: Vec<&str> = three_scopes("10", "5")
+        .into_iter()
+        .filter(|a| *a != "DETAIL")
+        .collect();
+    let reply = exec(&mut con, &args).unwrap();
+    let redis::Value::Array(items) = &reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(items.len(), 20);
+    let d = multi(&mut con, &args);
+    assert!(d.allowed && d.scopes.is_empty());
+    assert_eq!(
+        (d.remaining[0], d.binding[0]),
+        (1, 1),
+        "the team's requests bind"
     );
 }

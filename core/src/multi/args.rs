@@ -1,7 +1,7 @@
 //! Arguments of the multi-scope commands, free of Redis types so they can be tested and fuzzed.
 //! Every command starts `numkeys key [key ...]`; `args` here are the arguments after the keys.
 //!
-//! - `LLMRL.MCHECK numkeys key... input_tokens output_tokens [LEASE ms] SCOPES
+//! - `LLMRL.MCHECK numkeys key... input_tokens output_tokens [LEASE ms] [DETAIL] SCOPES
 //!   {window rpm itpm otpm cost_limit cost_charge concurrency} × numkeys`
 //! - `LLMRL.MPEEK` — the same arguments; decides, records nothing.
 //! - `LLMRL.MSETTLE numkeys key... ticket reserved_input actual_input reserved_output
@@ -49,6 +49,8 @@ fn parse_clock(bytes: &[u8]) -> Result<Clock, CommandError> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct MultiCheckArgs {
     pub lease_ms: Option<u64>,
+    /// Reply with each scope's own figures too.
+    pub detail: bool,
     pub scopes: Vec<ScopeRequest>,
 }
 
@@ -73,9 +75,13 @@ pub fn parse_mcheck(
         }
         _ => (None, rest),
     };
+    let (detail, rest) = match rest {
+        [option, tail @ ..] if option.eq_ignore_ascii_case(b"DETAIL") => (true, tail),
+        _ => (false, rest),
+    };
     let values = match rest {
         [keyword, values @ ..] if keyword.eq_ignore_ascii_case(b"SCOPES") => values,
-        _ => return Err(CommandError::Syntax("expected [LEASE ms] SCOPES")),
+        _ => return Err(CommandError::Syntax("expected [LEASE ms] [DETAIL] SCOPES")),
     };
     if values.len() != numkeys * SCOPE_VALUES {
         return Err(CommandError::WrongArity(command));
@@ -101,7 +107,11 @@ pub fn parse_mcheck(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(MultiCheckArgs { lease_ms, scopes })
+    Ok(MultiCheckArgs {
+        lease_ms,
+        detail,
+        scopes,
+    })
 }
 
 /// A correction of one admission in every scope: what each was charged (reserved) and what
@@ -225,6 +235,9 @@ mod tests {
             Clock::Calendar(Period::new(PeriodKind::Day, -480).unwrap())
         );
         assert_eq!(parsed.scopes[2].cost, [1, 100, 50, 1234]);
+        let detail = split("1 a 1 2 LEASE 5 detail SCOPES 600 1 0 0 0 0 0");
+        assert!(parse_mcheck("x", 1, &detail[2..]).unwrap().detail);
+        assert!(!parsed.detail);
         let no_lease = split("1 a 1 2 scopes 600 1 0 0 0 0 0");
         assert_eq!(parse_mcheck("x", 1, &no_lease[2..]).unwrap().lease_ms, None);
     }
@@ -241,7 +254,7 @@ mod tests {
             ),
             (
                 "1 a 1 2 600 1 0 0 0 0 0",
-                CommandError::Syntax("expected [LEASE ms] SCOPES"),
+                CommandError::Syntax("expected [LEASE ms] [DETAIL] SCOPES"),
             ),
             (
                 "1 a 1 2 SCOPES 601 1 0 0 0 0 0",

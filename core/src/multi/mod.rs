@@ -12,6 +12,7 @@ use crate::scope::{
     Clock, Lease, Limit, ScopeDecision, ScopeEffect, ScopeLimits, ScopeState, REPORTED, SUMMED,
 };
 use crate::window::{Amounts, Retry, WindowError};
+use std::borrow::Cow;
 use thiserror::Error;
 
 /// Bits of a ticket below the admission time: tickets are `time_ms << 16 | sequence`, unique
@@ -111,9 +112,11 @@ pub fn decide(
     lease_ms: Option<u64>,
 ) -> Result<MultiDecision, MultiError> {
     let at_ms = operation_time(now_ms, states);
-    let mut fresh = Vec::with_capacity(requests.len());
+    // Each scope's state: the key's, or a new one for a key that does not exist yet.
+    let mut views: Vec<Cow<ScopeState>> = Vec::with_capacity(requests.len());
     for (index, request) in requests.iter().enumerate() {
-        if let Some(Some(state)) = states.get(index) {
+        let existing = states.get(index).copied().flatten();
+        if let Some(state) = existing {
             if state.clock() != request.clock {
                 return Err(MultiError::ClockMismatch { index });
             }
@@ -121,14 +124,11 @@ pub fn decide(
         if request.limits.concurrency > 0 && lease_ms.is_none() {
             return Err(MultiError::LeaseRequired { index });
         }
-        fresh.push(ScopeState::new(request.clock)?);
+        views.push(match existing {
+            Some(state) => Cow::Borrowed(state),
+            None => Cow::Owned(ScopeState::new(request.clock)?),
+        });
     }
-    // Each scope's state: the key's, or a new one for a key that does not exist yet.
-    let views: Vec<&ScopeState> = fresh
-        .iter()
-        .enumerate()
-        .map(|(index, new)| states.get(index).copied().flatten().unwrap_or(new))
-        .collect();
     let mut scopes: Vec<ScopeDecision> = views
         .iter()
         .zip(requests)

@@ -11,7 +11,7 @@
 use super::{
     CalendarCounter, Clock, Counter, Lease, Leases, ScopeEffect, ScopeLimits, ScopeState, SUMMED,
 };
-use crate::encoding::{pack_numbers, unpack_numbers, DecodeError};
+use crate::encoding::{leb128, unpack_numbers, DecodeError};
 use crate::period::{Period, PeriodKind, MAX_OFFSET_MINUTES};
 use crate::window::{Snapshot, Window, WindowError, MAX_ROWS};
 
@@ -157,28 +157,74 @@ pub const EFFECT_NUMBERS: usize = 23;
 /// Version byte of a packed scope effect (1 is CHECK's effect).
 pub const PACKED_SCOPE_EFFECT_VERSION: u8 = 2;
 
-/// An effect with the clock of the key it applies to (a replica may have to create the key).
-pub fn pack_effect(clock: Clock, effect: &ScopeEffect) -> Vec<u8> {
-    let mut numbers = Vec::with_capacity(EFFECT_NUMBERS);
-    numbers.extend(clock_numbers(clock));
-    numbers.push(effect.now_ms);
-    numbers.extend(effect.limits.summed);
-    numbers.push(effect.limits.concurrency);
-    numbers.extend(effect.charge);
+/// The longest packed scope effect: the version byte and every number at 10 bytes.
+pub const MAX_PACKED_SCOPE_EFFECT: usize = 1 + EFFECT_NUMBERS * 10;
+
+/// A packed scope effect, on the stack (it is built for every scope of every admission).
+pub struct PackedScopeEffect {
+    bytes: [u8; MAX_PACKED_SCOPE_EFFECT],
+    len: usize,
+}
+
+impl PackedScopeEffect {
+    pub fn as_slice(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or(&self.bytes)
+    }
+}
+
+/// An effect with the clock of the key it applies to (a replica may have to create the key),
+/// packed as [`pack_numbers`] would, without allocating.
+pub fn pack_effect(clock: Clock, effect: &ScopeEffect) -> PackedScopeEffect {
     let (refund_at, refund) = effect.refund.unwrap_or((0, [0; SUMMED]));
-    numbers.push(u64::from(effect.refund.is_some()));
-    numbers.push(refund_at);
-    numbers.extend(refund);
     let lease = effect.lease.unwrap_or(Lease {
         ticket: 0,
         deadline_ms: 0,
     });
-    numbers.push(u64::from(effect.lease.is_some()));
-    numbers.push(lease.ticket);
-    numbers.push(lease.deadline_ms);
-    numbers.push(u64::from(effect.release.is_some()));
-    numbers.push(effect.release.unwrap_or(0));
-    pack_numbers(PACKED_SCOPE_EFFECT_VERSION, &numbers)
+    let [kind, param] = clock_numbers(clock);
+    let [l0, l1, l2, l3] = effect.limits.summed;
+    let [c0, c1, c2, c3] = effect.charge;
+    let [r0, r1, r2, r3] = refund;
+    let numbers: [u64; EFFECT_NUMBERS] = [
+        kind,
+        param,
+        effect.now_ms,
+        l0,
+        l1,
+        l2,
+        l3,
+        effect.limits.concurrency,
+        c0,
+        c1,
+        c2,
+        c3,
+        u64::from(effect.refund.is_some()),
+        refund_at,
+        r0,
+        r1,
+        r2,
+        r3,
+        u64::from(effect.lease.is_some()),
+        lease.ticket,
+        lease.deadline_ms,
+        u64::from(effect.release.is_some()),
+        effect.release.unwrap_or(0),
+    ];
+    let mut packed = PackedScopeEffect {
+        bytes: [0; MAX_PACKED_SCOPE_EFFECT],
+        len: 0,
+    };
+    let mut emit = |byte| {
+        if let Some(slot) = packed.bytes.get_mut(packed.len) {
+            *slot = byte;
+        }
+        packed.len += 1;
+    };
+    emit(PACKED_SCOPE_EFFECT_VERSION);
+    for number in numbers {
+        leb128(number, &mut emit);
+    }
+    packed.len = packed.len.min(MAX_PACKED_SCOPE_EFFECT);
+    packed
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -203,8 +203,9 @@ fn scopes_and_effects_survive_their_encodings() {
             .unwrap();
             for effect in &d.effects {
                 let packed = pack_effect(clock, effect);
+                let packed = packed.as_slice();
                 assert!(packed.len() < 64, "{} bytes", packed.len());
-                assert_eq!(unpack_effect(&packed), Ok((clock, *effect)));
+                assert_eq!(unpack_effect(packed), Ok((clock, *effect)));
                 for cut in 0..packed.len() {
                     assert!(unpack_effect(&packed[..cut]).is_err());
                 }
