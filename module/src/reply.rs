@@ -24,7 +24,7 @@ fn bulk(ctx: &Context, bytes: &[u8]) {
     raw::reply_with_string_buffer(ctx.ctx, bytes.as_ptr().cast::<c_char>(), bytes.len());
 }
 
-fn value(ctx: &Context, resp3: bool, v: &Value) {
+fn value(ctx: &Context, v: &Value) {
     match v {
         Value::Int(i) => {
             raw::reply_with_long_long(ctx.ctx, *i);
@@ -39,7 +39,7 @@ fn value(ctx: &Context, resp3: bool, v: &Value) {
         Value::List(items) => {
             raw::reply_with_array(ctx.ctx, items.len() as c_long);
             for item in items.iter() {
-                value(ctx, resp3, item);
+                value(ctx, item);
             }
         }
     }
@@ -64,7 +64,7 @@ pub fn record<'v>(
         if resp3 || named_in_resp2 {
             bulk(ctx, name.as_bytes());
         }
-        value(ctx, resp3, v);
+        value(ctx, v);
     }
 }
 
@@ -162,7 +162,7 @@ pub fn multi_decision(ctx: &Context, d: &MultiDecision, detail: bool) {
         if resp3 {
             bulk(ctx, name.as_bytes());
         }
-        value(ctx, resp3, v);
+        value(ctx, v);
     }
     if !detail {
         return;
