@@ -453,6 +453,18 @@ def markdown(results):
               f"{chat['tiktoken_rs_us'] / chat['bpe_openai_us']:.1f} x faster |",
               f"| 1 MiB of one word: ms | {word['bpe_openai_ms']:.1f} | {word['tiktoken_rs_ms']:.1f} | "
               f"{word['tiktoken_rs_ms'] / word['bpe_openai_ms']:.0f} x faster |", ""]
+    lines += ["", "## Multi-scope check (fresh keys, against LLMRL.CHECK on fresh keys in the same run)", ""]
+    for pipeline in (1, 16):
+        rps = module_column(results, pipeline, "rps")
+        cpu = module_column(results, pipeline, "server_us_per_command")
+        check, one, four = "LLMRL.CHECK fresh keys, allow", MCHECK_ONE, MCHECK_FOUR
+        if all(n in rps for n in (check, one, four)):
+            line = (f"- -P {pipeline}: 1 scope {rps[one] / rps[check]:.2f} x CHECK by req/s; "
+                    f"4 scopes (key/minute, key/day, team/minute, org/month with spend) {rps[four] / rps[check]:.2f} x")
+            if cpu.get(check) and cpu.get(one) and cpu.get(four):
+                line += (f"; server CPU per command {cpu[one]:.2f} and {cpu[four]:.2f} us against CHECK's "
+                         f"{cpu[check]:.2f} us ({cpu[one] / cpu[check]:.2f} x and {cpu[four] / cpu[check]:.2f} x)")
+            lines.append(line)
     lines += ["", "## Module against the best Lua script, full windows", ""]
     for pipeline in (1, 16):
         rows = module_column(results, pipeline, "rps")
