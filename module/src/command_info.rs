@@ -58,6 +58,8 @@ pub enum ArgKind {
     Integer,
     String,
     Block,
+    /// A keyword alone (`DETAIL`).
+    PureToken,
 }
 
 impl ArgDoc {
@@ -83,6 +85,16 @@ impl ArgDoc {
         ArgDoc {
             kind: ArgKind::String,
             ..ArgDoc::int(name)
+        }
+    }
+
+    /// An optional keyword with no value.
+    pub const fn flag(token: &'static CStr) -> ArgDoc {
+        ArgDoc {
+            kind: ArgKind::PureToken,
+            token: Some(token),
+            optional: true,
+            ..ArgDoc::int(token)
         }
     }
 
@@ -152,6 +164,9 @@ fn arg_list(args: &[ArgDoc]) -> *mut raw::RedisModuleCommandArg {
                 ArgKind::Integer => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
                 ArgKind::String => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
                 ArgKind::Block => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_BLOCK,
+                ArgKind::PureToken => {
+                    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN
+                }
             };
             let mut flags = 0;
             if arg.optional {

@@ -11,6 +11,16 @@ pub type CommandEntry =
 
 const NUMKEYS: ArgDoc = ArgDoc::int(c"numkeys");
 const KEYS: ArgDoc = ArgDoc::key().multiple();
+/// MCHECK's and MPEEK's arguments.
+const MCHECK_ARGS: [ArgDoc; 7] = [
+    NUMKEYS,
+    KEYS,
+    ArgDoc::int(c"input_tokens"),
+    ArgDoc::int(c"output_tokens"),
+    ArgDoc::int(c"ms").token(c"LEASE").optional(),
+    ArgDoc::flag(c"DETAIL"),
+    ArgDoc::block(c"scope", &SCOPE).token(c"SCOPES").multiple(),
+];
 /// One scope of MCHECK / MPEEK.
 const SCOPE: [ArgDoc; 7] = [
     ArgDoc::string(c"window"),
@@ -164,14 +174,7 @@ pub const COMMANDS: [Command; 12] = [
             complexity: c"O(N) where N is the number of keys",
             key: KeyAccess::Update,
             keys: KeyPositions::Numkeys,
-            args: &[
-                NUMKEYS,
-                KEYS,
-                ArgDoc::int(c"input_tokens"),
-                ArgDoc::int(c"output_tokens"),
-                ArgDoc::int(c"ms").token(c"LEASE").optional(),
-                ArgDoc::block(c"scope", &SCOPE).token(c"SCOPES").multiple(),
-            ],
+            args: &MCHECK_ARGS,
         },
     },
     Command {
@@ -183,14 +186,7 @@ pub const COMMANDS: [Command; 12] = [
             complexity: c"O(N) where N is the number of keys",
             key: KeyAccess::Read,
             keys: KeyPositions::Numkeys,
-            args: &[
-                NUMKEYS,
-                KEYS,
-                ArgDoc::int(c"input_tokens"),
-                ArgDoc::int(c"output_tokens"),
-                ArgDoc::int(c"ms").token(c"LEASE").optional(),
-                ArgDoc::block(c"scope", &SCOPE).token(c"SCOPES").multiple(),
-            ],
+            args: &MCHECK_ARGS,
         },
     },
     Command {

@@ -162,16 +162,7 @@ pub fn load(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(),
     let snapshot = args::parse_load(args)?;
     let window = Window::from_snapshot(&snapshot)?;
     let expire = window.expire_at_ms();
-    let key = ctx.open_key_writable(key_name);
-    keyspace::store(&key, window)?;
-    drop(key);
-    if let Some(at) = expire {
-        keyspace::expire_at(ctx, key_name, at);
-    }
-    keyspace::signal_modified(ctx, key_name, c"llmrl.load");
-    ctx.replicate_verbatim();
-    ctx.reply_simple_string("OK");
-    Ok(())
+    keyspace::replace(ctx, key_name, window, expire)
 }
 
 pub fn inspect(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(), CommandError> {

@@ -38,6 +38,26 @@ pub fn store<T: Persisted>(key: &RedisKeyWritable, state: T) -> Result<(), Comma
     key.set_value(T::redis_type(), state).map_err(command_error)
 }
 
+/// Replace a key with exactly `state` (LOAD and MLOAD: what an AOF rewrite emits), with the
+/// expiry the state implies, replicated as it came, and answer OK.
+pub fn replace<T: Persisted>(
+    ctx: &Context,
+    key_name: &RedisString,
+    state: T,
+    expire_at_ms: Option<u64>,
+) -> Result<(), CommandError> {
+    let key = ctx.open_key_writable(key_name);
+    store(&key, state)?;
+    drop(key);
+    if let Some(at) = expire_at_ms {
+        expire_at(ctx, key_name, at);
+    }
+    signal_modified(ctx, key_name, c"llmrl.load");
+    ctx.replicate_verbatim();
+    ctx.reply_simple_string("OK");
+    Ok(())
+}
+
 /// The server's clock, read once per command. Replicas and AOF replay never call this.
 pub fn now_ms() -> Result<u64, CommandError> {
     // SAFETY: the API table is filled once at module load, before any command runs.

@@ -163,14 +163,5 @@ pub fn mload(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<()
         return Err(CommandError::WrongArity("llmrl.mload"));
     }
     let expire = state.expire_at_ms();
-    let key = ctx.open_key_writable(key_name);
-    keyspace::store(&key, state)?;
-    drop(key);
-    if let Some(at) = expire {
-        keyspace::expire_at(ctx, key_name, at);
-    }
-    keyspace::signal_modified(ctx, key_name, c"llmrl.load");
-    ctx.replicate_verbatim();
-    ctx.reply_simple_string("OK");
-    Ok(())
+    keyspace::replace(ctx, key_name, state, expire)
 }
