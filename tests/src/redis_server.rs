@@ -166,8 +166,11 @@ impl RedisServer {
         }
     }
 
-    /// Start again on the same port and directory (so the RDB/AOF there is loaded).
+    /// Start again on the same port and directory (so the RDB/AOF there is loaded). A server
+    /// still running is killed first: otherwise it would keep the port, answer in the new one's
+    /// place, and outlive the test.
     pub fn restart(&mut self, extra: &[&str]) {
+        self.kill();
         self.args.extend(extra.iter().map(|s| s.to_string()));
         let port = self.port;
         self.launch(Some(port));

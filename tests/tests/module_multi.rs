@@ -370,6 +370,7 @@ fn scopes_survive_reload_aof_rewrite_and_replicate_exactly() {
         string(&mut con, &["INFO", "persistence"]).contains("aof_rewrite_in_progress:0")
     }));
     sleep(Duration::from_millis(200));
+    primary.shutdown(false);
     primary.restart(&[]);
     let mut con = primary.client();
     assert_eq!(
