@@ -72,7 +72,7 @@ fn call(
             let args = argv.get(1..).unwrap_or(&[]);
             with_bytes(args, |bytes| {
                 let numkeys = llmrl_core::multi::args::parse_numkeys(name, bytes)?;
-                let keys: Vec<ManuallyDrop<RedisString>> =
+                let keys: llmrl_core::multi::PerScope<ManuallyDrop<RedisString>> =
                     args.iter().skip(1).take(numkeys).map(borrow).collect();
                 handler(ctx, &keys, bytes.get(1 + numkeys..).unwrap_or(&[]))
             })

@@ -8,7 +8,7 @@ use crate::stats;
 use llmrl_core::args::parse_u64;
 use llmrl_core::error::CommandError;
 use llmrl_core::multi::args::{parse_mcancel, parse_mcheck, parse_msettle, CorrectionArgs};
-use llmrl_core::multi::{decide, plan_correction};
+use llmrl_core::multi::{decide, plan_correction, PerScope};
 use llmrl_core::scope::encoding::{decode, unpack_effect};
 use llmrl_core::scope::{ScopeEffect, ScopeState};
 use redis_module::key::RedisKeyWritable;
@@ -31,12 +31,12 @@ fn distinct(keys: &Keys) -> Result<(), CommandError> {
     Ok(())
 }
 
-fn open_all(ctx: &Context, keys: &Keys) -> Vec<RedisKeyWritable> {
+fn open_all(ctx: &Context, keys: &Keys) -> PerScope<RedisKeyWritable> {
     keys.iter().map(|key| ctx.open_key_writable(key)).collect()
 }
 
 /// Every scope's state, or `None` for a key that does not exist yet.
-fn states(open: &[RedisKeyWritable]) -> Result<Vec<Option<&ScopeState>>, CommandError> {
+fn states(open: &[RedisKeyWritable]) -> Result<PerScope<Option<&ScopeState>>, CommandError> {
     open.iter()
         .map(|key| keyspace::read_mut::<ScopeState>(key).map(|s| s.map(|s| &*s)))
         .collect()
@@ -94,7 +94,7 @@ fn correct(ctx: &Context, keys: &Keys, correction: CorrectionArgs) -> Result<(),
     distinct(keys)?;
     let now = keyspace::now_ms()?;
     let open = open_all(ctx, keys);
-    let mut planned: Vec<Option<(ScopeEffect, llmrl_core::scope::Clock)>> = Vec::new();
+    let mut planned: PerScope<Option<(ScopeEffect, llmrl_core::scope::Clock)>> = PerScope::new();
     for ((state, reserved), actual) in states(&open)?
         .into_iter()
         .zip(&correction.reserved)

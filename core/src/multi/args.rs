@@ -11,7 +11,7 @@
 //! A `window` is ms (a positive multiple of 60) or a calendar period: `day`, `week` or `month`,
 //! optionally `:<UTC offset in minutes>` (`day:-480`).
 
-use super::{ScopeRequest, MAX_SCOPES};
+use super::{PerScope, ScopeRequest, MAX_SCOPES};
 use crate::args::parse_u64;
 use crate::error::CommandError;
 use crate::period::Period;
@@ -51,7 +51,7 @@ pub struct MultiCheckArgs {
     pub lease_ms: Option<u64>,
     /// Reply with each scope's own figures too.
     pub detail: bool,
-    pub scopes: Vec<ScopeRequest>,
+    pub scopes: PerScope<ScopeRequest>,
 }
 
 /// MCHECK's (and MPEEK's) arguments after the keys.
@@ -106,7 +106,7 @@ pub fn parse_mcheck(
                 cost: [1, input, output, parse_u64(cost_charge, "cost_charge")?],
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<PerScope<_>, _>>()?;
     Ok(MultiCheckArgs {
         lease_ms,
         detail,

@@ -12,6 +12,7 @@ use crate::scope::{
     Clock, Lease, Limit, ScopeDecision, ScopeEffect, ScopeLimits, ScopeState, REPORTED, SUMMED,
 };
 use crate::window::{Amounts, Retry, WindowError};
+use smallvec::SmallVec;
 use std::borrow::Cow;
 use thiserror::Error;
 
@@ -21,6 +22,10 @@ pub const TICKET_SEQUENCE_BITS: u32 = 16;
 
 /// The most scopes one check may name.
 pub const MAX_SCOPES: usize = 64;
+
+/// Per-scope values of one call: on the stack for the usual few scopes (every call builds several
+/// of these; allocating each was a measurable part of a pipelined MCHECK).
+pub type PerScope<T> = SmallVec<[T; 6]>;
 
 /// One scope of a request: how it measures time, its limits, what the request costs in it
 /// (requests, input tokens, output tokens, cost).
@@ -60,13 +65,13 @@ pub struct MultiDecision {
     /// ...and which scope it is.
     pub binding: [Option<usize>; REPORTED],
     /// Each scope's own figures (with nothing charged when the request was refused).
-    pub scopes: Vec<ScopeDecision>,
+    pub scopes: PerScope<ScopeDecision>,
     /// Identifies the admission for settling and releasing; 0 when refused.
     pub ticket: u64,
     /// The instant every scope is charged at.
     pub at_ms: u64,
     /// What to apply to each scope when admitted (empty when refused).
-    pub effects: Vec<ScopeEffect>,
+    pub effects: PerScope<ScopeEffect>,
 }
 
 /// The time of a ticket.
@@ -113,7 +118,7 @@ pub fn decide(
 ) -> Result<MultiDecision, MultiError> {
     let at_ms = operation_time(now_ms, states);
     // Each scope's state: the key's, or a new one for a key that does not exist yet.
-    let mut views: Vec<Cow<ScopeState>> = Vec::with_capacity(requests.len());
+    let mut views: PerScope<Cow<ScopeState>> = PerScope::new();
     for (index, request) in requests.iter().enumerate() {
         let existing = states.get(index).copied().flatten();
         if let Some(state) = existing {
@@ -129,7 +134,7 @@ pub fn decide(
             None => Cow::Owned(ScopeState::new(request.clock)?),
         });
     }
-    let mut scopes: Vec<ScopeDecision> = views
+    let mut scopes: PerScope<ScopeDecision> = views
         .iter()
         .zip(requests)
         .map(|(state, request)| state.evaluate(at_ms, request.limits, request.cost))
@@ -196,7 +201,7 @@ pub fn decide(
             })
             .collect()
     } else {
-        Vec::new()
+        PerScope::new()
     };
     Ok(MultiDecision {
         allowed,
