@@ -238,13 +238,13 @@ pub const COMMANDS: [Command; 12] = [
     Command {
         name: c"llmrl.mapply",
         entry: dispatch::mapply,
-        flags: c"write",
+        flags: c"write getkeys-api",
         doc: CommandDoc {
-            summary: c"Applies a scope's replicated effect with the primary's timestamp (replication and AOF; not for applications)",
-            complexity: c"O(1)",
+            summary: c"Applies the scopes' replicated effects of one call with the primary's timestamp (replication and AOF; not for applications)",
+            complexity: c"O(N) where N is the number of keys",
             key: KeyAccess::Update,
-            keys: KeyPositions::First,
-            args: &[ArgDoc::key(), ArgDoc::string(c"effect")],
+            keys: KeyPositions::Numkeys,
+            args: &[NUMKEYS, KEYS, ArgDoc::string(c"effect").multiple()],
         },
     },
     Command {

@@ -188,6 +188,6 @@ entry_points! {
     mpeek => "llmrl.mpeek", Multi(multi::mpeek);
     msettle => "llmrl.msettle", Multi(multi::msettle);
     mcancel => "llmrl.mcancel", Multi(multi::mcancel);
-    mapply => "llmrl.mapply", OneKey(multi::mapply);
+    mapply => "llmrl.mapply", Multi(multi::mapply);
     mload => "llmrl.mload", OneKey(multi::mload);
 }

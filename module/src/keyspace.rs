@@ -5,7 +5,8 @@
 use crate::datatype::Persisted;
 use llmrl_core::encoding::pack_effect;
 use llmrl_core::error::CommandError;
-use llmrl_core::scope::encoding as scope_encoding;
+use llmrl_core::multi::PerScope;
+use llmrl_core::scope::encoding::{self as scope_encoding, PackedScopeEffect};
 use llmrl_core::scope::{Clock, ScopeEffect, ScopeState};
 use llmrl_core::window::{Effect, Window};
 use redis_module::key::{RedisKey, RedisKeyWritable};
@@ -101,9 +102,10 @@ pub fn commit(
     Ok(())
 }
 
-/// Apply a scope's effect (creating the key when needed), keep its TTL at the absolute time
-/// nothing in it counts any more (its window, its period, its leases), and replicate the effect
-/// as `LLMRL.MAPPLY key <packed>`. A scope left holding nothing is deleted.
+/// Apply a scope's effect (creating the key when needed) and keep its TTL at the absolute time
+/// nothing in it counts any more (its window, its period, its leases). A scope left holding
+/// nothing is deleted. The caller replicates every scope of the call at once
+/// ([`replicate_scopes`]).
 pub fn commit_scope(
     ctx: &Context,
     key: RedisKeyWritable,
@@ -138,9 +140,139 @@ pub fn commit_scope(
         }
     }
     signal_modified(ctx, key_name, event);
-    let packed = scope_encoding::pack_effect(clock, effect);
-    replicate(ctx, c"LLMRL.MAPPLY", key_name, packed.as_slice());
     Ok(())
+}
+
+/// Replicate the effects of one call as a single `LLMRL.MAPPLY numkeys key [key ...] effect
+/// [effect ...]` (each effect packed with its key's clock): one command for all scopes, so
+/// Redis looks it up once and replicas apply every scope of the call together.
+pub fn replicate_scopes(ctx: &Context, scopes: &[(&RedisString, Clock, &ScopeEffect)]) {
+    // SAFETY: the API table is filled once at load, before any command runs.
+    let Some(replicate) = (unsafe { raw::RedisModule_Replicate }) else {
+        ctx.log_warning("llmrl: RedisModule_Replicate is unavailable");
+        return;
+    };
+    let packed: PerScope<PackedScopeEffect> = scopes
+        .iter()
+        .map(|(_, clock, effect)| scope_encoding::pack_effect(*clock, effect))
+        .collect();
+    let key = |i: usize| scopes.get(i).map_or(std::ptr::null_mut(), |s| s.0.inner);
+    let bytes = |i: usize| packed.get(i).map_or(&[][..], PackedScopeEffect::as_slice);
+    let command = c"LLMRL.MAPPLY".as_ptr();
+    // The usual few scopes go straight through the format ("l" numkeys, "s" keys, "b" buffers as
+    // pointer and length), which copies them; more are passed as an array of strings ("v").
+    // SAFETY: every pointer is live for the call; formats match the arguments that follow.
+    unsafe {
+        match scopes.len() {
+            0 => {}
+            1 => {
+                replicate(
+                    ctx.ctx,
+                    command,
+                    c"lsb".as_ptr(),
+                    1i64,
+                    key(0),
+                    bytes(0).as_ptr(),
+                    bytes(0).len(),
+                );
+            }
+            2 => {
+                replicate(
+                    ctx.ctx,
+                    command,
+                    c"lssbb".as_ptr(),
+                    2i64,
+                    key(0),
+                    key(1),
+                    bytes(0).as_ptr(),
+                    bytes(0).len(),
+                    bytes(1).as_ptr(),
+                    bytes(1).len(),
+                );
+            }
+            3 => {
+                replicate(
+                    ctx.ctx,
+                    command,
+                    c"lsssbbb".as_ptr(),
+                    3i64,
+                    key(0),
+                    key(1),
+                    key(2),
+                    bytes(0).as_ptr(),
+                    bytes(0).len(),
+                    bytes(1).as_ptr(),
+                    bytes(1).len(),
+                    bytes(2).as_ptr(),
+                    bytes(2).len(),
+                );
+            }
+            4 => {
+                replicate(
+                    ctx.ctx,
+                    command,
+                    c"lssssbbbb".as_ptr(),
+                    4i64,
+                    key(0),
+                    key(1),
+                    key(2),
+                    key(3),
+                    bytes(0).as_ptr(),
+                    bytes(0).len(),
+                    bytes(1).as_ptr(),
+                    bytes(1).len(),
+                    bytes(2).as_ptr(),
+                    bytes(2).len(),
+                    bytes(3).as_ptr(),
+                    bytes(3).len(),
+                );
+            }
+            _ => replicate_many(ctx, replicate, scopes, &packed),
+        }
+    }
+}
+
+type ReplicateFn = unsafe extern "C" fn(
+    *mut raw::RedisModuleCtx,
+    *const std::os::raw::c_char,
+    *const std::os::raw::c_char,
+    ...
+) -> std::os::raw::c_int;
+
+/// More than four scopes: the arguments as an array of strings ("v"), created and freed here
+/// (the call keeps its own references).
+unsafe fn replicate_many(
+    ctx: &Context,
+    replicate: ReplicateFn,
+    scopes: &[(&RedisString, Clock, &ScopeEffect)],
+    packed: &[PackedScopeEffect],
+) {
+    let (Some(create), Some(free)) = (raw::RedisModule_CreateString, raw::RedisModule_FreeString)
+    else {
+        return;
+    };
+    let numkeys = scopes.len().to_string();
+    let mut created = Vec::with_capacity(packed.len() + 1);
+    created.push(create(ctx.ctx, numkeys.as_ptr().cast(), numkeys.len()));
+    for effect in packed {
+        let bytes = effect.as_slice();
+        created.push(create(ctx.ctx, bytes.as_ptr().cast(), bytes.len()));
+    }
+    let mut argv: Vec<*mut raw::RedisModuleString> =
+        Vec::with_capacity(created.len() + scopes.len());
+    argv.extend(created.first().copied());
+    argv.extend(scopes.iter().map(|(name, _, _)| name.inner));
+    argv.extend(created.iter().skip(1).copied());
+    replicate(
+        ctx.ctx,
+        c"LLMRL.MAPPLY".as_ptr(),
+        c"v".as_ptr(),
+        argv.as_ptr(),
+        argv.len(),
+    );
+    for string in created {
+        free(ctx.ctx, string);
+    }
 }
 
 /// Replicate `command key <one binary argument>`.

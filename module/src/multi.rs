@@ -10,7 +10,7 @@ use llmrl_core::error::CommandError;
 use llmrl_core::multi::args::{parse_mcancel, parse_mcheck, parse_msettle, CorrectionArgs};
 use llmrl_core::multi::{decide, plan_correction, PerScope};
 use llmrl_core::scope::encoding::{decode, unpack_effect};
-use llmrl_core::scope::{ScopeEffect, ScopeState};
+use llmrl_core::scope::{Clock, ScopeEffect, ScopeState};
 use redis_module::key::RedisKeyWritable;
 use redis_module::{Context, RedisString};
 use std::mem::ManuallyDrop;
@@ -68,9 +68,12 @@ fn check(ctx: &Context, keys: &Keys, args: &[&[u8]], record: bool) -> Result<(),
                 .zip(keys)
                 .zip(&request.scopes)
                 .zip(&decision.effects);
+            let mut replicated: PerScope<(&RedisString, Clock, &ScopeEffect)> = PerScope::new();
             for (((key, name), scope), effect) in commits {
                 commit_scope(ctx, key, name, scope.clock, effect, c"llmrl.mcheck")?;
+                replicated.push((name, scope.clock, effect));
             }
+            keyspace::replicate_scopes(ctx, &replicated);
         } else {
             stats::MDENIED.incr();
         }
@@ -103,14 +106,15 @@ fn correct(ctx: &Context, keys: &Keys, correction: CorrectionArgs) -> Result<(),
         let effect = plan_correction(state, now, correction.ticket, *reserved, *actual)?;
         planned.push(effect.zip(state.map(ScopeState::clock)));
     }
-    let mut changed = 0;
-    for ((key, name), plan) in open.into_iter().zip(keys).zip(planned) {
+    let mut replicated: PerScope<(&RedisString, Clock, &ScopeEffect)> = PerScope::new();
+    for ((key, name), plan) in open.into_iter().zip(keys).zip(&planned) {
         if let Some((effect, clock)) = plan {
-            commit_scope(ctx, key, name, clock, &effect, c"llmrl.msettle")?;
-            changed += 1;
+            commit_scope(ctx, key, name, *clock, effect, c"llmrl.msettle")?;
+            replicated.push((name, *clock, effect));
         }
     }
-    reply::integer(ctx, changed);
+    keyspace::replicate_scopes(ctx, &replicated);
+    reply::integer(ctx, replicated.len() as i64);
     Ok(())
 }
 
@@ -126,26 +130,36 @@ pub fn mcancel(ctx: &Context, keys: &Keys, args: &[&[u8]]) -> Result<(), Command
     correct(ctx, keys, correction)
 }
 
-/// `LLMRL.MAPPLY key packed`: one scope's effect as the primary replicated it.
-pub fn mapply(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(), CommandError> {
-    let [packed] = args else {
+/// `LLMRL.MAPPLY numkeys key [key ...] effect [effect ...]`: the scopes' effects of one call as
+/// the primary replicated them (each packed with its key's clock).
+pub fn mapply(ctx: &Context, keys: &Keys, args: &[&[u8]]) -> Result<(), CommandError> {
+    if args.len() != keys.len() {
         return Err(CommandError::WrongArity("llmrl.mapply"));
-    };
-    let (clock, effect) = unpack_effect(packed).map_err(|_| CommandError::MalformedEffect)?;
+    }
+    distinct(keys)?;
+    // Decode everything before changing anything.
+    let effects = args
+        .iter()
+        .map(|packed| unpack_effect(packed).map_err(|_| CommandError::MalformedEffect))
+        .collect::<Result<PerScope<(Clock, ScopeEffect)>, _>>()?;
+    let open = open_all(ctx, keys);
+    for (state, (clock, _)) in states(&open)?.iter().zip(&effects) {
+        if state.is_some_and(|state| state.clock() != *clock) {
+            return Err(CommandError::ClockMismatch(0));
+        }
+    }
     stats::APPLIES.incr();
-    let key = ctx.open_key_writable(key_name);
-    let existing = keyspace::read_mut::<ScopeState>(&key)?;
-    if existing
-        .as_ref()
-        .is_some_and(|state| state.clock() != clock)
-    {
-        return Err(CommandError::ClockMismatch(0));
+    let mut replicated: PerScope<(&RedisString, Clock, &ScopeEffect)> = PerScope::new();
+    for ((key, name), (clock, effect)) in open.into_iter().zip(keys).zip(&effects) {
+        // A correction of a key that no longer exists changes nothing and creates nothing.
+        let exists = keyspace::read_mut::<ScopeState>(&key)?.is_some();
+        let creates = effect.charge != [0; 4] || effect.lease.is_some();
+        if exists || creates {
+            commit_scope(ctx, key, name, *clock, effect, c"llmrl.mapply")?;
+            replicated.push((name, *clock, effect));
+        }
     }
-    // A correction of a key that no longer exists changes nothing and creates nothing.
-    let creates = effect.charge != [0; 4] || effect.lease.is_some();
-    if existing.is_some() || creates {
-        commit_scope(ctx, key, key_name, clock, &effect, c"llmrl.mapply")?;
-    }
+    keyspace::replicate_scopes(ctx, &replicated);
     ctx.reply_simple_string("OK");
     Ok(())
 }

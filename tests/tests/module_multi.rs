@@ -292,7 +292,8 @@ fn bad_arguments_and_wrong_types_record_nothing() {
             &["LLMRL.MCANCEL", "1", "scope", "5", "1", "1", "COSTS"],
             "wrong number of arguments",
         ),
-        (&["LLMRL.MAPPLY", "scope", "garbage"], "malformed"),
+        (&["LLMRL.MAPPLY", "1", "scope", "garbage"], "malformed"),
+        (&["LLMRL.MAPPLY", "2", "scope", "other", "garbage"], "wrong number of arguments"),
         (&["LLMRL.MLOAD", "scope", "1", "2"], "not a scope"),
     ];
     for (args, expected) in cases {
@@ -348,7 +349,19 @@ fn scopes_survive_reload_aof_rewrite_and_replicate_exactly() {
     assert!(eventually(Duration::from_secs(10), || {
         string(&mut rcon, &["INFO", "replication"]).contains("master_link_status:up")
     }));
-    let keys = busy_history(&mut con);
+    let mut keys = busy_history(&mut con);
+    // Six scopes in one call: replicated as one MAPPLY built from an array of strings.
+    let six: Vec<String> = (0..6).map(|i| format!("{{six}}:{i}")).collect();
+    let mut args: Vec<String> = ["LLMRL.MCHECK", "6"].map(String::from).to_vec();
+    args.extend(six.iter().cloned());
+    args.extend(["10", "5", "LEASE", "60000", "SCOPES"].map(String::from));
+    for i in 0..6 {
+        let window = ["60000", "day", "600", "week", "month:-60", "6000"][i];
+        args.extend([window, "9", "900", "0", "50", "3", "2"].map(String::from));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert!(multi(&mut con, &args).allowed);
+    keys.extend(six);
     let fingerprint = |con: &mut redis::Connection| -> Vec<(String, i64)> {
         keys.iter()
             .map(|k| (digest(con, k), int(con, &["PEXPIRETIME", k])))
