@@ -159,72 +159,22 @@ pub fn replicate_scopes(ctx: &Context, scopes: &[(&RedisString, Clock, &ScopeEff
     let key = |i: usize| scopes.get(i).map_or(std::ptr::null_mut(), |s| s.0.inner);
     let bytes = |i: usize| packed.get(i).map_or(&[][..], PackedScopeEffect::as_slice);
     let command = c"LLMRL.MAPPLY".as_ptr();
-    // The usual few scopes go straight through the format ("l" numkeys, "s" keys, "b" buffers as
-    // pointer and length), which copies them; more are passed as an array of strings ("v").
+    // One scope goes straight through the format ("l" numkeys, "s" the key, "b" the buffer as
+    // pointer and length), which copies it; more are passed as an array of strings ("v").
     // SAFETY: every pointer is live for the call; formats match the arguments that follow.
     unsafe {
         match scopes.len() {
             0 => {}
             1 => {
+                let (key, bytes) = (key(0), bytes(0));
                 replicate(
                     ctx.ctx,
                     command,
                     c"lsb".as_ptr(),
                     1i64,
-                    key(0),
-                    bytes(0).as_ptr(),
-                    bytes(0).len(),
-                );
-            }
-            2 => {
-                replicate(
-                    ctx.ctx,
-                    command,
-                    c"lssbb".as_ptr(),
-                    2i64,
-                    key(0),
-                    key(1),
-                    bytes(0).as_ptr(),
-                    bytes(0).len(),
-                    bytes(1).as_ptr(),
-                    bytes(1).len(),
-                );
-            }
-            3 => {
-                replicate(
-                    ctx.ctx,
-                    command,
-                    c"lsssbbb".as_ptr(),
-                    3i64,
-                    key(0),
-                    key(1),
-                    key(2),
-                    bytes(0).as_ptr(),
-                    bytes(0).len(),
-                    bytes(1).as_ptr(),
-                    bytes(1).len(),
-                    bytes(2).as_ptr(),
-                    bytes(2).len(),
-                );
-            }
-            4 => {
-                replicate(
-                    ctx.ctx,
-                    command,
-                    c"lssssbbbb".as_ptr(),
-                    4i64,
-                    key(0),
-                    key(1),
-                    key(2),
-                    key(3),
-                    bytes(0).as_ptr(),
-                    bytes(0).len(),
-                    bytes(1).as_ptr(),
-                    bytes(1).len(),
-                    bytes(2).as_ptr(),
-                    bytes(2).len(),
-                    bytes(3).as_ptr(),
-                    bytes(3).len(),
+                    key,
+                    bytes.as_ptr(),
+                    bytes.len(),
                 );
             }
             _ => replicate_many(ctx, replicate, scopes, &packed),
@@ -239,8 +189,8 @@ type ReplicateFn = unsafe extern "C" fn(
     ...
 ) -> std::os::raw::c_int;
 
-/// More than four scopes: the arguments as an array of strings ("v"), created and freed here
-/// (the call keeps its own references).
+/// Several scopes: the arguments as an array of strings ("v"), created and freed here (the call
+/// keeps its own references).
 unsafe fn replicate_many(
     ctx: &Context,
     replicate: ReplicateFn,
