@@ -67,6 +67,12 @@ impl GatewayError {
         self
     }
 
+    /// The same error, telling the client to close the connection: answered before the request
+    /// body was read, the connection cannot carry another request.
+    pub fn closing_connection(self) -> GatewayError {
+        self.with_header("connection", "close")
+    }
+
     pub fn with_header(mut self, name: &'static str, value: &str) -> GatewayError {
         if let Ok(value) = HeaderValue::from_str(value) {
             self.headers.push((HeaderName::from_static(name), value));

@@ -11,7 +11,7 @@ use crate::counting;
 use crate::dialect::{Dialect, Usage};
 use crate::error::GatewayError;
 use crate::http::body;
-use crate::http::response::{self, set_header, Body};
+use crate::http::response::{self, Body};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use std::sync::Arc;
@@ -20,12 +20,13 @@ use std::time::Duration;
 /// The answer and the reason it is counted under in metrics.
 pub type Outcome = (Response<Body>, &'static str);
 
-/// An error answered before the request body was read: the connection cannot be reused (the
-/// unread body is still on it), so the client is told to close it.
-fn refuse_unread(dialect: &dyn Dialect, error: &GatewayError, reason: &'static str) -> Outcome {
-    let mut response = response::error(dialect, error);
-    set_header(&mut response, "connection", "close");
-    (response, reason)
+/// An error answered before the request body was read (the unread body is still on the
+/// connection).
+fn refuse_unread(dialect: &dyn Dialect, error: GatewayError, reason: &'static str) -> Outcome {
+    (
+        response::error(dialect, &error.closing_connection()),
+        reason,
+    )
 }
 
 pub async fn serve(
@@ -36,10 +37,10 @@ pub async fn serve(
 ) -> Outcome {
     let key = match auth::authenticate(&app.keys(), request.headers()) {
         Ok(key) => key,
-        Err(error) => return refuse_unread(dialect, &error, "auth"),
+        Err(error) => return refuse_unread(dialect, error, "auth"),
     };
     if let Err(error) = body::require_json(&request) {
-        return refuse_unread(dialect, &error, "bad_request");
+        return refuse_unread(dialect, error, "bad_request");
     }
     let timeout = Duration::from_millis(app.cli.read_timeout_ms);
     let bytes = match body::read(request, app.cli.body_limit, timeout).await {
@@ -50,7 +51,7 @@ pub async fn serve(
             } else {
                 "bad_request"
             };
-            return refuse_unread(dialect, &error, reason);
+            return refuse_unread(dialect, error, reason);
         }
     };
     let parsed = match dialect.parse(&bytes) {

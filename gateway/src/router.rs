@@ -85,7 +85,7 @@ pub async fn handle(
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let request_headers = cors.enabled().then(|| request.headers().clone());
+    let origin = cors.allowed_origin(request.headers());
     let (mut response, route, reason) = route(&app, &cors, request, &request_id).await;
     set_header(&mut response, "x-request-id", &request_id);
     set_header(
@@ -93,9 +93,7 @@ pub async fn handle(
         "access-control-expose-headers",
         EXPOSED_HEADERS,
     );
-    if let Some(headers) = &request_headers {
-        cors.decorate(headers, &mut response);
-    }
+    cors.decorate(origin.as_deref(), &mut response);
     let status = response.status().as_u16();
     app.metrics.count(route, status, reason);
     tracing::debug!(%method, %path, status, reason, elapsed_us = started.elapsed().as_micros() as u64, request_id, "request");
@@ -117,7 +115,7 @@ pub async fn overloaded(
     )
     .with_code("overloaded")
     .with_header("retry-after", "1")
-    .with_header("connection", "close");
+    .closing_connection();
     app.metrics.count("any", 503, "overloaded");
     Ok(info::error(&error))
 }
@@ -142,7 +140,7 @@ fn refuse(
     reason: &'static str,
 ) -> Routed {
     let error = if body_unread {
-        error.with_header("connection", "close")
+        error.closing_connection()
     } else {
         error
     };

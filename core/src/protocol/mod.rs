@@ -284,10 +284,11 @@ impl Verdict {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn texts<'a>(args: impl IntoIterator<Item = Arg<'a>>) -> Vec<String> {
+    /// A command's arguments as the text a client sends (the multi-scope tests use it too).
+    pub(crate) fn texts<'a>(args: impl IntoIterator<Item = Arg<'a>>) -> Vec<String> {
         args.into_iter()
             .map(|arg| match arg {
                 Arg::Text(text) => text.to_string(),

@@ -160,16 +160,7 @@ pub fn parse_limit(text: &[u8]) -> Option<Option<Limit>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn texts<'a>(args: impl IntoIterator<Item = Arg<'a>>) -> Vec<String> {
-        args.into_iter()
-            .map(|arg| match arg {
-                Arg::Text(text) => text.to_string(),
-                Arg::Owned(text) => text,
-                Arg::Int(n) => n.to_string(),
-            })
-            .collect()
-    }
+    use crate::protocol::tests::texts;
 
     #[test]
     fn multi_checks_lay_out_what_the_parser_reads() {

@@ -13,6 +13,7 @@ mod leases;
 mod tests;
 
 pub use calendar::CalendarCounter;
+use leases::SlotDecision;
 pub use leases::{Lease, Leases};
 
 use crate::period::Period;
@@ -93,6 +94,25 @@ pub struct ScopeEffect {
     pub release: Option<u64>,
 }
 
+/// An admitting decision's figures from the window's (or period's) and the slots': the slot this
+/// request takes counted when `taking_slot`.
+fn figures(summed: &Decision<SUMMED>, slot: &SlotDecision, taking_slot: bool) -> ScopeDecision {
+    let mut decision = ScopeDecision {
+        allowed: true,
+        reason: None,
+        retry: Retry::Now,
+        remaining: [None; REPORTED],
+        reset_ms: [0; REPORTED],
+    };
+    decision.remaining[..SUMMED].copy_from_slice(&summed.remaining);
+    decision.reset_ms[..SUMMED].copy_from_slice(&summed.reset_ms);
+    decision.remaining[SUMMED] = slot
+        .free
+        .map(|free| free.saturating_sub(u64::from(taking_slot)));
+    decision.reset_ms[SUMMED] = slot.reset_ms;
+    decision
+}
+
 /// The counters of a scope.
 #[derive(Clone, Debug)]
 pub enum Counter {
@@ -163,45 +183,33 @@ impl ScopeState {
             retry = slot.retry;
             reason = Some(Limit::Concurrency);
         }
-        if retry != Retry::Now {
-            // Refused: nothing is charged, so the figures are the scope's as it stands.
-            return ScopeDecision {
-                allowed: false,
-                reason,
-                retry,
-                ..self.report(now_ms, limits)
-            };
+        if retry == Retry::Now {
+            return figures(&summed, &slot, true);
         }
-        let mut decision = ScopeDecision {
-            allowed: true,
-            reason: None,
-            retry,
-            remaining: [None; REPORTED],
-            reset_ms: [0; REPORTED],
+        // Refused: nothing is charged, so the figures are the scope's as it stands. A window that
+        // refused already reports itself uncharged; if only the slots refused, look again
+        // without the cost.
+        let uncharged = if summed.allowed {
+            self.summed(now_ms, limits.summed, [0; SUMMED])
+        } else {
+            summed
         };
-        decision.remaining[..SUMMED].copy_from_slice(&summed.remaining);
-        decision.reset_ms[..SUMMED].copy_from_slice(&summed.reset_ms);
-        decision.remaining[SUMMED] = slot.free.map(|free| free.saturating_sub(1));
-        decision.reset_ms[SUMMED] = slot.reset_ms;
-        decision
+        ScopeDecision {
+            allowed: false,
+            reason,
+            retry,
+            ..figures(&uncharged, &slot, false)
+        }
     }
 
     /// The scope's figures with nothing charged (what a refused request leaves).
     pub fn report(&self, now_ms: u64, limits: ScopeLimits) -> ScopeDecision {
         let summed = self.summed(now_ms, limits.summed, [0; SUMMED]);
-        let slot = self.leases.evaluate(now_ms, limits.concurrency);
-        let mut decision = ScopeDecision {
-            allowed: true,
-            reason: None,
-            retry: Retry::Now,
-            remaining: [None; REPORTED],
-            reset_ms: [0; REPORTED],
-        };
-        decision.remaining[..SUMMED].copy_from_slice(&summed.remaining);
-        decision.reset_ms[..SUMMED].copy_from_slice(&summed.reset_ms);
-        decision.remaining[SUMMED] = slot.free;
-        decision.reset_ms[SUMMED] = slot.reset_ms;
-        decision
+        figures(
+            &summed,
+            &self.leases.evaluate(now_ms, limits.concurrency),
+            false,
+        )
     }
 
     fn summed(

@@ -32,8 +32,12 @@ impl Cors {
         !self.origins.is_empty()
     }
 
-    /// The Access-Control-Allow-Origin value for a request: `*`, or its own Origin if listed.
-    fn allowed_origin(&self, headers: &HeaderMap) -> Option<String> {
+    /// The Access-Control-Allow-Origin value for a request: `*`, or its own Origin if listed;
+    /// `None` when CORS is off or the origin is not allowed.
+    pub fn allowed_origin(&self, headers: &HeaderMap) -> Option<String> {
+        if !self.enabled() {
+            return None;
+        }
         if self.origins.iter().any(|o| o == "*") {
             return Some("*".into());
         }
@@ -62,10 +66,10 @@ impl Cors {
         response
     }
 
-    /// Mark an answer readable by the requesting origin, if it is allowed.
-    pub fn decorate(&self, headers: &HeaderMap, response: &mut Response<Body>) {
-        if let Some(origin) = self.allowed_origin(headers) {
-            set_header(response, "access-control-allow-origin", &origin);
+    /// Mark an answer readable by the requesting origin ([`Cors::allowed_origin`]), if allowed.
+    pub fn decorate(&self, origin: Option<&str>, response: &mut Response<Body>) {
+        if let Some(origin) = origin {
+            set_header(response, "access-control-allow-origin", origin);
             if origin != "*" {
                 set_header(response, "vary", "Origin");
             }
