@@ -12,8 +12,9 @@ use proptest::prelude::*;
 #[derive(Clone, Debug)]
 struct NaiveScope {
     clock: Clock,
-    /// (time, amounts, ticket)
-    events: Vec<(u64, [u128; SUMMED], u64)>,
+    /// (time, amounts, admission): the admission's number in the run, not its ticket — two
+    /// admissions in one ms without slots share a ticket, and each is corrected on its own.
+    events: Vec<(u64, [u128; SUMMED], usize)>,
     /// (ticket, deadline)
     leases: Vec<(u64, u64)>,
 }
@@ -173,6 +174,8 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// An admission still open: its ticket, time, and what each scope was charged.
 struct Open {
+    /// Its number in the run.
+    id: usize,
     ticket: u64,
     at: u64,
     charged: Vec<Amounts<SUMMED>>,
@@ -215,6 +218,7 @@ proptest! {
         let mut states: Vec<Option<ScopeState>> = vec![None; specs.len()];
         let mut naive: Vec<NaiveScope> = specs.iter().map(|s| NaiveScope::new(s.clock)).collect();
         let mut open: Vec<Open> = Vec::new();
+        let mut admissions = 0usize;
         let mut now = 1_800_000_000_000u64;
         for op in ops {
             match op {
@@ -278,12 +282,13 @@ proptest! {
                     }
                     apply_all(&mut states, &decision.effects, &specs);
                     for (n, r) in naive.iter_mut().zip(&requests) {
-                        n.events.push((now, r.cost.map(u128::from), decision.ticket));
+                        n.events.push((now, r.cost.map(u128::from), admissions));
                         if r.limits.concurrency > 0 {
                             n.leases.push((decision.ticket, now + LEASE_MS));
                         }
                     }
-                    open.push(Open { ticket: decision.ticket, at: now, charged: requests.iter().map(|r| r.cost).collect() });
+                    open.push(Open { id: admissions, ticket: decision.ticket, at: now, charged: requests.iter().map(|r| r.cost).collect() });
+                    admissions += 1;
                 }
                 Op::Settle { advance, nth, input_percent, output_percent } => {
                     if open.is_empty() {
@@ -337,7 +342,7 @@ fn correct(
         prop_assert_eq!(again, None);
     }
     if naive.counts(admission.at, now) {
-        for event in naive.events.iter_mut().filter(|e| e.2 == admission.ticket) {
+        for event in naive.events.iter_mut().filter(|e| e.2 == admission.id) {
             for d in 0..SUMMED {
                 event.1[d] =
                     event.1[d].saturating_sub(u128::from(reserved[d].saturating_sub(actual[d])));
