@@ -55,12 +55,16 @@ impl Period {
             Some((name, offset)) => (name, Some(offset)),
             None => (text, None),
         };
-        let kind = match name.to_ascii_lowercase().as_str() {
-            "day" => PeriodKind::Day,
-            "week" => PeriodKind::Week,
-            "month" => PeriodKind::Month,
-            _ => return Err(PeriodError::Syntax),
-        };
+        // Compared in place: this runs for every calendar scope of every MCHECK.
+        let kind = [
+            ("day", PeriodKind::Day),
+            ("week", PeriodKind::Week),
+            ("month", PeriodKind::Month),
+        ]
+        .into_iter()
+        .find(|(known, _)| name.eq_ignore_ascii_case(known))
+        .map(|(_, kind)| kind)
+        .ok_or(PeriodError::Syntax)?;
         let offset = match offset {
             None => 0,
             Some(digits) => {

@@ -6,7 +6,7 @@ use crate::datatype::Persisted;
 use llmrl_core::encoding::pack_effect;
 use llmrl_core::error::CommandError;
 use llmrl_core::multi::PerScope;
-use llmrl_core::scope::encoding::{self as scope_encoding, PackedScopeEffect};
+use llmrl_core::scope::encoding as scope_encoding;
 use llmrl_core::scope::{Clock, ScopeEffect, ScopeState};
 use llmrl_core::window::{Effect, Window};
 use redis_module::key::{RedisKey, RedisKeyWritable};
@@ -105,7 +105,7 @@ pub fn commit(
 /// Apply a scope's effect (creating the key when needed) and keep its TTL at the absolute time
 /// nothing in it counts any more (its window, its period, its leases). A scope left holding
 /// nothing is deleted. The caller replicates every scope of the call at once
-/// ([`replicate_scopes`]).
+/// ([`ScopeReplication`]).
 pub fn commit_scope(
     ctx: &Context,
     key: RedisKeyWritable,
@@ -143,85 +143,86 @@ pub fn commit_scope(
     Ok(())
 }
 
-/// Replicate the effects of one call as a single `LLMRL.MAPPLY numkeys key [key ...] effect
+/// The effects of one call, replicated as a single `LLMRL.MAPPLY numkeys key [key ...] effect
 /// [effect ...]` (each effect packed with its key's clock): one command for all scopes, so
-/// Redis looks it up once and replicas apply every scope of the call together.
-pub fn replicate_scopes(ctx: &Context, scopes: &[(&RedisString, Clock, &ScopeEffect)]) {
-    // SAFETY: the API table is filled once at load, before any command runs.
-    let Some(replicate) = (unsafe { raw::RedisModule_Replicate }) else {
-        ctx.log_warning("llmrl: RedisModule_Replicate is unavailable");
-        return;
-    };
-    let packed: PerScope<PackedScopeEffect> = scopes
-        .iter()
-        .map(|(_, clock, effect)| scope_encoding::pack_effect(*clock, effect))
-        .collect();
-    let key = |i: usize| scopes.get(i).map_or(std::ptr::null_mut(), |s| s.0.inner);
-    let bytes = |i: usize| packed.get(i).map_or(&[][..], PackedScopeEffect::as_slice);
-    let command = c"LLMRL.MAPPLY".as_ptr();
-    // One scope goes straight through the format ("l" numkeys, "s" the key, "b" the buffer as
-    // pointer and length), which copies it; more are passed as an array of strings ("v").
-    // SAFETY: every pointer is live for the call; formats match the arguments that follow.
-    unsafe {
-        match scopes.len() {
-            0 => {}
-            1 => {
-                let (key, bytes) = (key(0), bytes(0));
-                replicate(
-                    ctx.ctx,
-                    command,
-                    c"lsb".as_ptr(),
-                    1i64,
-                    key,
-                    bytes.as_ptr(),
-                    bytes.len(),
-                );
-            }
-            _ => replicate_many(ctx, replicate, scopes, &packed),
+/// Redis looks it up once and replicas apply every scope of the call together. Each effect is
+/// packed into a Redis string as it is added; [`ScopeReplication::send`] hands them over.
+pub struct ScopeReplication<'a> {
+    ctx: &'a Context,
+    keys: PerScope<*mut raw::RedisModuleString>,
+    effects: PerScope<*mut raw::RedisModuleString>,
+}
+
+impl<'a> ScopeReplication<'a> {
+    pub fn new(ctx: &'a Context) -> Self {
+        ScopeReplication {
+            ctx,
+            keys: PerScope::new(),
+            effects: PerScope::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn push(&mut self, key_name: &RedisString, clock: Clock, effect: &ScopeEffect) {
+        // SAFETY: the API table is filled once at load, before any command runs.
+        let Some(create) = (unsafe { raw::RedisModule_CreateString }) else {
+            return;
+        };
+        let packed = scope_encoding::pack_effect(clock, effect);
+        let bytes = packed.as_slice();
+        // SAFETY: a valid context and buffer; the string is freed in `drop`.
+        let string = unsafe { create(self.ctx.ctx, bytes.as_ptr().cast(), bytes.len()) };
+        if string.is_null() {
+            return;
+        }
+        self.keys.push(key_name.inner);
+        self.effects.push(string);
+    }
+
+    /// Replicate what was added (nothing if nothing was). Dropping does the same, so a command
+    /// that fails half-way still replicates the scopes it already changed.
+    pub fn send(self) {}
+
+    fn replicate(&self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        // SAFETY: the API table is filled once at load, before any command runs.
+        let Some(replicate) = (unsafe { raw::RedisModule_Replicate }) else {
+            self.ctx
+                .log_warning("llmrl: RedisModule_Replicate is unavailable");
+            return;
+        };
+        let mut argv: PerScope<*mut raw::RedisModuleString> = PerScope::new();
+        argv.extend_from_slice(&self.keys);
+        argv.extend_from_slice(&self.effects);
+        // SAFETY: every string is live for the call, which keeps its own references ("l":
+        // numkeys; "v": the keys and effects as an array of strings and its length).
+        unsafe {
+            replicate(
+                self.ctx.ctx,
+                c"LLMRL.MAPPLY".as_ptr(),
+                c"lv".as_ptr(),
+                self.keys.len() as std::os::raw::c_longlong,
+                argv.as_ptr(),
+                argv.len(),
+            );
         }
     }
 }
 
-type ReplicateFn = unsafe extern "C" fn(
-    *mut raw::RedisModuleCtx,
-    *const std::os::raw::c_char,
-    *const std::os::raw::c_char,
-    ...
-) -> std::os::raw::c_int;
-
-/// Several scopes: the arguments as an array of strings ("v"), created and freed here (the call
-/// keeps its own references).
-unsafe fn replicate_many(
-    ctx: &Context,
-    replicate: ReplicateFn,
-    scopes: &[(&RedisString, Clock, &ScopeEffect)],
-    packed: &[PackedScopeEffect],
-) {
-    let (Some(create), Some(free)) = (raw::RedisModule_CreateString, raw::RedisModule_FreeString)
-    else {
-        return;
-    };
-    let numkeys = scopes.len().to_string();
-    let mut created = Vec::with_capacity(packed.len() + 1);
-    created.push(create(ctx.ctx, numkeys.as_ptr().cast(), numkeys.len()));
-    for effect in packed {
-        let bytes = effect.as_slice();
-        created.push(create(ctx.ctx, bytes.as_ptr().cast(), bytes.len()));
-    }
-    let mut argv: Vec<*mut raw::RedisModuleString> =
-        Vec::with_capacity(created.len() + scopes.len());
-    argv.extend(created.first().copied());
-    argv.extend(scopes.iter().map(|(name, _, _)| name.inner));
-    argv.extend(created.iter().skip(1).copied());
-    replicate(
-        ctx.ctx,
-        c"LLMRL.MAPPLY".as_ptr(),
-        c"v".as_ptr(),
-        argv.as_ptr(),
-        argv.len(),
-    );
-    for string in created {
-        free(ctx.ctx, string);
+impl Drop for ScopeReplication<'_> {
+    fn drop(&mut self) {
+        self.replicate();
+        // SAFETY: strings created by `push` and not freed elsewhere.
+        if let Some(free) = unsafe { raw::RedisModule_FreeString } {
+            for string in self.effects.drain(..) {
+                unsafe { free(self.ctx.ctx, string) };
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! and MLOAD. Each opens every key it names, decides with `llmrl-core` (all or nothing), then
 //! applies the effects through `keyspace`, which expires, signals and replicates them.
 
-use crate::keyspace::{self, commit_scope};
+use crate::keyspace::{self, commit_scope, ScopeReplication};
 use crate::reply;
 use crate::stats;
 use llmrl_core::args::parse_u64;
@@ -37,9 +37,11 @@ fn open_all(ctx: &Context, keys: &Keys) -> PerScope<RedisKeyWritable> {
 
 /// Every scope's state, or `None` for a key that does not exist yet.
 fn states(open: &[RedisKeyWritable]) -> Result<PerScope<Option<&ScopeState>>, CommandError> {
-    open.iter()
-        .map(|key| keyspace::read_mut::<ScopeState>(key).map(|s| s.map(|s| &*s)))
-        .collect()
+    let mut states = PerScope::new();
+    for key in open {
+        states.push(keyspace::read_mut::<ScopeState>(key)?.map(|state| &*state));
+    }
+    Ok(states)
 }
 
 fn check(ctx: &Context, keys: &Keys, args: &[&[u8]], record: bool) -> Result<(), CommandError> {
@@ -63,17 +65,14 @@ fn check(ctx: &Context, keys: &Keys, args: &[&[u8]], record: bool) -> Result<(),
         stats::MCHECKS.incr();
         if decision.allowed {
             stats::MALLOWED.incr();
-            let commits = open
-                .into_iter()
-                .zip(keys)
-                .zip(&request.scopes)
-                .zip(&decision.effects);
-            let mut replicated: PerScope<(&RedisString, Clock, &ScopeEffect)> = PerScope::new();
+            let effects = decision.effects(&request.scopes);
+            let commits = open.into_iter().zip(keys).zip(&request.scopes).zip(effects);
+            let mut replication = ScopeReplication::new(ctx);
             for (((key, name), scope), effect) in commits {
-                commit_scope(ctx, key, name, scope.clock, effect, c"llmrl.mcheck")?;
-                replicated.push((name, scope.clock, effect));
+                commit_scope(ctx, key, name, scope.clock, &effect, c"llmrl.mcheck")?;
+                replication.push(name, scope.clock, &effect);
             }
-            keyspace::replicate_scopes(ctx, &replicated);
+            replication.send();
         } else {
             stats::MDENIED.incr();
         }
@@ -106,15 +105,16 @@ fn correct(ctx: &Context, keys: &Keys, correction: CorrectionArgs) -> Result<(),
         let effect = plan_correction(state, now, correction.ticket, *reserved, *actual)?;
         planned.push(effect.zip(state.map(ScopeState::clock)));
     }
-    let mut replicated: PerScope<(&RedisString, Clock, &ScopeEffect)> = PerScope::new();
+    let mut replication = ScopeReplication::new(ctx);
     for ((key, name), plan) in open.into_iter().zip(keys).zip(&planned) {
         if let Some((effect, clock)) = plan {
             commit_scope(ctx, key, name, *clock, effect, c"llmrl.msettle")?;
-            replicated.push((name, *clock, effect));
+            replication.push(name, *clock, effect);
         }
     }
-    keyspace::replicate_scopes(ctx, &replicated);
-    reply::integer(ctx, replicated.len() as i64);
+    let corrected = replication.len();
+    replication.send();
+    reply::integer(ctx, corrected as i64);
     Ok(())
 }
 
@@ -149,17 +149,17 @@ pub fn mapply(ctx: &Context, keys: &Keys, args: &[&[u8]]) -> Result<(), CommandE
         }
     }
     stats::APPLIES.incr();
-    let mut replicated: PerScope<(&RedisString, Clock, &ScopeEffect)> = PerScope::new();
+    let mut replication = ScopeReplication::new(ctx);
     for ((key, name), (clock, effect)) in open.into_iter().zip(keys).zip(&effects) {
         // A correction of a key that no longer exists changes nothing and creates nothing.
         let exists = keyspace::read_mut::<ScopeState>(&key)?.is_some();
         let creates = effect.charge != [0; 4] || effect.lease.is_some();
         if exists || creates {
             commit_scope(ctx, key, name, *clock, effect, c"llmrl.mapply")?;
-            replicated.push((name, *clock, effect));
+            replication.push(name, *clock, effect);
         }
     }
-    keyspace::replicate_scopes(ctx, &replicated);
+    replication.send();
     ctx.reply_simple_string("OK");
     Ok(())
 }

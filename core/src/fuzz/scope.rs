@@ -132,26 +132,28 @@ fn fuzz_scope_operations() {
                         let decision = decide(&views, &requests, now, Some(lease))
                             .map_err(|e| TestCaseError::fail(e.to_string()))?;
                         if !decision.allowed {
-                            prop_assert!(decision.effects.is_empty());
+                            prop_assert_eq!(decision.effects(&requests).count(), 0);
                             let after: Vec<Option<Vec<u64>>> =
                                 states.iter().map(|s| s.as_ref().map(encode)).collect();
                             prop_assert_eq!(before, after);
                             continue;
                         }
                         tickets.push(decision.ticket);
-                        for ((state, request), effect) in
-                            states.iter_mut().zip(&requests).zip(&decision.effects)
+                        for ((state, request), effect) in states
+                            .iter_mut()
+                            .zip(&requests)
+                            .zip(decision.effects(&requests))
                         {
-                            let packed = pack_effect(request.clock, effect);
+                            let packed = pack_effect(request.clock, &effect);
                             prop_assert_eq!(
                                 unpack_effect(packed.as_slice()),
-                                Ok((request.clock, *effect))
+                                Ok((request.clock, effect))
                             );
                             state
                                 .get_or_insert_with(|| {
                                     ScopeState::new(request.clock).expect("valid clock")
                                 })
-                                .apply(effect);
+                                .apply(&effect);
                         }
                     }
                     ScopeOp::Correct {

@@ -86,27 +86,25 @@ pub fn parse_mcheck(
     if values.len() != numkeys * SCOPE_VALUES {
         return Err(CommandError::WrongArity(command));
     }
-    let scopes = values
-        .chunks_exact(SCOPE_VALUES)
-        .map(|scope| {
-            let [window, rpm, itpm, otpm, cost_limit, cost_charge, concurrency] = scope else {
-                return Err(CommandError::WrongArity(command));
-            };
-            Ok(ScopeRequest {
-                clock: parse_clock(window)?,
-                limits: ScopeLimits {
-                    summed: [
-                        parse_u64(rpm, "rpm")?,
-                        parse_u64(itpm, "itpm")?,
-                        parse_u64(otpm, "otpm")?,
-                        parse_u64(cost_limit, "cost_limit")?,
-                    ],
-                    concurrency: parse_u64(concurrency, "concurrency")?,
-                },
-                cost: [1, input, output, parse_u64(cost_charge, "cost_charge")?],
-            })
-        })
-        .collect::<Result<PerScope<_>, _>>()?;
+    let mut scopes = PerScope::new();
+    for scope in values.chunks_exact(SCOPE_VALUES) {
+        let [window, rpm, itpm, otpm, cost_limit, cost_charge, concurrency] = scope else {
+            return Err(CommandError::WrongArity(command));
+        };
+        scopes.push(ScopeRequest {
+            clock: parse_clock(window)?,
+            limits: ScopeLimits {
+                summed: [
+                    parse_u64(rpm, "rpm")?,
+                    parse_u64(itpm, "itpm")?,
+                    parse_u64(otpm, "otpm")?,
+                    parse_u64(cost_limit, "cost_limit")?,
+                ],
+                concurrency: parse_u64(concurrency, "concurrency")?,
+            },
+            cost: [1, input, output, parse_u64(cost_charge, "cost_charge")?],
+        });
+    }
     Ok(MultiCheckArgs {
         lease_ms,
         detail,

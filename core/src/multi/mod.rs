@@ -3,8 +3,9 @@
 //! nothing. Admitted only if every scope admits it, and then every scope is charged at the same
 //! instant under one ticket; a refusal charges nothing anywhere.
 //!
-//! Pure: the module opens the keys, calls [`decide`] and applies the effects it returns (and
-//! replicates them); [`plan_correction`] does the same for settling or cancelling an admission.
+//! Pure: the module opens the keys, calls [`decide`] and applies the effects it yields
+//! ([`MultiDecision::effects`]) and replicates them; [`plan_correction`] does the same for
+//! settling or cancelling an admission.
 
 pub mod args;
 
@@ -13,7 +14,6 @@ use crate::scope::{
 };
 use crate::window::{Amounts, Retry, WindowError};
 use smallvec::SmallVec;
-use std::borrow::Cow;
 use thiserror::Error;
 
 /// Bits of a ticket below the admission time: tickets are `time_ms << 16 | sequence`, unique
@@ -70,8 +70,8 @@ pub struct MultiDecision {
     pub ticket: u64,
     /// The instant every scope is charged at.
     pub at_ms: u64,
-    /// What to apply to each scope when admitted (empty when refused).
-    pub effects: PerScope<ScopeEffect>,
+    /// When a slot taken by this admission ends.
+    pub lease_deadline_ms: u64,
 }
 
 /// The time of a ticket.
@@ -108,6 +108,29 @@ fn new_ticket(at_ms: u64, states: &[Option<&ScopeState>]) -> u64 {
     }
 }
 
+/// One scope's figures for `request`: the key's state, or a fresh one for a key that does not
+/// exist yet (`report` alone: with nothing charged).
+fn evaluate_scope(
+    state: Option<&ScopeState>,
+    request: &ScopeRequest,
+    at_ms: u64,
+    charged: bool,
+) -> Result<ScopeDecision, MultiError> {
+    let fresh;
+    let state = match state {
+        Some(state) => state,
+        None => {
+            fresh = ScopeState::new(request.clock)?;
+            &fresh
+        }
+    };
+    Ok(if charged {
+        state.evaluate(at_ms, request.limits, request.cost)
+    } else {
+        state.report(at_ms, request.limits)
+    })
+}
+
 /// Decide `requests` (one per scope, in order) against the scopes' current `states` (`None`:
 /// a key that does not exist yet) at `now_ms` with leases of `lease_ms`.
 pub fn decide(
@@ -117,42 +140,31 @@ pub fn decide(
     lease_ms: Option<u64>,
 ) -> Result<MultiDecision, MultiError> {
     let at_ms = operation_time(now_ms, states);
-    // Each scope's state: the key's, or a new one for a key that does not exist yet.
-    let mut views: PerScope<Cow<ScopeState>> = PerScope::new();
+    let state_of = |index: usize| states.get(index).copied().flatten();
+    let mut scopes: PerScope<ScopeDecision> = PerScope::new();
+    let mut retry = Retry::Now;
+    let mut deciding = None;
     for (index, request) in requests.iter().enumerate() {
-        let existing = states.get(index).copied().flatten();
-        if let Some(state) = existing {
-            if state.clock() != request.clock {
-                return Err(MultiError::ClockMismatch { index });
-            }
+        let state = state_of(index);
+        if state.is_some_and(|state| state.clock() != request.clock) {
+            return Err(MultiError::ClockMismatch { index });
         }
         if request.limits.concurrency > 0 && lease_ms.is_none() {
             return Err(MultiError::LeaseRequired { index });
         }
-        views.push(match existing {
-            Some(state) => Cow::Borrowed(state),
-            None => Cow::Owned(ScopeState::new(request.clock)?),
-        });
-    }
-    let mut scopes: PerScope<ScopeDecision> = views
-        .iter()
-        .zip(requests)
-        .map(|(state, request)| state.evaluate(at_ms, request.limits, request.cost))
-        .collect();
-    let mut retry = Retry::Now;
-    let mut deciding = None;
-    for (index, decision) in scopes.iter().enumerate() {
+        let decision = evaluate_scope(state, request, at_ms, true)?;
         if decision.retry.longer_than(retry) {
             retry = decision.retry;
             deciding = Some(index);
         }
+        scopes.push(decision);
     }
     let allowed = retry == Retry::Now;
     if !allowed {
         // All or nothing: the scopes that would have admitted report themselves uncharged.
-        for ((decision, state), request) in scopes.iter_mut().zip(&views).zip(requests) {
+        for (index, (decision, request)) in scopes.iter_mut().zip(requests).enumerate() {
             if decision.allowed {
-                *decision = state.report(at_ms, request.limits);
+                *decision = evaluate_scope(state_of(index), request, at_ms, false)?;
             }
         }
     }
@@ -185,24 +197,6 @@ pub fn decide(
     } else {
         0
     };
-    let effects = if allowed {
-        requests
-            .iter()
-            .map(|request| ScopeEffect {
-                now_ms: at_ms,
-                limits: request.limits,
-                charge: request.cost,
-                refund: None,
-                lease: (request.limits.concurrency > 0).then(|| Lease {
-                    ticket,
-                    deadline_ms: at_ms.saturating_add(lease_ms.unwrap_or(0)),
-                }),
-                release: None,
-            })
-            .collect()
-    } else {
-        PerScope::new()
-    };
     Ok(MultiDecision {
         allowed,
         reason: deciding.and_then(|i| scopes.get(i)).and_then(|d| d.reason),
@@ -214,8 +208,30 @@ pub fn decide(
         scopes,
         ticket,
         at_ms,
-        effects,
+        lease_deadline_ms: at_ms.saturating_add(lease_ms.unwrap_or(0)),
     })
+}
+
+impl MultiDecision {
+    /// What to apply to each scope of `requests` (the requests decided) when admitted; nothing
+    /// when refused. Built on demand, so a decision stays small to move.
+    pub fn effects<'a>(
+        &'a self,
+        requests: &'a [ScopeRequest],
+    ) -> impl Iterator<Item = ScopeEffect> + 'a {
+        let admitted = if self.allowed { requests } else { &[] };
+        admitted.iter().map(move |request| ScopeEffect {
+            now_ms: self.at_ms,
+            limits: request.limits,
+            charge: request.cost,
+            refund: None,
+            lease: (request.limits.concurrency > 0).then_some(Lease {
+                ticket: self.ticket,
+                deadline_ms: self.lease_deadline_ms,
+            }),
+            release: None,
+        })
+    }
 }
 
 /// Plan correcting the admission `ticket` in one scope: refund `reserved - actual` from what

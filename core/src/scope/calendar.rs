@@ -11,24 +11,47 @@ pub struct CalendarCounter {
     period: Period,
     /// Start of the period the totals belong to (0 before anything was counted).
     start_ms: u64,
+    /// The end of that period when `start_ms` is a period's start (else `start_ms`: an empty
+    /// range, so every use computes the bounds). Derived, not persisted: computing calendar
+    /// bounds is the costly part of a calendar scope, and one key is used many times a period.
+    end_ms: u64,
     totals: Amounts<SUMMED>,
 }
 
 impl CalendarCounter {
     pub fn new(period: Period) -> CalendarCounter {
-        CalendarCounter {
-            period,
-            start_ms: 0,
-            totals: [0; SUMMED],
-        }
+        CalendarCounter::from_parts(period, 0, [0; SUMMED])
     }
 
     /// Rebuild from persisted parts (any values are safe: the period bounds every use).
     pub fn from_parts(period: Period, start_ms: u64, totals: Amounts<SUMMED>) -> CalendarCounter {
-        CalendarCounter {
+        let mut counter = CalendarCounter {
             period,
             start_ms,
+            end_ms: start_ms,
             totals,
+        };
+        counter.begin(start_ms);
+        counter
+    }
+
+    /// Count from `start_ms` on, caching its period's end if it starts one.
+    fn begin(&mut self, start_ms: u64) {
+        self.start_ms = start_ms;
+        let (start, end) = self.period.bounds(start_ms);
+        self.end_ms = if start == start_ms && start_ms != 0 {
+            end
+        } else {
+            start_ms
+        };
+    }
+
+    /// The period holding `t_ms`: the cached one when `t_ms` falls in it.
+    fn bounds(&self, t_ms: u64) -> (u64, u64) {
+        if (self.start_ms..self.end_ms).contains(&t_ms) {
+            (self.start_ms, self.end_ms)
+        } else {
+            self.period.bounds(t_ms)
         }
     }
 
@@ -47,7 +70,7 @@ impl CalendarCounter {
     /// The period counted at `now_ms` (a clock behind the counted period stays in it), and the
     /// usage that counts in it.
     fn at(&self, now_ms: u64) -> ((u64, u64), Amounts<SUMMED>) {
-        let bounds = self.period.bounds(now_ms.max(self.start_ms));
+        let bounds = self.bounds(now_ms.max(self.start_ms));
         let usage = if bounds.0 == self.start_ms {
             self.totals
         } else {
@@ -116,11 +139,11 @@ impl CalendarCounter {
         let ((start, _), _) = self.at(now_ms);
         if start != self.start_ms {
             // A new period: the old totals no longer count.
-            self.start_ms = start;
+            self.begin(start);
             self.totals = [0; SUMMED];
         }
         if let Some((at_ms, amounts)) = refund {
-            if self.period.bounds(at_ms).0 == self.start_ms {
+            if self.bounds(at_ms).0 == self.start_ms {
                 for (total, amount) in self.totals.iter_mut().zip(amounts) {
                     *total = total.saturating_sub(amount);
                 }
@@ -136,7 +159,6 @@ impl CalendarCounter {
     /// When the totals stop counting: the end of their period (none before anything was
     /// counted).
     pub fn expire_at_ms(&self) -> Option<u64> {
-        (self.start_ms != 0 || self.totals != [0; SUMMED])
-            .then(|| self.period.bounds(self.start_ms).1)
+        (self.start_ms != 0 || self.totals != [0; SUMMED]).then(|| self.bounds(self.start_ms).1)
     }
 }

@@ -11,7 +11,7 @@
 use super::{
     CalendarCounter, Clock, Counter, Lease, Leases, ScopeEffect, ScopeLimits, ScopeState, SUMMED,
 };
-use crate::encoding::{leb128, unpack_numbers, DecodeError};
+use crate::encoding::{unpack_numbers, DecodeError};
 use crate::period::{Period, PeriodKind, MAX_OFFSET_MINUTES};
 use crate::window::{Snapshot, Window, WindowError, MAX_ROWS};
 
@@ -211,17 +211,30 @@ pub fn pack_effect(clock: Clock, effect: &ScopeEffect) -> PackedScopeEffect {
     ];
     let mut packed = PackedScopeEffect {
         bytes: [0; MAX_PACKED_SCOPE_EFFECT],
-        len: 0,
+        len: 1,
     };
-    let mut emit = |byte| {
-        if let Some(slot) = packed.bytes.get_mut(packed.len) {
-            *slot = byte;
-        }
-        packed.len += 1;
-    };
-    emit(PACKED_SCOPE_EFFECT_VERSION);
+    if let Some(version) = packed.bytes.first_mut() {
+        *version = PACKED_SCOPE_EFFECT_VERSION;
+    }
+    // Written with one bounds check per number: the buffer holds 10 bytes (a u64's longest
+    // LEB128) for each.
     for number in numbers {
-        leb128(number, &mut emit);
+        let Some(out) = packed.bytes.get_mut(packed.len..packed.len + 10) else {
+            break;
+        };
+        let mut rest = number;
+        let mut written = 0;
+        for slot in out.iter_mut() {
+            let byte = (rest & 0x7f) as u8;
+            rest >>= 7;
+            written += 1;
+            if rest == 0 {
+                *slot = byte;
+                break;
+            }
+            *slot = byte | 0x80;
+        }
+        packed.len += written;
     }
     packed.len = packed.len.min(MAX_PACKED_SCOPE_EFFECT);
     packed

@@ -26,7 +26,7 @@ fn leases_end_on_release_or_deadline_and_release_is_idempotent() {
     for at in [T, T + 10] {
         let d = decide(&[Some(&state)], &[request], at, Some(1_000)).unwrap();
         assert!(d.allowed);
-        state.apply(&d.effects[0]);
+        state.apply(&d.effects(&[request]).next().unwrap());
         tickets.push(d.ticket);
     }
     assert_eq!(state.leases.len(), 2);
@@ -66,7 +66,7 @@ fn leases_end_on_release_or_deadline_and_release_is_idempotent() {
     let later = decide(&[Some(&state)], &[request], T + 1_010, Some(1_000)).unwrap();
     assert!(later.allowed);
     assert_eq!(later.remaining[SUMMED], Some(1));
-    state.apply(&later.effects[0]);
+    state.apply(&later.effects(&[request]).next().unwrap());
     assert_eq!(
         state.leases.len(),
         1,
@@ -88,7 +88,7 @@ fn calendar_scopes_reset_at_the_period_boundary() {
     for at in [end - 5_000, end - 4_000] {
         let d = decide(&[Some(&state)], &[request], at, None).unwrap();
         assert!(d.allowed);
-        state.apply(&d.effects[0]);
+        state.apply(&d.effects(&[request]).next().unwrap());
     }
     let refused = decide(&[Some(&state)], &[request], end - 3_000, None).unwrap();
     assert_eq!(refused.retry, Retry::After(3_000), "until midnight Pacific");
@@ -130,8 +130,8 @@ fn a_clock_stepping_back_charges_every_scope_at_the_newest_instant() {
         None,
     )
     .unwrap();
-    for (state, effect) in states.iter_mut().zip(&first.effects) {
-        state.apply(effect);
+    for (state, effect) in states.iter_mut().zip(first.effects(&requests)) {
+        state.apply(&effect);
     }
     // The server clock is now 5 s behind: the admission counts at the newest bucket's start.
     let behind = decide(&[Some(&states[0]), Some(&states[1])], &requests, T, None).unwrap();
@@ -194,22 +194,17 @@ fn scopes_and_effects_survive_their_encodings() {
         };
         let mut state = ScopeState::new(clock).unwrap();
         for step in 0..4u64 {
-            let d = decide(
-                &[Some(&state)],
-                &[request(clock, limits)],
-                T + step * 7_000,
-                Some(9_000),
-            )
-            .unwrap();
-            for effect in &d.effects {
-                let packed = pack_effect(clock, effect);
+            let requests = [request(clock, limits)];
+            let d = decide(&[Some(&state)], &requests, T + step * 7_000, Some(9_000)).unwrap();
+            for effect in d.effects(&requests) {
+                let packed = pack_effect(clock, &effect);
                 let packed = packed.as_slice();
                 assert!(packed.len() < 64, "{} bytes", packed.len());
-                assert_eq!(unpack_effect(packed), Ok((clock, *effect)));
+                assert_eq!(unpack_effect(packed), Ok((clock, effect)));
                 for cut in 0..packed.len() {
                     assert!(unpack_effect(&packed[..cut]).is_err());
                 }
-                state.apply(effect);
+                state.apply(&effect);
             }
         }
         let numbers = encode(&state);
@@ -231,4 +226,26 @@ fn scopes_and_effects_survive_their_encodings() {
         decode(|| source.next()),
         Err(DecodeError::Invalid(_))
     ));
+}
+
+/// The cached period end is only a shortcut: a counter whose persisted start is not a period's
+/// start (a hostile LOAD) counts nothing from it, exactly as without the cache, and a counter
+/// crossing into the next period resets there.
+#[test]
+fn calendar_counters_cache_bounds_without_changing_decisions() {
+    let period = Period::new(PeriodKind::Day, 60).unwrap();
+    let (start, end) = period.bounds(T);
+    let limits = [2, 0, 0, 0];
+    let aligned = CalendarCounter::from_parts(period, start, [2, 0, 0, 0]);
+    assert!(!aligned.evaluate(T, limits, [1, 0, 0, 0]).allowed);
+    assert_eq!(aligned.expire_at_ms(), Some(end));
+    let misaligned = CalendarCounter::from_parts(period, start + 1, [2, 0, 0, 0]);
+    assert!(misaligned.evaluate(T, limits, [1, 0, 0, 0]).allowed);
+    assert_eq!(misaligned.expire_at_ms(), Some(end));
+    let mut counter = aligned;
+    assert!(counter.evaluate(end, limits, [1, 0, 0, 0]).allowed);
+    counter.apply(end, limits, [1, 0, 0, 0], None);
+    assert_eq!(counter.start_ms(), end);
+    assert_eq!(counter.totals(), [1, 0, 0, 0]);
+    assert_eq!(counter.expire_at_ms(), Some(period.bounds(end).1));
 }
