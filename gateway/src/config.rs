@@ -89,6 +89,12 @@ pub struct Cli {
     #[arg(long, env = "LLMRL_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// How long a concurrency slot (`max_parallel_requests`) is held at most, in ms: a gateway
+    /// that dies mid-request leaks its slots for no longer than this. Default: the upstream
+    /// timeout plus 30 s.
+    #[arg(long, env = "LLMRL_SLOT_LEASE_MS")]
+    pub slot_lease_ms: Option<u64>,
+
     /// How long a graceful shutdown waits for requests in flight, in ms.
     #[arg(long, env = "LLMRL_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -105,6 +111,13 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The lease of a concurrency slot (see `slot_lease_ms`).
+    pub fn slot_lease_ms(&self) -> u64 {
+        self.slot_lease_ms
+            .unwrap_or(self.upstream_timeout_ms.saturating_add(30_000))
+            .max(1)
+    }
+
     pub fn node_id(&self) -> String {
         self.node_id
             .clone()

@@ -16,6 +16,8 @@ pub enum ErrorKind {
     RateLimited(Dimension),
     /// The request can never fit a limit (its own cost exceeds it).
     RequestTooLarge(Dimension),
+    /// A spend budget is used up (OpenAI's `insufficient_quota`).
+    QuotaExceeded,
     /// The gateway or its upstream failed.
     Server,
     /// The gateway is at its connection limit.

@@ -1,8 +1,10 @@
-//! The gateway's side of the llmrl module: LLMRL.CHECK / LLMRL.SETTLE over one Redis or a Redis
-//! Cluster, each call bounded by a timeout, reconnecting by itself after an outage.
+//! The gateway's side of the llmrl module: LLMRL.CHECK / SETTLE and MCHECK / MSETTLE over one
+//! Redis or a Redis Cluster, each call bounded by a timeout, reconnecting by itself after an outage.
 
-use llmrl_core::protocol::{Check, ReplyError, Settle, Verdict};
-use llmrl_core::redis_client::{command, verdict};
+use llmrl_core::protocol::{
+    Check, MultiCheck, MultiCorrection, MultiVerdict, ReplyError, Settle, Verdict,
+};
+use llmrl_core::redis_client::{command, multi_verdict, verdict};
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -142,6 +144,18 @@ impl Limiter {
     pub async fn settle(&self, settle: &Settle<'_>) -> Result<Verdict, LimiterError> {
         let reply = self.query(&command(Settle::NAME, settle.args())).await?;
         Ok(verdict(&reply)?)
+    }
+
+    /// One LLMRL.MCHECK.
+    pub async fn mcheck(&self, check: &MultiCheck<'_>) -> Result<MultiVerdict, LimiterError> {
+        let reply = self.query(&command(MultiCheck::NAME, check.args())).await?;
+        Ok(multi_verdict(&reply)?)
+    }
+
+    /// One LLMRL.MSETTLE (never retried, like SETTLE).
+    pub async fn msettle(&self, correction: &MultiCorrection<'_>) -> Result<(), LimiterError> {
+        let cmd = command(MultiCorrection::SETTLE, correction.settle_args());
+        self.query(&cmd).await.map(|_| ())
     }
 
     pub async fn ping(&self) -> bool {

@@ -16,6 +16,7 @@ mod app;
 mod auth;
 mod config;
 mod counting;
+mod decision;
 mod dialect;
 mod error;
 mod http;

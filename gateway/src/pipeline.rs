@@ -3,16 +3,18 @@
 //! check, then answer (mock or upstream) and settle. Each stage lives in its own room; this file
 //! only sequences them.
 
-use crate::admission::{self, Admission, Settlement};
+use crate::admission::{self, Settlement};
 use crate::answer::{mock, proxy};
 use crate::app::App;
 use crate::auth;
 use crate::counting;
+use crate::decision::RefusalKind;
 use crate::dialect::{Dialect, Usage};
 use crate::error::GatewayError;
 use crate::http::body;
 use crate::http::response::{self, Body};
 use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,43 +72,63 @@ pub async fn serve(
         Ok(counted) => counted,
         Err(error) => return (response::error(dialect, &error), "internal_error"),
     };
-    let scope = key.scope(&parsed.model);
-    let per_choice = scope.output_reservation_per_choice(parsed.max_output_tokens, parsed.n);
-    let reserved_output = per_choice.saturating_mul(parsed.n);
+    let plan = key.plan(&parsed.model);
+    let per_choice = plan.output_reservation_per_choice(parsed.max_output_tokens, parsed.n);
+    let reserved = Usage {
+        input_tokens,
+        output_tokens: per_choice.saturating_mul(parsed.n),
+        cached_input_tokens: 0,
+    };
+    if plan.counts_spend && plan.price.is_none() {
+        let error = GatewayError::invalid(
+            format!(
+                "The model {} has no price in the gateway's keys file, and a spend budget applies to this key.",
+                parsed.model
+            ),
+            Some("model"),
+        );
+        return (response::error(dialect, &error), "bad_request");
+    }
+    // Reserved at the full input price: what the cache saves is refunded at settlement.
+    let reserved_cost = admission::micro_usd(plan.price, reserved);
 
-    let admission = match admission::admit(app, &key, scope, input_tokens, reserved_output).await {
+    let admission = match admission::admit(app, plan, &parsed.model, reserved, reserved_cost).await
+    {
         Ok(admission) => admission,
         Err(error) => return (response::error(dialect, &error), "limiter_unavailable"),
     };
     let mut rate_headers = Vec::new();
     let mut ticket = 0;
-    if let Admission::Checked(verdict) = &admission {
-        rate_headers = dialect.rate_limit_headers(scope.limits, verdict);
-        if verdict.allowed {
-            ticket = verdict.ticket;
+    if let Some(decision) = &admission {
+        rate_headers = dialect.rate_limit_headers(decision);
+        if decision.allowed {
+            ticket = decision.ticket;
         } else if key.shadow {
             app.metrics.shadow_denied.inc();
-            tracing::info!(key = %key.name, reason = %verdict.reason, "shadow key over its limit; served anyway");
+            let reason = decision.refusal.as_ref().map_or("limit", |r| r.reason);
+            tracing::info!(key = %key.name, reason, "shadow key over its limit; served anyway");
         } else {
-            let cost = [1, input_tokens, reserved_output];
-            let error = dialect.rate_limited(&parsed, scope.limits, verdict, cost);
-            let reason = if verdict.too_large() {
-                "too_large"
-            } else {
-                verdict.reason.as_str()
+            let error = dialect.rate_limited(&parsed, decision);
+            let reason = match &decision.refusal {
+                Some(refusal) if refusal.kind == RefusalKind::TooLarge => "too_large",
+                Some(refusal) => refusal.reason,
+                None => "rate_limited",
             };
             let mut response = response::error(dialect, &error);
             response.headers_mut().extend(rate_headers);
             return (response, reason);
         }
     }
-    app.metrics.reserved_input.inc_by(input_tokens);
-    app.metrics.reserved_output.inc_by(reserved_output);
-    let reserved = Usage {
-        input_tokens,
-        output_tokens: reserved_output,
-    };
-    let settlement = Settlement::new(app, scope, ticket, reserved);
+    app.metrics.reserved_input.inc_by(reserved.input_tokens);
+    app.metrics.reserved_output.inc_by(reserved.output_tokens);
+    if plan.price.is_some() {
+        rate_headers.push((
+            HeaderName::from_static("x-llmrl-reserved-cost-usd"),
+            HeaderValue::from_str(&format!("{:.6}", reserved_cost as f64 / 1e6))
+                .unwrap_or(HeaderValue::from_static("0")),
+        ));
+    }
+    let settlement = Settlement::new(app, plan, ticket, reserved, reserved_cost);
     let mut response = match &app.upstream {
         Some(upstream) => proxy::forward(upstream, app, dialect, &parsed, settlement).await,
         None => mock::answer(

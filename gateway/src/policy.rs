@@ -1,8 +1,8 @@
-//! The policy: the API keys the gateway accepts and, for each request, which limits apply and
-//! which Redis key counts them. Built once per keys-file load, never per request.
+//! The policy: the API keys the gateway accepts and, for each request, what it runs under —
+//! every scope of its key, model, team, organisation and upstream pool, with their Redis keys
+//! (see `llmrl_keys::Plan`). Built once per keys-file load, never per request.
 
-use llmrl_core::protocol::Limits;
-use llmrl_keys::{limiter_key, sha256, KeyEntry, KeysFile, ReadError, Scope as KeyScope};
+use llmrl_keys::{sha256, FileError, KeysFile, Plan, PlanError, ReadError};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,44 +15,20 @@ pub struct ApiKey {
     pub name: String,
     digest: [u8; 32],
     pub shadow: bool,
-    pub window_ms: u64,
-    /// Built once at load: the scope most requests use, and one per model override.
-    default_scope: Scope,
-    models: HashMap<String, Scope>,
-}
-
-/// The limits that apply to one request: which Redis key, which limits, which reservation.
-#[derive(Debug, Clone)]
-pub struct Scope {
-    pub redis_key: String,
-    pub limits: Limits,
-    pub default_output_reservation: u64,
-}
-
-impl Scope {
-    /// Output tokens to reserve per choice: the request's own maximum if it gives one; else
-    /// the scope's `default_output_reservation`, but never more than the OTPM limit allows for
-    /// `n` choices — a default above the limit would make every such request "too large",
-    /// while the settlement corrects the reservation to what was really produced anyway.
-    pub fn output_reservation_per_choice(&self, max_output_tokens: Option<u64>, n: u64) -> u64 {
-        match max_output_tokens {
-            Some(max) => max,
-            None if self.limits.otpm > 0 => self
-                .default_output_reservation
-                .min((self.limits.otpm / n.max(1)).max(1)),
-            None => self.default_output_reservation,
-        }
-    }
+    /// The plan of every model named in the file for this key (its model entries, its upstream's
+    /// pools, prices), and the plan every other model shares.
+    plans: HashMap<String, Arc<Plan>>,
+    default_plan: Arc<Plan>,
 }
 
 impl ApiKey {
-    /// Per-model overrides get their own Redis key; every other model shares "default".
-    pub fn scope(&self, model: &str) -> &Scope {
-        self.models.get(model).unwrap_or(&self.default_scope)
+    /// What a request for `model` runs under.
+    pub fn plan(&self, model: &str) -> &Arc<Plan> {
+        self.plans.get(model).unwrap_or(&self.default_plan)
     }
 
     pub fn model_names(&self) -> impl Iterator<Item = &str> {
-        self.models.keys().map(String::as_str)
+        self.plans.keys().map(String::as_str)
     }
 }
 
@@ -60,8 +36,12 @@ impl ApiKey {
 pub enum KeysError {
     #[error(transparent)]
     File(#[from] ReadError),
+    #[error(transparent)]
+    Invalid(#[from] FileError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
     #[error("key {name:?}: {message}")]
-    Invalid { name: String, message: String },
+    Key { name: String, message: String },
 }
 
 #[derive(Debug, Default)]
@@ -71,13 +51,14 @@ pub struct KeyStore {
 
 impl KeyStore {
     pub fn load(path: &Path) -> Result<KeyStore, KeysError> {
-        KeyStore::from_entries(KeysFile::read(path)?.keys)
+        KeyStore::from_file(&KeysFile::read(path)?)
     }
 
-    fn from_entries(entries: Vec<KeyEntry>) -> Result<KeyStore, KeysError> {
+    fn from_file(file: &KeysFile) -> Result<KeyStore, KeysError> {
+        file.validate()?;
         let mut by_digest = HashMap::new();
-        for entry in entries {
-            let invalid = |message: &str| KeysError::Invalid {
+        for entry in &file.keys {
+            let invalid = |message: &str| KeysError::Key {
                 name: entry.name.clone(),
                 message: message.to_string(),
             };
@@ -91,32 +72,19 @@ impl KeyStore {
                     "window_ms must be a positive multiple of 60, at most 9223372036854775800",
                 ));
             }
-            let window = entry.window_ms;
-            let models = entry
-                .models
-                .iter()
-                .map(|(model, m)| {
-                    let scope = Scope {
-                        redis_key: limiter_key(&digest, window, KeyScope::Model(model)),
-                        limits: m.limits(),
-                        default_output_reservation: m
-                            .default_output_reservation
-                            .unwrap_or(entry.default_output_reservation),
-                    };
-                    (model.clone(), scope)
-                })
-                .collect();
+            let mut plans = HashMap::new();
+            for model in file.planned_models(entry) {
+                let plan = Arc::new(file.plan(entry, &model)?);
+                plans.insert(model, plan);
+            }
+            // Every other model: the key's own limits and any catch-all ("*") pool and price.
+            let default_plan = Arc::new(file.plan(entry, "*")?);
             let key = ApiKey {
                 name: entry.name.clone(),
                 digest,
-                default_scope: Scope {
-                    redis_key: limiter_key(&digest, window, KeyScope::Default),
-                    limits: entry.limits(),
-                    default_output_reservation: entry.default_output_reservation,
-                },
                 shadow: entry.shadow,
-                window_ms: entry.window_ms,
-                models,
+                plans,
+                default_plan,
             };
             if by_digest.insert(digest, Arc::new(key)).is_some() {
                 return Err(invalid("the same API key appears twice"));
@@ -142,12 +110,25 @@ impl KeyStore {
 mod tests {
     use super::*;
 
+    use llmrl_core::protocol::Limits;
+    use llmrl_keys::Checks;
+
     fn store(toml_text: &str) -> Result<KeyStore, KeysError> {
         let file: KeysFile = toml::from_str(toml_text).map_err(|e| ReadError::Parse {
             path: "test".into(),
             message: e.to_string(),
         })?;
-        KeyStore::from_entries(file.keys)
+        KeyStore::from_file(&file)
+    }
+
+    /// A classic plan's Redis key and limits.
+    fn classic(plan: &Plan) -> (&str, Limits) {
+        match &plan.checks {
+            Checks::Single {
+                redis_key, limits, ..
+            } => (redis_key, *limits),
+            Checks::Multi(_) => panic!("expected a single scope: {plan:?}"),
+        }
     }
 
     #[test]
@@ -178,9 +159,9 @@ mod tests {
         assert_eq!(store.len(), 2);
         let one = store.authenticate(b"sk-one").unwrap();
         assert_eq!(one.name, "one");
-        let default = one.scope("gpt-4o-mini");
+        let default = one.plan("gpt-4o-mini");
         assert_eq!(
-            default.limits,
+            classic(default).1,
             Limits {
                 rpm: 10,
                 itpm: 1000,
@@ -188,17 +169,17 @@ mod tests {
             }
         );
         assert_eq!(default.default_output_reservation, 1024);
-        let special = one.scope("gpt-4o");
-        assert_eq!(special.limits.rpm, 5);
+        let special = one.plan("gpt-4o");
+        assert_eq!(classic(special).1.rpm, 5);
         assert_eq!(special.default_output_reservation, 77);
-        assert_ne!(special.redis_key, default.redis_key);
+        assert_ne!(classic(special).0, classic(default).0);
         assert!(
-            !default.redis_key.contains("sk-one"),
+            !classic(default).0.contains("sk-one"),
             "plaintext keys never reach Redis"
         );
         let two = store.authenticate(b"sk-two").unwrap();
         assert!(two.shadow);
-        assert_eq!(two.window_ms, 600);
+        assert!(classic(two.plan("m")).0.contains(":w600:"));
         assert!(store.authenticate(b"sk-three").is_none());
         assert!(store.authenticate(b"").is_none());
     }
@@ -211,14 +192,14 @@ mod tests {
         )
         .unwrap();
         let limited = store.authenticate(b"a").unwrap();
-        let scope = limited.scope("m");
-        assert_eq!(scope.output_reservation_per_choice(None, 1), 300);
-        assert_eq!(scope.output_reservation_per_choice(None, 4), 75);
-        assert_eq!(scope.output_reservation_per_choice(None, 1000), 1);
-        assert_eq!(scope.output_reservation_per_choice(Some(500), 1), 500);
+        let plan = limited.plan("m");
+        assert_eq!(plan.output_reservation_per_choice(None, 1), 300);
+        assert_eq!(plan.output_reservation_per_choice(None, 4), 75);
+        assert_eq!(plan.output_reservation_per_choice(None, 1000), 1);
+        assert_eq!(plan.output_reservation_per_choice(Some(500), 1), 500);
         let unlimited = store.authenticate(b"b").unwrap();
         assert_eq!(
-            unlimited.scope("m").output_reservation_per_choice(None, 3),
+            unlimited.plan("m").output_reservation_per_choice(None, 3),
             1024
         );
     }
@@ -231,9 +212,9 @@ mod tests {
         std::fs::write(&json, r#"{"keys": [{"name": "j", "key": "sk-j", "otpm": 9, "models": {"gpt-4o": {"rpm": 2}}}]}"#).unwrap();
         let store = KeyStore::load(&json).unwrap();
         let key = store.authenticate(b"sk-j").unwrap();
-        assert_eq!(key.scope("other").limits.otpm, 9);
+        assert_eq!(classic(key.plan("other")).1.otpm, 9);
         assert_eq!(
-            key.scope("gpt-4o").limits,
+            classic(key.plan("gpt-4o")).1,
             Limits {
                 rpm: 2,
                 itpm: 0,

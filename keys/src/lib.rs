@@ -1,129 +1,21 @@
-//! The keys file: API keys and their limits. The gateway enforces it and the load generator's
-//! audit checks against it; both read it here, so they can never disagree on what it says.
-//! The rules that turn an entry into limiter scopes live here too, once: which limits a request
-//! for a model runs under ([`KeyEntry::limits_for`]) and the Redis key that counts them
-//! ([`limiter_key`]).
+//! The keys file: API keys, their teams and organisations, upstream accounts and prices. The
+//! gateway enforces it and the load generator's audit checks against it; both read it here, so
+//! they can never disagree on what it says. The rules that turn it into limiter scopes live here
+//! too, once: [`KeysFile::plan`] (every scope a request runs under, with its Redis key), and the
+//! classic single-scope rules ([`KeyEntry::limits_for`], [`limiter_key`]).
+
+mod file;
+pub mod limits;
+mod plan;
+
+pub use file::{
+    EntryError, FileError, KeyEntry, KeysFile, ModelEntry, OrgEntry, PoolEntry, Price, ReadError,
+    TeamEntry, UpstreamEntry, DEFAULT_OUTPUT_RESERVATION, DEFAULT_WINDOW_MS,
+};
+pub use plan::{Checks, Fourth, Owner, Plan, PlanError, ScopeSpec, Window};
 
 use llmrl_core::protocol::Limits;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::path::Path;
-use thiserror::Error;
-
-pub const DEFAULT_WINDOW_MS: u64 = 60_000;
-pub const DEFAULT_OUTPUT_RESERVATION: u64 = 1024;
-
-/// Limits (0 = unlimited) of one model with its own counters. The three limits are repeated in
-/// [`KeyEntry`] rather than flattened: serde's flatten cannot be combined with
-/// deny_unknown_fields, which turns a typo in the file into an error instead of no limit.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelEntry {
-    #[serde(default)]
-    pub rpm: u64,
-    #[serde(default)]
-    pub itpm: u64,
-    #[serde(default)]
-    pub otpm: u64,
-    pub default_output_reservation: Option<u64>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyEntry {
-    pub name: String,
-    /// The API key itself, or...
-    pub key: Option<String>,
-    /// ...its SHA-256 in hex, so the file need not hold the secret.
-    pub key_sha256: Option<String>,
-    #[serde(default)]
-    pub rpm: u64,
-    #[serde(default)]
-    pub itpm: u64,
-    #[serde(default)]
-    pub otpm: u64,
-    #[serde(default = "default_reservation")]
-    pub default_output_reservation: u64,
-    #[serde(default)]
-    pub shadow: bool,
-    #[serde(default = "default_window")]
-    pub window_ms: u64,
-    #[serde(default)]
-    pub models: HashMap<String, ModelEntry>,
-}
-
-fn default_reservation() -> u64 {
-    DEFAULT_OUTPUT_RESERVATION
-}
-
-fn default_window() -> u64 {
-    DEFAULT_WINDOW_MS
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeysFile {
-    pub keys: Vec<KeyEntry>,
-}
-
-#[derive(Debug, Error)]
-pub enum ReadError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot parse {path}: {message}")]
-    Parse { path: String, message: String },
-}
-
-/// Why an entry names no API key.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum EntryError {
-    #[error("give exactly one of key or key_sha256")]
-    KeyMissingOrTwice,
-    #[error("key_sha256 must be 64 hex digits")]
-    BadDigest,
-}
-
-impl KeysFile {
-    /// Read a keys file: JSON if it is named `*.json`, TOML otherwise.
-    pub fn read(path: &Path) -> Result<KeysFile, ReadError> {
-        let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ReadError::Read {
-            path: display.clone(),
-            source,
-        })?;
-        if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| e.to_string())
-        } else {
-            toml::from_str(&text).map_err(|e| e.to_string())
-        }
-        .map_err(|message| ReadError::Parse {
-            path: display,
-            message,
-        })
-    }
-
-    /// The entry for a presented API key, by digest (so `key_sha256` entries match too).
-    pub fn find(&self, api_key: &str) -> Option<&KeyEntry> {
-        let digest = sha256(api_key.as_bytes());
-        self.keys.iter().find(|e| e.digest() == Ok(digest))
-    }
-}
-
-impl KeyEntry {
-    /// The SHA-256 of the API key this entry names: hashed from `key`, or parsed from
-    /// `key_sha256`.
-    pub fn digest(&self) -> Result<[u8; 32], EntryError> {
-        match (&self.key, &self.key_sha256) {
-            (Some(key), None) if !key.is_empty() => Ok(sha256(key.as_bytes())),
-            (None, Some(hex)) => parse_hex_digest(hex).ok_or(EntryError::BadDigest),
-            _ => Err(EntryError::KeyMissingOrTwice),
-        }
-    }
-}
 
 impl ModelEntry {
     pub fn limits(&self) -> Limits {
@@ -136,7 +28,7 @@ impl ModelEntry {
 }
 
 impl KeyEntry {
-    /// The key's own limits (every model without an entry of its own).
+    /// The key's own per-minute limits (every model without an entry of its own).
     pub fn limits(&self) -> Limits {
         Limits {
             rpm: self.rpm,
@@ -145,15 +37,15 @@ impl KeyEntry {
         }
     }
 
-    /// The limits a request for `model` runs under: the model's own entry, if it has one, else
-    /// the key's (shared by every such model).
+    /// The per-minute limits a request for `model` runs under: the model's own entry, if it
+    /// has one, else the key's (shared by every such model).
     pub fn limits_for(&self, model: &str) -> Limits {
         self.models
             .get(model)
             .map_or_else(|| self.limits(), ModelEntry::limits)
     }
 
-    /// The Redis key counting a request for `model` (see [`limiter_key`]).
+    /// The classic Redis key counting a request for `model` (see [`limiter_key`]).
     pub fn limiter_key_for(&self, model: &str) -> Result<String, EntryError> {
         let scope = if self.models.contains_key(model) {
             Scope::Model(model)
@@ -164,7 +56,7 @@ impl KeyEntry {
     }
 }
 
-/// Which counters of a key a request uses.
+/// Which classic counter of a key a request uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope<'a> {
     /// Shared by every model without limits of its own.
@@ -173,13 +65,18 @@ pub enum Scope<'a> {
     Model(&'a str),
 }
 
-/// The Redis key of one API key's scope: `llmrl:{<first 16 bytes of SHA-256(api key), hex>}:
-/// w<window_ms>:default` or `...:model:<model>`. The API key itself never reaches Redis; the hash
-/// tag keeps an API key's scopes in one cluster slot; the window is part of the name because a
-/// key keeps the window it was created with, so a reload that changes `window_ms` starts a fresh
-/// key instead of failing every CHECK.
+/// The first 16 bytes of an API key's SHA-256, in hex: how Redis key names refer to it.
+pub fn hex16(digest: &[u8; 32]) -> String {
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The Redis key of one API key's classic scope (checked with `LLMRL.CHECK`):
+/// `llmrl:{<hex16>}:w<window_ms>:default` or `...:model:<model>`. The API key itself never
+/// reaches Redis; the hash tag keeps an API key's scopes in one cluster slot; the window is part
+/// of the name because a key keeps the window it was created with, so a reload that changes
+/// `window_ms` starts a fresh key instead of failing every CHECK.
 pub fn limiter_key(digest: &[u8; 32], window_ms: u64, scope: Scope) -> String {
-    let hash: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let hash = hex16(digest);
     match scope {
         Scope::Default => format!("llmrl:{{{hash}}}:w{window_ms}:default"),
         Scope::Model(model) => format!("llmrl:{{{hash}}}:w{window_ms}:model:{model}"),
@@ -188,18 +85,6 @@ pub fn limiter_key(digest: &[u8; 32], window_ms: u64, scope: Scope) -> String {
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
-}
-
-fn parse_hex_digest(hex: &str) -> Option<[u8; 32]> {
-    let hex = hex.trim();
-    if hex.len() != 64 || !hex.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]

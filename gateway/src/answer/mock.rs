@@ -53,6 +53,7 @@ pub fn answer(
         settlement.spawn(Usage {
             input_tokens,
             output_tokens: tokens.saturating_mul(request.n),
+            cached_input_tokens: 0,
         });
         return response::json(StatusCode::OK, body);
     }
@@ -85,6 +86,7 @@ pub fn answer(
             .settle(Usage {
                 input_tokens,
                 output_tokens: produced,
+                cached_input_tokens: 0,
             })
             .await;
     });

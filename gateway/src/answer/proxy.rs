@@ -37,6 +37,7 @@ pub async fn forward(
     let nothing_generated = Usage {
         input_tokens: estimate,
         output_tokens: 0,
+        cached_input_tokens: 0,
     };
     let response = match upstream.send(dialect.upstream_path(), &body).await {
         Ok(response) => response,
@@ -67,8 +68,12 @@ pub async fn forward(
                     .observe(usage.input_tokens.abs_diff(estimate) as f64);
                 settlement.spawn(usage);
             }
-            // A success without usage: keep the reservation, it is the safe side.
-            (true, None) => {}
+            // A success without usage: keep the reservation, it is the safe side (the slots
+            // come back).
+            (true, None) => {
+                let tasks = app.tasks.clone();
+                tasks.spawn(settlement.keep());
+            }
             (false, _) => settlement.spawn(nothing_generated),
         }
         return response::passthrough(status, content_type, bytes);
@@ -145,12 +150,16 @@ async fn relay_stream(
             );
             settlement.settle(usage).await;
         }
-        // No usage seen (client left early or the upstream failed): the reservation stands.
-        None => tracing::debug!(
-            client_gone,
-            upstream_failed,
-            "stream ended without usage; reservation kept"
-        ),
+        // No usage seen (client left early or the upstream failed): the reservation stands,
+        // the slots come back.
+        None => {
+            tracing::debug!(
+                client_gone,
+                upstream_failed,
+                "stream ended without usage; reservation kept"
+            );
+            settlement.keep().await;
+        }
     }
 }
 

@@ -5,11 +5,11 @@
 
 pub mod openai;
 
+use crate::decision::Decision;
 use crate::error::GatewayError;
 use crate::tokens::Tokenizer;
 use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
-use llmrl_core::protocol::{Limits, Verdict};
 use serde_json::{Map, Value};
 
 /// A validated request, with what the limiter and the answer need from it.
@@ -31,6 +31,8 @@ pub struct ApiRequest {
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Of the input tokens, how many the provider served from its prompt cache.
+    pub cached_input_tokens: u64,
 }
 
 /// What the mock answers with: the text of each choice and its token count.
@@ -64,21 +66,11 @@ pub trait Dialect: Send + Sync + 'static {
     /// The error body in this dialect's format (JSON).
     fn error_body(&self, error: &GatewayError) -> String;
 
-    /// The rate-limit headers of an answer decided by `verdict` under `limits`.
-    fn rate_limit_headers(
-        &self,
-        limits: Limits,
-        verdict: &Verdict,
-    ) -> Vec<(HeaderName, HeaderValue)>;
+    /// The rate-limit headers of an answer the limiter decided.
+    fn rate_limit_headers(&self, decision: &Decision) -> Vec<(HeaderName, HeaderValue)>;
 
     /// The refusal of a denied request (a 429 with its retry headers).
-    fn rate_limited(
-        &self,
-        request: &ApiRequest,
-        limits: Limits,
-        verdict: &Verdict,
-        cost: [u64; 3],
-    ) -> GatewayError;
+    fn rate_limited(&self, request: &ApiRequest, decision: &Decision) -> GatewayError;
 
     /// Usage reported in an upstream's JSON answer or in one stream event's JSON.
     fn reported_usage(&self, value: &Value) -> Option<Usage>;

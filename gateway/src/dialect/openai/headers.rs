@@ -1,7 +1,7 @@
 //! OpenAI's rate-limit headers, dimension names and duration format.
 
+use crate::decision::Decision;
 use hyper::header::{HeaderName, HeaderValue};
-use llmrl_core::protocol::{Limits, Verdict};
 
 /// OpenAI's reset format: `12ms` under a second, else Go-style `1s`, `9.816s`, `6m0s`, `1h2m3s`.
 pub fn duration(ms: u64) -> String {
@@ -64,38 +64,24 @@ const NAMES: [[HeaderName; 3]; 4] = [
     ],
 ];
 
-/// Every `x-ratelimit-*` header for a decision; unlimited dimensions are left out.
-pub fn rate_limit_headers(limits: Limits, verdict: &Verdict) -> Vec<(HeaderName, HeaderValue)> {
-    let limits = limits.as_array();
-    let mut headers = Vec::with_capacity(12);
-    let mut push = |names: &[HeaderName; 3], limit: u64, remaining: i64, reset: i64| {
-        let reset = HeaderValue::from_str(&duration(reset.max(0) as u64))
+/// Every `x-ratelimit-*` header for a decision (unlimited dimensions are left out), and with a
+/// multi-scope policy `x-llmrl-binding-scope`: the scope with the smallest share left.
+pub fn rate_limit_headers(decision: &Decision) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = Vec::with_capacity(13);
+    for (names, figure) in NAMES.iter().zip(&decision.figures) {
+        let Some(figure) = figure else {
+            continue;
+        };
+        let reset = HeaderValue::from_str(&duration(figure.reset_ms))
             .unwrap_or(HeaderValue::from_static("0ms"));
-        headers.push((names[0].clone(), HeaderValue::from(limit)));
-        headers.push((names[1].clone(), HeaderValue::from(remaining.max(0))));
+        headers.push((names[0].clone(), HeaderValue::from(figure.limit)));
+        headers.push((names[1].clone(), HeaderValue::from(figure.remaining)));
         headers.push((names[2].clone(), reset));
-    };
-    for (i, names) in NAMES.iter().take(3).enumerate() {
-        if limits[i] > 0 {
-            push(names, limits[i], verdict.remaining[i], verdict.reset_ms[i]);
-        }
     }
-    // The classic `-tokens` headers describe whichever token limit binds first: the one with
-    // the smaller share left.
-    let share = |i: usize| verdict.remaining[i].max(0) as f64 / limits[i] as f64;
-    let binding = match (limits[1] > 0, limits[2] > 0) {
-        (true, true) => Some(if share(2) < share(1) { 2 } else { 1 }),
-        (true, false) => Some(1),
-        (false, true) => Some(2),
-        (false, false) => None,
-    };
-    if let Some(i) = binding {
-        push(
-            &NAMES[3],
-            limits[i],
-            verdict.remaining[i],
-            verdict.reset_ms[i],
-        );
+    if let Some(binding) = &decision.binding {
+        if let Ok(value) = HeaderValue::from_str(binding) {
+            headers.push((HeaderName::from_static("x-llmrl-binding-scope"), value));
+        }
     }
     headers
 }
@@ -103,7 +89,7 @@ pub fn rate_limit_headers(limits: Limits, verdict: &Verdict) -> Vec<(HeaderName,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use llmrl_core::protocol::Reason;
+    use llmrl_core::protocol::{Limits, Reason, Verdict};
 
     #[test]
     fn durations_like_openai() {
@@ -127,14 +113,12 @@ mod tests {
             reset_ms: [6000, 6000, 59_000],
             ticket: 1,
         };
-        let h = rate_limit_headers(
-            Limits {
-                rpm: 10,
-                itpm: 1000,
-                otpm: 1000,
-            },
-            &verdict,
-        );
+        let limits = Limits {
+            rpm: 10,
+            itpm: 1000,
+            otpm: 1000,
+        };
+        let h = rate_limit_headers(&Decision::single(&verdict, limits, 60_000, "m", [1, 1, 1]));
         let get = |n: &str| {
             h.iter()
                 .find(|(k, _)| k == n)
@@ -145,14 +129,12 @@ mod tests {
         assert_eq!(get("x-ratelimit-remaining-tokens"), Some("100"));
         assert_eq!(get("x-ratelimit-reset-tokens"), Some("59s"));
         assert_eq!(get("x-ratelimit-reset-requests"), Some("6s"));
-        let h = rate_limit_headers(
-            Limits {
-                rpm: 0,
-                itpm: 0,
-                otpm: 5,
-            },
-            &verdict,
-        );
+        let limits = Limits {
+            rpm: 0,
+            itpm: 0,
+            otpm: 5,
+        };
+        let h = rate_limit_headers(&Decision::single(&verdict, limits, 60_000, "m", [1, 1, 1]));
         assert_eq!(h.len(), 6);
     }
 }

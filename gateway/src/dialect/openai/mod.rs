@@ -3,18 +3,17 @@
 //! OpenAI words them, usage as `prompt_tokens` / `completion_tokens`.
 
 mod headers;
+mod refusal;
 mod request;
 mod wire;
 
 pub use headers::duration;
 
+use crate::decision::Decision;
 use crate::dialect::{ApiRequest, Dialect, MockAnswer, StreamEvent, Usage};
 use crate::error::{ErrorKind, GatewayError};
 use crate::tokens::Tokenizer;
 use hyper::header::{HeaderName, HeaderValue};
-use hyper::StatusCode;
-use llmrl_core::protocol::{Limits, Verdict};
-use llmrl_core::window::Dimension;
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +38,7 @@ fn error_type(kind: ErrorKind) -> &'static str {
                 .get(dimension as usize)
                 .map_or("tokens", |names| names.1)
         }
+        ErrorKind::QuotaExceeded => "insufficient_quota",
         ErrorKind::Server | ErrorKind::Overloaded | ErrorKind::LimiterUnavailable => "server_error",
     }
 }
@@ -96,58 +96,14 @@ impl Dialect for OpenAi {
         error_body(error)
     }
 
-    fn rate_limit_headers(
-        &self,
-        limits: Limits,
-        verdict: &Verdict,
-    ) -> Vec<(HeaderName, HeaderValue)> {
-        headers::rate_limit_headers(limits, verdict)
+    fn rate_limit_headers(&self, decision: &Decision) -> Vec<(HeaderName, HeaderValue)> {
+        headers::rate_limit_headers(decision)
     }
 
-    /// OpenAI's 429: which limit, how much is used, when to retry; or "request too large".
-    fn rate_limited(
-        &self,
-        request: &ApiRequest,
-        limits: Limits,
-        verdict: &Verdict,
-        cost: [u64; 3],
-    ) -> GatewayError {
-        let dimension = verdict.reason.dimension().unwrap_or(Dimension::Requests);
-        let index = dimension as usize;
-        let label = headers::DIMENSIONS
-            .get(index)
-            .map_or("tokens per min", |names| names.2);
-        let limit = limits.get(dimension);
-        let requested = cost.get(index).copied().unwrap_or(0);
-        if verdict.too_large() {
-            let message = format!(
-                "Request too large for {} on {label}: Limit {limit}, Requested {requested}. The input or output tokens must be reduced in order to run successfully.",
-                request.model
-            );
-            return GatewayError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                ErrorKind::RequestTooLarge(dimension),
-                message,
-            )
-            .with_code("rate_limit_exceeded")
-            .with_header("x-should-retry", "false");
-        }
-        let used = limit.saturating_sub(verdict.remaining(dimension).unwrap_or(0));
-        let wait_ms = verdict.retry_after_ms.max(0) as u64;
-        let message = format!(
-            "Rate limit reached for {} on {label}: Limit {limit}, Used {used}, Requested {requested}. Please try again in {}.",
-            request.model,
-            duration(wait_ms),
-        );
-        GatewayError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::RateLimited(dimension),
-            message,
-        )
-        .with_code("rate_limit_exceeded")
-        .with_header("retry-after", &wait_ms.div_ceil(1000).to_string())
-        .with_header("retry-after-ms", &wait_ms.to_string())
-        .with_header("x-should-retry", "true")
+    /// OpenAI's 429: which limit, how much is used, when to retry; or "request too large", an
+    /// exhausted budget, or every concurrency slot taken.
+    fn rate_limited(&self, request: &ApiRequest, decision: &Decision) -> GatewayError {
+        refusal::rate_limited(request, decision)
     }
 
     fn reported_usage(&self, value: &Value) -> Option<Usage> {
@@ -155,6 +111,10 @@ impl Dialect for OpenAi {
         Some(Usage {
             input_tokens: usage.get("prompt_tokens")?.as_u64()?,
             output_tokens: usage.get("completion_tokens")?.as_u64()?,
+            cached_input_tokens: usage
+                .pointer("/prompt_tokens_details/cached_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
         })
     }
 
@@ -202,7 +162,8 @@ mod tests {
             CHAT.reported_usage(&value),
             Some(Usage {
                 input_tokens: 3,
-                output_tokens: 4
+                output_tokens: 4,
+                cached_input_tokens: 0
             })
         );
         assert!(CHAT.is_usage_only_event(&value));
@@ -218,8 +179,8 @@ mod tests {
         assert_eq!(body["error"]["param"], "n");
         assert!(body["error"]["code"].is_null());
         let limited = GatewayError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::RateLimited(Dimension::OutputTokens),
+            hyper::StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::RateLimited(llmrl_core::window::Dimension::OutputTokens),
             "x",
         );
         let body: Value = serde_json::from_str(&error_body(&limited)).unwrap();

@@ -1,0 +1,111 @@
+//! OpenAI's 429s: a rate limit (which limit of which scope, how much is used, when to retry), a
+//! request too large for a limit, an exhausted spend budget (`insufficient_quota`), and every
+//! concurrency slot taken.
+
+use super::headers::duration;
+use crate::decision::{Decision, RefusalKind};
+use crate::dialect::ApiRequest;
+use crate::error::{ErrorKind, GatewayError};
+use hyper::StatusCode;
+use llmrl_core::window::Dimension;
+
+/// A budget that resets later than this is not worth an SDK's automatic retry
+/// (`x-should-retry: false`); a rate limit always is (the SDKs wait out `retry-after`).
+const RETRY_WORTHWHILE_MS: u64 = 60_000;
+
+/// A concurrency refusal suggests retrying this soon: a slot frees when any request finishes.
+const CONCURRENCY_RETRY_MS: u64 = 1_000;
+
+fn dollars(micro_usd: u64) -> String {
+    format!("${:.2}", micro_usd as f64 / 1e6)
+}
+
+fn too_many(kind: ErrorKind, message: String, code: &'static str) -> GatewayError {
+    GatewayError::new(StatusCode::TOO_MANY_REQUESTS, kind, message).with_code(code)
+}
+
+/// Retry headers for a wait of `wait_ms`; `x-should-retry` as given.
+fn retry_after(error: GatewayError, wait_ms: u64, should_retry: bool) -> GatewayError {
+    error
+        .with_header("retry-after", &wait_ms.div_ceil(1000).to_string())
+        .with_header("retry-after-ms", &wait_ms.to_string())
+        .with_header(
+            "x-should-retry",
+            if should_retry { "true" } else { "false" },
+        )
+}
+
+pub fn rate_limited(request: &ApiRequest, decision: &Decision) -> GatewayError {
+    let wait_ms = decision.retry_after_ms.max(0) as u64;
+    let Some(refusal) = &decision.refusal else {
+        let message = format!(
+            "Rate limit reached for {}. Please try again in {}.",
+            request.model,
+            duration(wait_ms)
+        );
+        let error = too_many(
+            ErrorKind::RateLimited(Dimension::Requests),
+            message,
+            "rate_limit_exceeded",
+        );
+        return retry_after(error, wait_ms, true);
+    };
+    let (scope, what, limit) = (&refusal.scope, &refusal.what, refusal.limit);
+    let (used, requested) = (refusal.used, refusal.requested);
+    match refusal.kind {
+        RefusalKind::TooLarge if refusal.reason == "budget" => {
+            let message = format!(
+                "Request too large for {scope}'s budget on {what}: Budget {}, this request may cost up to {}. Ask for fewer output tokens (max_tokens) or a shorter prompt.",
+                dollars(limit),
+                dollars(requested)
+            );
+            too_many(ErrorKind::QuotaExceeded, message, "insufficient_quota")
+                .with_header("x-should-retry", "false")
+        }
+        RefusalKind::TooLarge => {
+            let message = format!(
+                "Request too large for {scope} on {what}: Limit {limit}, Requested {requested}. The input or output tokens must be reduced in order to run successfully."
+            );
+            too_many(
+                ErrorKind::RequestTooLarge(refusal.dimension),
+                message,
+                "rate_limit_exceeded",
+            )
+            .with_header("x-should-retry", "false")
+        }
+        RefusalKind::Budget => {
+            let message = format!(
+                "You exceeded your current quota: the budget of {scope} on {what} is {}, {} is used and this request may cost up to {}. The budget resets in {}.",
+                dollars(limit),
+                dollars(used),
+                dollars(requested),
+                duration(refusal.reset_ms.max(wait_ms))
+            );
+            let error = too_many(ErrorKind::QuotaExceeded, message, "insufficient_quota");
+            retry_after(error, wait_ms, wait_ms <= RETRY_WORTHWHILE_MS)
+        }
+        RefusalKind::Concurrency => {
+            let message = format!(
+                "Too many concurrent requests for {scope}: Limit {limit} in flight. Please try again when one of them finishes."
+            );
+            let error = too_many(
+                ErrorKind::RateLimited(Dimension::Requests),
+                message,
+                "rate_limit_exceeded",
+            );
+            retry_after(error, wait_ms.clamp(1, CONCURRENCY_RETRY_MS), true)
+        }
+        RefusalKind::Rate => {
+            let message = format!(
+                "Rate limit reached for {scope} on {what}: Limit {limit}, Used {used}, Requested {requested}. Please try again in {}.",
+                duration(wait_ms),
+            );
+            let error = too_many(
+                ErrorKind::RateLimited(refusal.dimension),
+                message,
+                "rate_limit_exceeded",
+            );
+            retry_after(error, wait_ms, true)
+        }
+    }
+}
