@@ -8,12 +8,14 @@ use crate::config::FailureMode;
 use crate::decision::Decision;
 use crate::dialect::Usage;
 use crate::error::{ErrorKind, GatewayError};
-use crate::limiter::LimiterError;
+use crate::limiter::{Limiter, LimiterError};
 use hyper::StatusCode;
 use llmrl_core::protocol::{
-    Check, MultiCheck, MultiCorrection, ScopeArgs, Settle, Usage as Correction,
+    Check, MultiCheck, MultiCorrection, MultiVerdict, ScopeArgs, ScopeVerdict, Settle,
+    Usage as Correction,
 };
-use llmrl_keys::{Checks, Fourth, Plan, Price};
+use llmrl_core::scope::REPORTED;
+use llmrl_keys::{Checks, Fourth, Plan, Price, ScopeSpec};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -86,27 +88,14 @@ pub async fn admit(
         }
         Checks::Multi(scopes) => {
             let costs = scope_costs(plan, reserved, input, reserved_cost);
-            let args: Vec<ScopeArgs> = scopes
-                .iter()
-                .zip(&costs)
-                .map(|(scope, cost)| ScopeArgs {
-                    key: &scope.redis_key,
-                    clock: scope.clock,
-                    limits: scope.limits,
-                    cost_charge: cost[3],
-                })
-                .collect();
-            let check = MultiCheck {
-                scopes: &args,
-                input_tokens: input,
-                output_tokens: output,
-                lease_ms: plan.holds_slots.then(|| app.cli.slot_lease_ms()),
-                detail: true,
-            };
-            limiter
-                .mcheck(&check)
-                .await
-                .map(|verdict| Decision::multi(&verdict, scopes, &costs))
+            if limiter.is_cluster() && plan.groups.len() > 1 {
+                admit_by_slot(app, limiter, plan, scopes, &costs, reserved).await
+            } else {
+                let lease = plan.holds_slots.then(|| app.cli.slot_lease_ms());
+                mcheck(limiter, scopes, &costs, reserved, lease)
+                    .await
+                    .map(|verdict| Decision::multi(&verdict, scopes, &costs))
+            }
         }
     };
     app.metrics
@@ -115,6 +104,137 @@ pub async fn admit(
     match result {
         Ok(decision) => Ok(Some(decision)),
         Err(error) => unavailable(app, error),
+    }
+}
+
+/// One LLMRL.MCHECK (with each scope's figures) of `scopes`, each costing `costs[i]`.
+async fn mcheck(
+    limiter: &Limiter,
+    scopes: &[ScopeSpec],
+    costs: &[[u64; 4]],
+    reserved: Usage,
+    lease_ms: Option<u64>,
+) -> Result<MultiVerdict, LimiterError> {
+    let args: Vec<ScopeArgs> = scopes
+        .iter()
+        .zip(costs)
+        .map(|(scope, cost)| ScopeArgs {
+            key: &scope.redis_key,
+            clock: scope.clock,
+            limits: scope.limits,
+            cost_charge: cost[3],
+        })
+        .collect();
+    let check = MultiCheck {
+        scopes: &args,
+        input_tokens: reserved.input_tokens,
+        output_tokens: reserved.output_tokens,
+        lease_ms,
+        detail: true,
+    };
+    limiter.mcheck(&check).await
+}
+
+/// The scopes and costs of one slot group.
+fn group_of(
+    members: &[usize],
+    scopes: &[ScopeSpec],
+    costs: &[[u64; 4]],
+) -> (Vec<ScopeSpec>, Vec<[u64; 4]>) {
+    members
+        .iter()
+        .filter_map(|&i| Some((scopes.get(i)?.clone(), *costs.get(i)?)))
+        .unzip()
+}
+
+/// A policy spread over several Redis Cluster slots (an upstream pool is shared by every
+/// organisation, so it has its own): one MCHECK per slot group, in order; when a group refuses,
+/// the groups already admitted are cancelled (LLMRL.MCANCEL). Never over-admits: a request
+/// proceeds only once every group admitted it. Between an admission and its cancellation the
+/// earlier groups count the refused request, so for that moment they may refuse a request they
+/// would have admitted (a brief under-admission, never an excess).
+async fn admit_by_slot(
+    app: &App,
+    limiter: &Limiter,
+    plan: &Plan,
+    scopes: &[ScopeSpec],
+    costs: &[[u64; 4]],
+    reserved: Usage,
+) -> Result<Decision, LimiterError> {
+    let lease = plan.holds_slots.then(|| app.cli.slot_lease_ms());
+    let mut admitted: Vec<(usize, u64)> = Vec::new();
+    let mut figures: Vec<(usize, ScopeVerdict)> = Vec::with_capacity(scopes.len());
+    for (group, members) in plan.groups.iter().enumerate() {
+        let (group_scopes, group_costs) = group_of(members, scopes, costs);
+        let verdict = match mcheck(limiter, &group_scopes, &group_costs, reserved, lease).await {
+            Ok(verdict) => verdict,
+            Err(error) => {
+                cancel(limiter, plan, scopes, costs, &admitted, reserved).await;
+                return Err(error);
+            }
+        };
+        if !verdict.allowed {
+            cancel(limiter, plan, scopes, costs, &admitted, reserved).await;
+            return Ok(Decision::multi(&verdict, &group_scopes, &group_costs));
+        }
+        admitted.push((group, verdict.ticket));
+        figures.extend(members.iter().copied().zip(verdict.scopes));
+    }
+    figures.sort_by_key(|(index, _)| *index);
+    let merged = MultiVerdict {
+        allowed: true,
+        reason: None,
+        scope: None,
+        retry_after_ms: 0,
+        remaining: [-1; REPORTED],
+        reset_ms: [0; REPORTED],
+        binding: [-1; REPORTED],
+        ticket: admitted.first().map_or(0, |(_, ticket)| *ticket),
+        scopes: figures.into_iter().map(|(_, figure)| figure).collect(),
+    };
+    let mut decision = Decision::multi(&merged, scopes, costs);
+    decision.group_tickets = admitted;
+    Ok(decision)
+}
+
+/// Undo the admissions of the slot groups already admitted (best effort: a failed cancel
+/// leaves the reservation charged, never an excess).
+async fn cancel(
+    limiter: &Limiter,
+    plan: &Plan,
+    scopes: &[ScopeSpec],
+    costs: &[[u64; 4]],
+    admitted: &[(usize, u64)],
+    reserved: Usage,
+) {
+    for &(group, ticket) in admitted {
+        let Some(members) = plan.groups.get(group) else {
+            continue;
+        };
+        let (group_scopes, group_costs) = group_of(members, scopes, costs);
+        let keys: Vec<&str> = group_scopes.iter().map(|s| s.redis_key.as_str()).collect();
+        let correction = MultiCorrection {
+            keys: &keys,
+            ticket,
+            input: Correction {
+                reserved: reserved.input_tokens,
+                actual: 0,
+            },
+            output: Correction {
+                reserved: reserved.output_tokens,
+                actual: 0,
+            },
+            costs: group_costs
+                .iter()
+                .map(|cost| Correction {
+                    reserved: cost[3],
+                    actual: 0,
+                })
+                .collect(),
+        };
+        if let Err(error) = limiter.mcancel(&correction).await {
+            tracing::warn!(%error, "LLMRL.MCANCEL failed; the admission stays charged in one slot group");
+        }
     }
 }
 
@@ -141,31 +261,64 @@ fn unavailable(app: &App, error: LimiterError) -> Result<Admission, GatewayError
 }
 
 /// Everything needed to correct a reservation once real usage is known, and to give back the
-/// admission's concurrency slots.
-#[derive(Clone)]
+/// admission's concurrency slots. Dropped without being settled (the client left while the
+/// upstream was still answering, so the request's future was dropped), it gives the slots back
+/// by itself and keeps the reservation.
 pub struct Settlement {
     app: Arc<App>,
     plan: Arc<Plan>,
     /// 0 when nothing was charged (unchecked, or a shadow key over its limit).
     ticket: u64,
+    /// Per slot group (policies spread over cluster slots): its index and ticket.
+    group_tickets: Vec<(usize, u64)>,
     pub reserved: Usage,
     reserved_cost: u64,
+    /// Still to be settled (cleared once `settle` runs).
+    pending: bool,
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        if !self.pending || !self.plan.holds_slots || self.ticket == 0 {
+            return;
+        }
+        self.pending = false;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        // Not pending itself: if this task is dropped unrun too (shutdown), nothing respawns.
+        let unsettled = Settlement {
+            app: Arc::clone(&self.app),
+            plan: Arc::clone(&self.plan),
+            ticket: self.ticket,
+            group_tickets: std::mem::take(&mut self.group_tickets),
+            reserved: self.reserved,
+            reserved_cost: self.reserved_cost,
+            pending: false,
+        };
+        tracing::debug!("request dropped before it was settled; giving its slots back");
+        let tasks = self.app.tasks.clone();
+        tasks.spawn(unsettled.keep());
+    }
 }
 
 impl Settlement {
     pub fn new(
         app: &Arc<App>,
         plan: &Arc<Plan>,
-        ticket: u64,
+        admission: Option<&Decision>,
         reserved: Usage,
         reserved_cost: u64,
     ) -> Settlement {
+        let admitted = admission.filter(|decision| decision.allowed);
         Settlement {
             app: Arc::clone(app),
             plan: Arc::clone(plan),
-            ticket,
+            ticket: admitted.map_or(0, |decision| decision.ticket),
+            group_tickets: admitted.map_or(Vec::new(), |decision| decision.group_tickets.clone()),
             reserved,
             reserved_cost,
+            pending: true,
         }
     }
 
@@ -241,7 +394,8 @@ impl Settlement {
 
     /// Settle (once; never retried: a retry could correct twice) unless there is nothing to
     /// correct: LLMRL.SETTLE, or LLMRL.MSETTLE in every scope, releasing the slots.
-    pub async fn settle(self, actual: Usage) {
+    pub async fn settle(mut self, actual: Usage) {
+        self.pending = false;
         let Some(limiter) = self.app.limiter.as_ref() else {
             return;
         };
@@ -254,39 +408,7 @@ impl Settlement {
                 .settle(&self.single_command(redis_key, actual))
                 .await
                 .map(|_| ()),
-            Checks::Multi(scopes) => {
-                let counted = self.counted_input(actual);
-                let cost = micro_usd(self.plan.price, actual);
-                let reserved = scope_costs(
-                    &self.plan,
-                    self.reserved,
-                    self.reserved.input_tokens,
-                    self.reserved_cost,
-                );
-                let real = scope_costs(&self.plan, actual, counted, cost);
-                let keys: Vec<&str> = scopes.iter().map(|s| s.redis_key.as_str()).collect();
-                let correction = MultiCorrection {
-                    keys: &keys,
-                    ticket: self.ticket,
-                    input: Correction {
-                        reserved: self.reserved.input_tokens,
-                        actual: counted,
-                    },
-                    output: Correction {
-                        reserved: self.reserved.output_tokens,
-                        actual: actual.output_tokens,
-                    },
-                    costs: reserved
-                        .iter()
-                        .zip(&real)
-                        .map(|(reserved, real)| Correction {
-                            reserved: reserved[3],
-                            actual: real[3],
-                        })
-                        .collect(),
-                };
-                limiter.msettle(&correction).await
-            }
+            Checks::Multi(scopes) => self.msettle(limiter, scopes, actual).await,
         };
         if let Err(error) = result {
             self.app
@@ -298,6 +420,69 @@ impl Settlement {
         }
     }
 
+    /// LLMRL.MSETTLE of every scope: one call, or one per slot group.
+    async fn msettle(
+        &self,
+        limiter: &Limiter,
+        scopes: &[ScopeSpec],
+        actual: Usage,
+    ) -> Result<(), LimiterError> {
+        let counted = self.counted_input(actual);
+        let cost = micro_usd(self.plan.price, actual);
+        let reserved = scope_costs(
+            &self.plan,
+            self.reserved,
+            self.reserved.input_tokens,
+            self.reserved_cost,
+        );
+        let real = scope_costs(&self.plan, actual, counted, cost);
+        let every: Vec<usize> = (0..scopes.len()).collect();
+        let groups: Vec<(&[usize], u64)> = if self.group_tickets.is_empty() {
+            vec![(&every, self.ticket)]
+        } else {
+            self.group_tickets
+                .iter()
+                .filter_map(|&(group, ticket)| {
+                    Some((self.plan.groups.get(group)?.as_slice(), ticket))
+                })
+                .collect()
+        };
+        let mut result = Ok(());
+        for (members, ticket) in groups {
+            let keys: Vec<&str> = members
+                .iter()
+                .filter_map(|&i| scopes.get(i))
+                .map(|scope| scope.redis_key.as_str())
+                .collect();
+            let costs = members
+                .iter()
+                .filter_map(|&i| {
+                    Some(Correction {
+                        reserved: reserved.get(i)?[3],
+                        actual: real.get(i)?[3],
+                    })
+                })
+                .collect();
+            let correction = MultiCorrection {
+                keys: &keys,
+                ticket,
+                input: Correction {
+                    reserved: self.reserved.input_tokens,
+                    actual: counted,
+                },
+                output: Correction {
+                    reserved: self.reserved.output_tokens,
+                    actual: actual.output_tokens,
+                },
+                costs,
+            };
+            if let Err(error) = limiter.msettle(&correction).await {
+                result = Err(error);
+            }
+        }
+        result
+    }
+
     /// Keep the reservation as charged (no usage was reported: the safe side) but give back the
     /// slots.
     pub async fn keep(self) {
@@ -305,9 +490,21 @@ impl Settlement {
         self.settle(reserved).await;
     }
 
+    /// Settle before the answer goes out when the request holds concurrency slots (so a client
+    /// that sends its next request as soon as it has this answer finds its slot free), else in
+    /// the background.
+    pub async fn complete(self, actual: Usage) {
+        if self.plan.holds_slots {
+            self.settle(actual).await;
+        } else {
+            self.spawn(actual);
+        }
+    }
+
     /// Settle in the background, without holding up the response (shutdown waits for it).
-    pub fn spawn(self, actual: Usage) {
+    pub fn spawn(mut self, actual: Usage) {
         if !self.needed(actual) {
+            self.pending = false;
             return;
         }
         let tasks = self.app.tasks.clone();

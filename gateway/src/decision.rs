@@ -68,6 +68,9 @@ pub struct Decision {
     pub retry_after_ms: i64,
     /// Identifies the admission for settling; 0 when nothing was charged.
     pub ticket: u64,
+    /// With a policy spread over several cluster slots: each slot group's own admission
+    /// (group index, ticket), settled one by one.
+    pub group_tickets: Vec<(usize, u64)>,
     /// Per header dimension ([`REQUESTS`]..[`TOKENS`]); `None` where nothing limits it.
     pub figures: [Option<Figure>; 4],
     /// The scope with the smallest share left (multi-scope policies only): `team:ml-research`.
@@ -167,6 +170,7 @@ impl Decision {
             allowed: verdict.allowed,
             retry_after_ms: verdict.retry_after_ms,
             ticket: u64::try_from(verdict.ticket).unwrap_or(0),
+            group_tickets: Vec::new(),
             figures,
             binding: None,
             refusal,
@@ -240,6 +244,7 @@ impl Decision {
             allowed: verdict.allowed,
             retry_after_ms: verdict.retry_after_ms,
             ticket: verdict.ticket,
+            group_tickets: Vec::new(),
             figures: figures.map(|f| f.map(|(figure, _)| figure)),
             binding,
             refusal,

@@ -146,6 +146,17 @@ impl Limiter {
         Ok(verdict(&reply)?)
     }
 
+    /// Whether this is a Redis Cluster (a call's keys must then share one slot).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
+    /// One LLMRL.MCANCEL: undo an admission (the compensation when a later slot refuses).
+    pub async fn mcancel(&self, correction: &MultiCorrection<'_>) -> Result<(), LimiterError> {
+        let cmd = command(MultiCorrection::CANCEL, correction.cancel_args());
+        self.query(&cmd).await.map(|_| ())
+    }
+
     /// One LLMRL.MCHECK.
     pub async fn mcheck(&self, check: &MultiCheck<'_>) -> Result<MultiVerdict, LimiterError> {
         let reply = self.query(&command(MultiCheck::NAME, check.args())).await?;

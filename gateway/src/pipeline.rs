@@ -98,11 +98,10 @@ pub async fn serve(
         Err(error) => return (response::error(dialect, &error), "limiter_unavailable"),
     };
     let mut rate_headers = Vec::new();
-    let mut ticket = 0;
     if let Some(decision) = &admission {
         rate_headers = dialect.rate_limit_headers(decision);
         if decision.allowed {
-            ticket = decision.ticket;
+            // Settled below under the decision's ticket(s).
         } else if key.shadow {
             app.metrics.shadow_denied.inc();
             let reason = decision.refusal.as_ref().map_or("limit", |r| r.reason);
@@ -128,18 +127,21 @@ pub async fn serve(
                 .unwrap_or(HeaderValue::from_static("0")),
         ));
     }
-    let settlement = Settlement::new(app, plan, ticket, reserved, reserved_cost);
+    let settlement = Settlement::new(app, plan, admission.as_ref(), reserved, reserved_cost);
     let mut response = match &app.upstream {
         Some(upstream) => proxy::forward(upstream, app, dialect, &parsed, settlement).await,
-        None => mock::answer(
-            app,
-            dialect,
-            &parsed,
-            request_id,
-            input_tokens,
-            per_choice,
-            settlement,
-        ),
+        None => {
+            mock::answer(
+                app,
+                dialect,
+                &parsed,
+                request_id,
+                input_tokens,
+                per_choice,
+                settlement,
+            )
+            .await
+        }
     };
     response.headers_mut().extend(rate_headers);
     let reason = if response.status().is_success() {

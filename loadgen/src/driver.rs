@@ -5,10 +5,9 @@ use crate::{Cli, Select};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
 use hyper::Request;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -71,7 +70,8 @@ pub struct Outcome {
 }
 
 struct Shared {
-    client: Client<HttpConnector, Full<Bytes>>,
+    /// Each node's `host:port`.
+    addresses: Vec<String>,
     nodes: Vec<String>,
     keys: Vec<String>,
     bodies: Vec<Bytes>,
@@ -147,21 +147,30 @@ fn build_bodies(cli: &Cli) -> Result<Vec<Bytes>, String> {
 }
 
 pub async fn drive(cli: &Cli) -> Result<Outcome, String> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
     let concurrency = cli.concurrency();
-    // One pooled connection per virtual client (closed loop) or per connection (open loop).
-    let client = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(concurrency.max(8))
-        .build(connector);
     let nodes: Vec<String> = cli
         .nodes
         .iter()
         .map(|n| n.trim_end_matches('/').trim_end_matches("/v1").to_string())
         .collect();
+    let addresses = nodes
+        .iter()
+        .map(|node| {
+            let uri: hyper::Uri = node
+                .parse()
+                .map_err(|e| format!("bad --node {node}: {e}"))?;
+            if uri.scheme_str() != Some("http") {
+                return Err(format!("--node {node}: only http:// is supported"));
+            }
+            let host = uri
+                .host()
+                .ok_or_else(|| format!("--node {node}: no host"))?;
+            Ok(format!("{host}:{}", uri.port_u16().unwrap_or(80)))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     let start = Instant::now();
     let shared = Arc::new(Shared {
-        client,
+        addresses,
         nodes,
         keys: cli.keys.clone(),
         bodies: build_bodies(cli)?,
@@ -244,9 +253,11 @@ async fn closed_loop(shared: &Arc<Shared>, concurrency: usize, honor_retry_after
             let shared = Arc::clone(shared);
             tokio::spawn(async move {
                 let mut rng = SmallRng::seed_from_u64(i as u64);
+                let mut connections = Connections::default();
                 let mut local = Vec::new();
                 while shared.claim() {
-                    let (sample, retry_after) = send(&shared, &mut rng, Instant::now()).await;
+                    let (sample, retry_after) =
+                        send(&shared, &mut connections, &mut rng, Instant::now()).await;
                     local.push(sample);
                     if honor_retry_after {
                         if let Some(ms) = retry_after {
@@ -278,11 +289,12 @@ async fn open_loop(shared: &Arc<Shared>, rate: f64, connections: usize) {
             let queue = Arc::clone(&queue);
             tokio::spawn(async move {
                 let mut rng = SmallRng::seed_from_u64(i as u64);
+                let mut connections = Connections::default();
                 let mut local = Vec::new();
                 loop {
                     let next = queue.lock().await.recv().await;
                     let Some(intended) = next else { break };
-                    local.push(send(&shared, &mut rng, intended).await.0);
+                    local.push(send(&shared, &mut connections, &mut rng, intended).await.0);
                 }
                 if let Ok(mut samples) = shared.samples.lock() {
                     samples.extend(local);
@@ -317,11 +329,56 @@ async fn open_loop(shared: &Arc<Shared>, rate: f64, connections: usize) {
 }
 
 /// Send one request; the sample and, for a 429, the retry-after-ms it carried.
-async fn send(shared: &Shared, rng: &mut SmallRng, intended: Instant) -> (Sample, Option<u64>) {
+/// A worker's own keep-alive connection to each node: a virtual client (closed loop) or one of
+/// the open loop's connections never shares it and never opens a second one while it works
+/// (a pool can open another when a request is sent just before the last one's connection is
+/// back in it).
+#[derive(Default)]
+struct Connections {
+    by_node: Vec<Option<SendRequest<Full<Bytes>>>>,
+}
+
+impl Connections {
+    /// The connection to `node`, opened (again) if there is none or it closed.
+    async fn get(
+        &mut self,
+        shared: &Shared,
+        node: usize,
+    ) -> Result<&mut SendRequest<Full<Bytes>>, String> {
+        if self.by_node.len() <= node {
+            self.by_node.resize_with(node + 1, || None);
+        }
+        let slot = &mut self.by_node[node];
+        let usable = match slot.as_mut() {
+            Some(sender) => !sender.is_closed() && sender.ready().await.is_ok(),
+            None => false,
+        };
+        if !usable {
+            let stream = tokio::net::TcpStream::connect(&shared.addresses[node])
+                .await
+                .map_err(|e| e.to_string())?;
+            stream.set_nodelay(true).map_err(|e| e.to_string())?;
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            *slot = Some(sender);
+        }
+        slot.as_mut().ok_or_else(|| "no connection".to_string())
+    }
+}
+
+async fn send(
+    shared: &Shared,
+    connections: &mut Connections,
+    rng: &mut SmallRng,
+    intended: Instant,
+) -> (Sample, Option<u64>) {
     let (node, key) = shared.pick(rng);
     let body = shared.bodies[rng.random_range(0..shared.bodies.len())].clone();
     let sent = Instant::now();
-    let request = Request::post(format!("{}/v1/chat/completions", shared.nodes[node]))
+    let request = Request::post("/v1/chat/completions")
+        .header("host", &shared.addresses[node])
         .header("authorization", format!("Bearer {}", shared.keys[key]))
         .header("content-type", "application/json")
         .body(Full::new(body));
@@ -338,9 +395,9 @@ async fn send(shared: &Shared, rng: &mut SmallRng, intended: Instant) -> (Sample
     let mut retry_after = None;
     let result = match request {
         Ok(request) => tokio::time::timeout(shared.timeout, async {
-            let response = shared
-                .client
-                .request(request)
+            let sender = connections.get(shared, node).await?;
+            let response = sender
+                .send_request(request)
                 .await
                 .map_err(|e| e.to_string())?;
             let (parts, body) = response.into_parts();

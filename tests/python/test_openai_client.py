@@ -144,7 +144,8 @@ def test_rate_limit_error_carries_the_headers(gateway_url):
     assert error.status_code == 429
     assert error.code == "rate_limit_exceeded"
     assert error.type == "requests"
-    assert "Rate limit reached for gpt-4o on requests per min (RPM)" in error.message
+    # The key's window is 600 ms, and the message says so (a minute says "per min (RPM)").
+    assert "Rate limit reached for gpt-4o on requests per 600ms: Limit 1, Used 1" in error.message
     headers = error.response.headers
     assert headers["x-ratelimit-remaining-requests"] == "0"
     assert 0 < int(headers["retry-after-ms"]) <= 610

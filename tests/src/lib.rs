@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod http;
 pub mod loadgen;
 pub mod module_state;
+pub mod policy;
 pub mod redis_server;
 pub mod util;
 
@@ -15,5 +16,6 @@ pub use gateway::*;
 pub use http::*;
 pub use loadgen::*;
 pub use module_state::*;
+pub use policy::*;
 pub use redis_server::*;
 pub use util::*;

@@ -284,3 +284,62 @@ fn multi_scope_checks_route_by_their_keys_and_refuse_cross_slot_calls() {
         "60000", "5", "0", "0", "0", "0", "0", "60000", "5", "0", "0", "0", "0", "0"]);
     assert!(refused.starts_with("CROSSSLOT"), "{refused}");
 }
+
+/// A policy whose scopes live in two slots — the organisation's and the upstream pool's — is
+/// checked slot by slot; when the pool refuses, the organisation's admission is cancelled
+/// (LLMRL.MCANCEL), so in the end each scope counts exactly what was served.
+#[test]
+fn a_policy_across_slots_never_over_admits_and_cancels_what_a_later_slot_refuses() {
+    let cluster = Cluster::start(3);
+    let policy = r#"
+[[orgs]]
+name = "acme"
+upstream = "openai"
+rpm = 10
+
+[[upstreams]]
+name = "openai"
+[[upstreams.pools]]
+name = "all"
+models = ["*"]
+rpm = 4
+
+[[keys]]
+name = "k"
+key = "sk-k"
+org = "acme"
+"#;
+    let keys = write_keys(&cluster.nodes[0].dir, policy);
+    let scopes = policy_scopes(&keys, "sk-k", "gpt-4o-mini");
+    let (org, pool) = (&scopes[0], &scopes[1]);
+    assert_ne!(key_slot(&org.redis_key), key_slot(&pool.redis_key));
+    let gw = Gateway::start(
+        cluster.nodes[0].port,
+        &keys,
+        &["--redis-cluster", &cluster.seeds()],
+    );
+    let body = chat_body("gpt-4o-mini", "hi", "\"max_tokens\":4");
+    let statuses: Vec<u16> = (0..12)
+        .map(|_| post_chat(gw.port, "sk-k", &body).status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        4,
+        "{statuses:?}"
+    );
+    let refused = post_chat(gw.port, "sk-k", &body);
+    assert_eq!(refused.status, 429);
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.starts_with("Rate limit reached for upstream openai (pool all) on requests per min (RPM): Limit 4, Used 4"),
+        "{message}"
+    );
+    // The organisation admitted every request but counts only the four served.
+    let mut org_node = cluster.nodes[cluster.owner(&org.redis_key)].client();
+    let mut pool_node = cluster.nodes[cluster.owner(&pool.redis_key)].client();
+    assert_eq!(scope_used(&mut org_node, org, 0), 4);
+    assert_eq!(scope_used(&mut pool_node, pool, 0), 4);
+}

@@ -1,62 +1,12 @@
 //! Policies across real gateway nodes: a key, its team and organisation, day limits, concurrency
 //! slots and spend budgets, all decided by one LLMRL.MCHECK per request.
 
-use llmrl_keys::{Checks, KeysFile, ScopeSpec};
 use llmrl_tests::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
-
-/// Every scope a request for `model` under `api_key` runs under, as the gateway builds them.
-fn scopes(keys_toml: &str, api_key: &str, model: &str) -> Vec<ScopeSpec> {
-    let file: KeysFile = toml_file(keys_toml);
-    let entry = file.find(api_key).expect("key in file");
-    match file.plan(entry, model).expect("plan").checks {
-        Checks::Multi(scopes) => scopes,
-        Checks::Single { .. } => panic!("expected a multi-scope plan"),
-    }
-}
-
-fn toml_file(text: &str) -> KeysFile {
-    let dir = std::env::temp_dir().join(format!("llmrl-policies-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = write_keys(&dir, text);
-    KeysFile::read(&path).unwrap()
-}
-
-/// Peeked under this limit in every dimension, a scope's remaining figure says what it used.
-const PEEK_LIMIT: u64 = 1_000_000_000_000_000;
-
-/// What a scope has used so far in `dimension` (0 requests .. 3 the fourth), read with MPEEK.
-fn used(con: &mut redis::Connection, scope: &ScopeSpec, dimension: usize) -> u64 {
-    let clock = match scope.clock {
-        llmrl_core::scope::Clock::Sliding(ms) => ms.to_string(),
-        llmrl_core::scope::Clock::Calendar(period) => period.name(),
-    };
-    let limit = PEEK_LIMIT.to_string();
-    let args = [
-        "LLMRL.MPEEK",
-        "1",
-        &scope.redis_key,
-        "0",
-        "0",
-        "DETAIL",
-        "SCOPES",
-        &clock,
-        &limit,
-        &limit,
-        &limit,
-        &limit,
-        "0",
-        "0",
-    ];
-    let reply = multi(con, &args);
-    // The figures count the peeked request itself: one request, nothing else.
-    let peeked = u64::from(dimension == 0);
-    PEEK_LIMIT - reply.scopes[0].remaining[dimension].max(0) as u64 - peeked
-}
 
 /// The `error.message` of an error answer.
 fn error_message(response: &HttpResponse) -> String {
@@ -164,9 +114,13 @@ fn a_team_cap_and_each_keys_own_cap_hold_across_three_nodes() {
     // The audit by scope, from Redis: the team holds all 15, each key its own share.
     let mut con = redis.client();
     for (key, responses) in [("sk-a", &a), ("sk-b", &b)] {
-        let scopes = scopes(TEAM, key, "gpt-4o-mini");
-        assert_eq!(used(&mut con, &scopes[0], 0), ok(responses) as u64, "{key}");
-        assert_eq!(used(&mut con, &scopes[1], 0), 15, "team");
+        let scopes = policy_scopes(&keys, key, "gpt-4o-mini");
+        assert_eq!(
+            scope_used(&mut con, &scopes[0], 0),
+            ok(responses) as u64,
+            "{key}"
+        );
+        assert_eq!(scope_used(&mut con, &scopes[1], 0), 15, "team");
     }
 }
 
@@ -426,13 +380,43 @@ fn a_spend_budget_holds_under_200_concurrent_requests() {
     assert!(spent <= 5_000, "spent {spent} µUSD of a 5,000 µUSD budget");
     // After every request ended, the recorded spend is exactly the real cost (no phantom
     // reservation left behind).
-    let scopes = scopes(BUDGET, "sk-spender", "gpt-4o-mini");
+    let scopes = policy_scopes(&keys, "sk-spender", "gpt-4o-mini");
     let budget = scopes.iter().find(|s| s.limits.summed[3] > 0).unwrap();
     let mut con = redis.client();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while used(&mut con, budget, 3) != spent && Instant::now() < deadline {
+    while scope_used(&mut con, budget, 3) != spent && Instant::now() < deadline {
         sleep(Duration::from_millis(50));
     }
-    assert_eq!(used(&mut con, budget, 3), spent);
-    assert_eq!(used(&mut con, budget, 0), admitted as u64);
+    assert_eq!(scope_used(&mut con, budget, 3), spent);
+    assert_eq!(scope_used(&mut con, budget, 0), admitted as u64);
+}
+
+#[test]
+fn slots_come_back_when_the_upstream_fails_or_times_out() {
+    let redis = RedisServer::start(&[]);
+    let keys = write_keys(
+        &redis.dir,
+        "[[keys]]\nname = \"one-slot\"\nkey = \"sk-one\"\nmax_parallel_requests = 1\n",
+    );
+    // Nobody listens on this port: every upstream call fails at once.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    // This one accepts connections and never answers: every call times out.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    for upstream in [dead, silent_url] {
+        let gateway = Gateway::start(
+            redis.port,
+            &keys,
+            &["--upstream", &upstream, "--upstream-timeout-ms", "300"],
+        );
+        for attempt in 0..3 {
+            let response = post_chat(gateway.port, "sk-one", &chat_body("m", "x", ""));
+            assert!(
+                response.status >= 500,
+                "attempt {attempt} via {upstream}: {} {}",
+                response.status,
+                response.text()
+            );
+        }
+    }
 }

@@ -21,7 +21,7 @@ fn unix_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-pub fn answer(
+pub async fn answer(
     app: &Arc<App>,
     dialect: &'static dyn Dialect,
     request: &ApiRequest,
@@ -50,11 +50,13 @@ pub fn answer(
             input_tokens,
         };
         let body = dialect.mock_body(request, &answer);
-        settlement.spawn(Usage {
-            input_tokens,
-            output_tokens: tokens.saturating_mul(request.n),
-            cached_input_tokens: 0,
-        });
+        settlement
+            .complete(Usage {
+                input_tokens,
+                output_tokens: tokens.saturating_mul(request.n),
+                cached_input_tokens: 0,
+            })
+            .await;
         return response::json(StatusCode::OK, body);
     }
     let chunks = app.tokenizer.mock_chunks(target, TOKENS_PER_CHUNK);

@@ -43,7 +43,7 @@ pub async fn forward(
         Ok(response) => response,
         Err(message) => {
             tracing::warn!(%message, "upstream request failed");
-            settlement.spawn(nothing_generated);
+            settlement.complete(nothing_generated).await;
             return unavailable(dialect, &message);
         }
     };
@@ -54,7 +54,7 @@ pub async fn forward(
             match tokio::time::timeout(upstream.timeout(), response.into_body().collect()).await {
                 Ok(Ok(collected)) => collected.to_bytes(),
                 _ => {
-                    settlement.spawn(nothing_generated);
+                    settlement.complete(nothing_generated).await;
                     return unavailable(dialect, "the upstream response broke off");
                 }
             };
@@ -66,15 +66,15 @@ pub async fn forward(
                 app.metrics
                     .input_estimate_error
                     .observe(usage.input_tokens.abs_diff(estimate) as f64);
-                settlement.spawn(usage);
+                settlement.complete(usage).await;
             }
             // A success without usage: keep the reservation, it is the safe side (the slots
             // come back).
             (true, None) => {
-                let tasks = app.tasks.clone();
-                tasks.spawn(settlement.keep());
+                let reserved = settlement.reserved;
+                settlement.complete(reserved).await;
             }
-            (false, _) => settlement.spawn(nothing_generated),
+            (false, _) => settlement.complete(nothing_generated).await,
         }
         return response::passthrough(status, content_type, bytes);
     }

@@ -106,6 +106,31 @@ pub struct Plan {
     pub counts_spend: bool,
     /// Whether cached prompt tokens count toward input-token limits (see [`KeysFile`]).
     pub count_cached_input: bool,
+    /// The scopes by hash tag (indices into [`Checks::Multi`], in order): each group lives in
+    /// one Redis Cluster slot; an organisation's scopes are one group, an upstream pool another.
+    pub groups: Vec<Vec<usize>>,
+}
+
+/// The hash tag of a Redis key (what Redis Cluster hashes), or the whole key.
+pub fn hash_tag(key: &str) -> &str {
+    key.split_once('{')
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map(|(tag, _)| tag)
+        .filter(|tag| !tag.is_empty())
+        .unwrap_or(key)
+}
+
+/// Scope indices grouped by hash tag, groups in order of first appearance.
+fn groups(scopes: &[ScopeSpec]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (index, scope) in scopes.iter().enumerate() {
+        let tag = hash_tag(&scope.redis_key);
+        match groups.iter_mut().find(|(t, _)| *t == tag) {
+            Some((_, members)) => members.push(index),
+            None => groups.push((tag, vec![index])),
+        }
+    }
+    groups.into_iter().map(|(_, members)| members).collect()
 }
 
 impl Plan {
@@ -333,6 +358,7 @@ impl KeysFile {
             }
             _ => false,
         };
+        let groups = groups(&scopes);
         let checks = if classic {
             let [rpm, itpm, otpm, _] = scopes.first().map_or([0; 4], |s| s.limits.summed);
             let scope = if model_entry.is_some() {
@@ -359,6 +385,7 @@ impl KeysFile {
             holds_slots,
             counts_spend,
             count_cached_input: self.count_cached_input,
+            groups,
         })
     }
 

@@ -127,6 +127,13 @@ fn a_request_runs_under_every_scope_that_applies() {
     assert!(plan.holds_slots && plan.counts_spend && !plan.count_cached_input);
     assert_eq!(plan.price.unwrap().cached_input, Some(1.25));
     assert_eq!(plan.output_cap, Some(30_000));
+    assert_eq!(
+        plan.groups,
+        [vec![0, 1, 2, 3, 4, 5], vec![6]],
+        "two cluster slots"
+    );
+    assert_eq!(hash_tag("llmrl:{u:openai}:p:x"), "u:openai");
+    assert_eq!(hash_tag("plain"), "plain");
 
     // Another model: the key's own minute limits, and the catch-all pool.
     let other = file.plan(key, "o3-mini").unwrap();
