@@ -50,7 +50,42 @@ rpm = 1000000000
 itpm = 1000000000000
 otpm = 1000000000000
 default_output_reservation = 16
+
+# The five-scope policy: the key per minute and per day, its team per minute, its
+# organisation's monthly spend, and the upstream account's pool per minute (limits far above
+# what a run reaches: every scope is checked and charged, none refuses).
+[[keys]]
+name = "bench-policy"
+key = "sk-bench-policy"
+team = "bench-team"
+rpm = 1000000000
+tpm = 1000000000000
+rpd = 1000000000
+default_output_reservation = 16
+
+[[teams]]
+name = "bench-team"
+org = "bench-org"
+rpm = 1000000000
+
+[[orgs]]
+name = "bench-org"
+upstream = "bench-upstream"
+budget_usd = 1000000000
+
+[[upstreams]]
+name = "bench-upstream"
+[[upstreams.pools]]
+name = "all"
+models = ["*"]
+rpm = 1000000000
+tpm = 1000000000000
+
+[prices."*"]
+input = 0.15
+output = 0.6
 """
+POLICY_TARGET = "gateway, 5-scope policy, 1 node"
 
 
 def free_port():
@@ -295,11 +330,11 @@ def memory_section(procs, smoke, tmp):
     return out
 
 
-def loadgen(nodes, duration, concurrency=64, rate=None):
+def loadgen(nodes, duration, concurrency=64, rate=None, key="sk-bench"):
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         report_path = f.name
     hgrm_path = report_path + ".hgrm"
-    args = [LOADGEN, "--quiet", "--key", "sk-bench", "--max-tokens", "16", "--prompt-tokens", "32",
+    args = [LOADGEN, "--quiet", "--key", key, "--max-tokens", "16", "--prompt-tokens", "32",
             "--duration", str(duration), "--json", report_path, "--hgrm", hgrm_path]
     for node in nodes:
         args += ["--node", f"http://127.0.0.1:{node}"]
@@ -379,14 +414,15 @@ def gateway_section(procs, smoke, tmp):
     limited = gateway()
     three = [limited, gateway(), gateway()]
     targets = {"bare hyper": [bare], "gateway --no-limiter": [no_limiter], "gateway, limiter, 1 node": [limited],
-               "gateway, limiter, 3 nodes": three}
+               POLICY_TARGET: [limited], "gateway, limiter, 3 nodes": three}
     duration = 1 if smoke else 5
     rounds = 1 if smoke else 3
     runs = {name: [] for name in targets}
     for _ in range(rounds):
         # Interleaved, so drift on a shared machine hits every target alike.
         for name, nodes in targets.items():
-            runs[name].append(loadgen(nodes, duration))
+            key = "sk-bench-policy" if name == POLICY_TARGET else "sk-bench"
+            runs[name].append(loadgen(nodes, duration, key=key))
     summary = {}
     for name, results in runs.items():
         best = sorted(results, key=lambda r: r["rps"])[len(results) // 2]
@@ -401,14 +437,21 @@ def gateway_section(procs, smoke, tmp):
     open_loop = loadgen([limited], duration * 2, rate=round(half))
     print(f"  open loop at {half:,.0f} rps (half the limiter's max): p50 {open_loop['p50_ms']:.3f}  "
           f"p99 {open_loop['p99_ms']:.3f}  p99.9 {open_loop['p999_ms']:.3f} ms", flush=True)
+    policy_half = max(summary[POLICY_TARGET]["rps"] / 2, 10)
+    policy_open = loadgen([limited], duration * 2, rate=round(policy_half), key="sk-bench-policy")
+    print(f"  open loop at {policy_half:,.0f} rps (half the 5-scope policy's max): p50 {policy_open['p50_ms']:.3f}  "
+          f"p99 {policy_open['p99_ms']:.3f}  p99.9 {policy_open['p999_ms']:.3f} ms", flush=True)
     bare_rps = summary["bare hyper"]["rps"]
     ratios = {
         "limiter_1_node_over_bare": summary["gateway, limiter, 1 node"]["rps"] / bare_rps,
         "limiter_1_node_over_no_limiter": summary["gateway, limiter, 1 node"]["rps"] / summary["gateway --no-limiter"]["rps"],
         "no_limiter_over_bare": summary["gateway --no-limiter"]["rps"] / bare_rps,
         "limiter_3_nodes_over_bare": summary["gateway, limiter, 3 nodes"]["rps"] / bare_rps,
+        "policy_5_scopes_1_node_over_bare": summary[POLICY_TARGET]["rps"] / bare_rps,
+        "policy_5_scopes_over_single_scope": summary[POLICY_TARGET]["rps"] / summary["gateway, limiter, 1 node"]["rps"],
     }
-    return {"closed_loop": summary, "open_loop_half": dict(open_loop, rate=round(half)), "ratios": ratios,
+    return {"closed_loop": summary, "open_loop_half": dict(open_loop, rate=round(half)),
+            "policy_open_loop_half": dict(policy_open, rate=round(policy_half)), "ratios": ratios,
             "redis_round_trip": round_trip}
 
 
@@ -437,6 +480,10 @@ def markdown(results):
     o = g["open_loop_half"]
     lines += ["", f"Open loop at {o['rate']:,} req/s (half the 1-node maximum): p50 {o['p50_ms']:.3f} ms, "
               f"p99 {o['p99_ms']:.3f} ms, p99.9 {o['p999_ms']:.3f} ms.", ""]
+    if "policy_open_loop_half" in g:
+        o = g["policy_open_loop_half"]
+        lines += [f"Open loop with the 5-scope policy at {o['rate']:,} req/s (half its maximum): p50 {o['p50_ms']:.3f} ms, "
+                  f"p99 {o['p99_ms']:.3f} ms, p99.9 {o['p999_ms']:.3f} ms.", ""]
     for name, value in g["ratios"].items():
         lines.append(f"- {name.replace('_', ' ')}: {value:.2f}")
     rt = g["redis_round_trip"]
