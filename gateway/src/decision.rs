@@ -83,10 +83,19 @@ fn left(value: i64) -> u64 {
 }
 
 /// The classic `-tokens` figure: whichever of input and output has the smaller share left.
-fn tighter(a: Option<Figure>, b: Option<Figure>) -> Option<Figure> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(if b.share() < a.share() { b } else { a }),
+fn tighter<T>(input: Option<T>, output: Option<T>, share: impl Fn(&T) -> f64) -> Option<T> {
+    match (input, output) {
+        (Some(a), Some(b)) => Some(if share(&b) < share(&a) { b } else { a }),
         (a, b) => a.or(b),
+    }
+}
+
+/// A refusal of requests or tokens: too large if it can never fit, else a rate limit.
+fn rate_kind(never_fits: bool) -> RefusalKind {
+    if never_fits {
+        RefusalKind::TooLarge
+    } else {
+        RefusalKind::Rate
     }
 }
 
@@ -141,7 +150,7 @@ impl Decision {
                 });
             }
         }
-        figures[TOKENS] = tighter(figures[INPUT], figures[OUTPUT]);
+        figures[TOKENS] = tighter(figures[INPUT], figures[OUTPUT], Figure::share);
         let refusal = verdict
             .reason
             .dimension()
@@ -150,20 +159,17 @@ impl Decision {
                 let d = dimension as usize;
                 let limit = limits.get(d).copied().unwrap_or(0);
                 let (what, reason) = limit_name(dimension, Window::Minute(window_ms));
+                let remaining = verdict.remaining.get(d).copied().map_or(0, left);
                 Refusal {
-                    kind: if verdict.too_large() {
-                        RefusalKind::TooLarge
-                    } else {
-                        RefusalKind::Rate
-                    },
+                    kind: rate_kind(verdict.too_large()),
                     dimension,
                     scope: model.to_string(),
                     what,
                     reason,
                     limit,
-                    used: limit.saturating_sub(left(verdict.remaining[d.min(2)])),
+                    used: limit.saturating_sub(remaining),
                     requested: cost.get(d).copied().unwrap_or(0),
-                    reset_ms: left(verdict.reset_ms[d.min(2)]),
+                    reset_ms: verdict.reset_ms.get(d).copied().map_or(0, left),
                 }
             });
         Decision {
@@ -216,10 +222,9 @@ impl Decision {
             }
         }
         if figures[TOKENS].is_none() {
-            figures[TOKENS] = match (figures[INPUT], figures[OUTPUT]) {
-                (Some(a), Some(b)) => Some(if b.0.share() < a.0.share() { b } else { a }),
-                (a, b) => a.or(b),
-            };
+            figures[TOKENS] = tighter(figures[INPUT], figures[OUTPUT], |(figure, _)| {
+                figure.share()
+            });
         }
         let binding = figures
             .iter()
@@ -312,11 +317,7 @@ fn refusal(
     }
     let (what, reason) = limit_name(dimension, spec.window);
     Some(Refusal {
-        kind: if never {
-            RefusalKind::TooLarge
-        } else {
-            RefusalKind::Rate
-        },
+        kind: rate_kind(never),
         dimension,
         scope,
         what,

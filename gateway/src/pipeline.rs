@@ -97,12 +97,12 @@ pub async fn serve(
         Ok(admission) => admission,
         Err(error) => return (response::error(dialect, &error), "limiter_unavailable"),
     };
-    let mut rate_headers = Vec::new();
-    if let Some(decision) = &admission {
-        rate_headers = dialect.rate_limit_headers(decision);
-        if decision.allowed {
-            // Settled below under the decision's ticket(s).
-        } else if key.shadow {
+    let mut rate_headers = admission
+        .as_ref()
+        .map_or_else(Vec::new, |decision| dialect.rate_limit_headers(decision));
+    // An admission is settled below under the decision's ticket(s); a refusal ends here.
+    if let Some(decision) = admission.as_ref().filter(|decision| !decision.allowed) {
+        if key.shadow {
             app.metrics.shadow_denied.inc();
             let reason = decision.refusal.as_ref().map_or("limit", |r| r.reason);
             tracing::info!(key = %key.name, reason, "shadow key over its limit; served anyway");

@@ -63,15 +63,6 @@ impl KeyStore {
                 message: message.to_string(),
             };
             let digest = entry.digest().map_err(|e| invalid(&e.to_string()))?;
-            // The module's bounds: a positive multiple of 60, at most i64::MAX.
-            if entry.window_ms == 0
-                || entry.window_ms > i64::MAX as u64
-                || !entry.window_ms.is_multiple_of(60)
-            {
-                return Err(invalid(
-                    "window_ms must be a positive multiple of 60, at most 9223372036854775800",
-                ));
-            }
             let mut plans = HashMap::new();
             for model in file.planned_models(entry) {
                 let plan = Arc::new(file.plan(entry, &model)?);

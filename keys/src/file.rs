@@ -3,6 +3,7 @@
 
 use crate::limits::{entry_with_limits, LimitError};
 use crate::sha256;
+use llmrl_core::window::validate_window;
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -266,6 +267,12 @@ impl KeysFile {
         }
         for key in &self.keys {
             limits("key", &key.name, key.limit_fields())?;
+            // The module's windows: a positive multiple of 60 ms, at most i64::MAX.
+            validate_window(key.window_ms).map_err(|_| FileError::Limits {
+                what: "key",
+                name: key.name.clone(),
+                source: LimitError::Window,
+            })?;
             for (model, entry) in &key.models {
                 limits("model", model, entry.limit_fields())?;
             }

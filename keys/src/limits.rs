@@ -2,6 +2,7 @@
 //! organisation, an upstream account's model pool — as written in the file, and checked.
 
 use llmrl_core::period::{Period, PeriodKind};
+use llmrl_core::window::validate_window;
 use thiserror::Error;
 
 pub const MINUTE_MS: u64 = 60_000;
@@ -75,6 +76,8 @@ pub enum LimitError {
     Offset,
     #[error("day_window_ms must be a positive multiple of 60")]
     DayWindow,
+    #[error("window_ms must be a positive multiple of 60, at most 9223372036854775800")]
+    Window,
     #[error("budget_usd must be a positive number of dollars (at most 18 trillion)")]
     BudgetAmount,
     #[error(
@@ -97,7 +100,7 @@ fn rolling_ms(text: &str) -> Option<u64> {
         _ => return None,
     };
     let ms = count.checked_mul(unit_ms)?;
-    (ms > 0 && ms.is_multiple_of(60) && ms <= i64::MAX as u64).then_some(ms)
+    validate_window(ms).ok()
 }
 
 impl LimitFields {
@@ -109,10 +112,7 @@ impl LimitFields {
             Some(match self.day_reset.as_deref().unwrap_or("rolling") {
                 "rolling" => {
                     let ms = self.day_window_ms.unwrap_or(DAY_MS);
-                    if ms == 0 || !ms.is_multiple_of(60) || ms > i64::MAX as u64 {
-                        return Err(LimitError::DayWindow);
-                    }
-                    DayRule::Rolling(ms)
+                    DayRule::Rolling(validate_window(ms).map_err(|_| LimitError::DayWindow)?)
                 }
                 "midnight" => DayRule::Calendar(period(PeriodKind::Day)?),
                 other => return Err(LimitError::DayReset(other.to_string())),

@@ -195,6 +195,7 @@ fn files_that_do_not_hold_together_are_refused() {
         ),
         POLICY.replace("input = 2.5", "input = -1"),
         POLICY.replace("day_reset = \"midnight\"", "day_reset = \"noon\""),
+        POLICY.replace("rpm = 3\nitpm = 100", "rpm = 3\nitpm = 100\nwindow_ms = 61"),
         POLICY.replace(
             "[[keys]]\nname = \"classic\"",
             "[[teams]]\nname = \"ml\"\n\n[[keys]]\nname = \"classic\"",
