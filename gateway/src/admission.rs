@@ -9,6 +9,7 @@ use crate::decision::Decision;
 use crate::dialect::Usage;
 use crate::error::{ErrorKind, GatewayError};
 use crate::limiter::{Limiter, LimiterError};
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::StatusCode;
 use llmrl_core::protocol::{
     Check, MultiCheck, MultiCorrection, MultiVerdict, ScopeArgs, ScopeVerdict, Settle,
@@ -25,15 +26,23 @@ pub type Admission = Option<Decision>;
 
 /// A cost in micro-dollars, rounded up (never under-charging a budget).
 pub fn micro_usd(price: Option<Price>, usage: Usage) -> u64 {
-    let Some(price) = price else {
-        return 0;
-    };
-    let cached = usage.cached_input_tokens.min(usage.input_tokens);
-    // Prices are USD per million tokens, that is micro-dollars per token.
-    let cost = (usage.input_tokens - cached) as f64 * price.input
-        + cached as f64 * price.cached_input.unwrap_or(price.input)
-        + usage.output_tokens as f64 * price.output;
-    cost.ceil().clamp(0.0, u64::MAX as f64) as u64
+    price.map_or(0, |price| {
+        price.micro_usd(
+            usage.input_tokens,
+            usage.cached_input_tokens,
+            usage.output_tokens,
+        )
+    })
+}
+
+/// Micro-dollars as a header value in dollars, to the micro-dollar.
+pub fn usd_header(micro_usd: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{}.{:06}",
+        micro_usd / 1_000_000,
+        micro_usd % 1_000_000
+    ))
+    .unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// What a request costs in each scope of a multi-scope plan: requests, input tokens, output
@@ -320,6 +329,16 @@ impl Settlement {
             reserved_cost,
             pending: true,
         }
+    }
+
+    /// `x-llmrl-cost-usd`: what the request really cost, when its model has a price (for
+    /// answers whose usage is known before their headers go out).
+    pub fn cost_header(&self, actual: Usage) -> Option<(HeaderName, HeaderValue)> {
+        self.plan.price?;
+        Some((
+            HeaderName::from_static("x-llmrl-cost-usd"),
+            usd_header(micro_usd(self.plan.price, actual)),
+        ))
     }
 
     /// Input tokens that count toward limits: cached prompt tokens only if the policy says so.

@@ -8,6 +8,7 @@ use llmrl_core::redis_client::{command, multi_verdict, verdict};
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::AsyncConnectionConfig;
 use redis::{Cmd, Value};
 use std::time::Duration;
@@ -105,10 +106,24 @@ impl Limiter {
     }
 
     async fn query(&self, cmd: &Cmd) -> Result<Value, LimiterError> {
+        self.query_routed(cmd, None).await
+    }
+
+    /// A call; in a cluster, sent to the primary of `key`'s slot when given. The cluster client
+    /// routes a command it does not know by its first argument, which for the multi-key
+    /// commands is `numkeys` — every call would be redirected (`MOVED`), and the redirections
+    /// make the client refresh its slot map again and again under load.
+    async fn query_routed(&self, cmd: &Cmd, key: Option<&str>) -> Result<Value, LimiterError> {
         let call = async {
-            let value = match self.connection().await? {
-                Connection::Single(mut c) => cmd.query_async(&mut c).await,
-                Connection::Cluster(mut c) => cmd.query_async(&mut c).await,
+            let value = match (self.connection().await?, key) {
+                (Connection::Single(mut c), _) => cmd.query_async(&mut c).await,
+                (Connection::Cluster(mut c), Some(key)) => {
+                    let route = Route::new(llmrl_keys::key_slot(key), SlotAddr::Master);
+                    let routing =
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                    c.route_command(cmd, routing).await
+                }
+                (Connection::Cluster(mut c), None) => cmd.query_async(&mut c).await,
             };
             value.map_err(|error| {
                 // A dropped connection is replaced on the next call; the cluster client
@@ -154,19 +169,24 @@ impl Limiter {
     /// One LLMRL.MCANCEL: undo an admission (the compensation when a later slot refuses).
     pub async fn mcancel(&self, correction: &MultiCorrection<'_>) -> Result<(), LimiterError> {
         let cmd = command(MultiCorrection::CANCEL, correction.cancel_args());
-        self.query(&cmd).await.map(|_| ())
+        let key = correction.keys.first().copied();
+        self.query_routed(&cmd, key).await.map(|_| ())
     }
 
     /// One LLMRL.MCHECK.
     pub async fn mcheck(&self, check: &MultiCheck<'_>) -> Result<MultiVerdict, LimiterError> {
-        let reply = self.query(&command(MultiCheck::NAME, check.args())).await?;
+        let key = check.scopes.first().map(|scope| scope.key);
+        let reply = self
+            .query_routed(&command(MultiCheck::NAME, check.args()), key)
+            .await?;
         Ok(multi_verdict(&reply)?)
     }
 
     /// One LLMRL.MSETTLE (never retried, like SETTLE).
     pub async fn msettle(&self, correction: &MultiCorrection<'_>) -> Result<(), LimiterError> {
         let cmd = command(MultiCorrection::SETTLE, correction.settle_args());
-        self.query(&cmd).await.map(|_| ())
+        let key = correction.keys.first().copied();
+        self.query_routed(&cmd, key).await.map(|_| ())
     }
 
     pub async fn ping(&self) -> bool {

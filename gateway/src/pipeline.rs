@@ -14,7 +14,7 @@ use crate::error::GatewayError;
 use crate::http::body;
 use crate::http::response::{self, Body};
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::HeaderName;
 use hyper::{Request, Response};
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,8 +123,7 @@ pub async fn serve(
     if plan.price.is_some() {
         rate_headers.push((
             HeaderName::from_static("x-llmrl-reserved-cost-usd"),
-            HeaderValue::from_str(&format!("{:.6}", reserved_cost as f64 / 1e6))
-                .unwrap_or(HeaderValue::from_static("0")),
+            admission::usd_header(reserved_cost),
         ));
     }
     let settlement = Settlement::new(app, plan, admission.as_ref(), reserved, reserved_cost);

@@ -90,6 +90,19 @@ pub struct Price {
     pub output: f64,
 }
 
+impl Price {
+    /// What a request costs in micro-dollars, rounded up (a budget is never under-charged):
+    /// `cached` of the `input` tokens at the cached-input price. Prices are USD per million
+    /// tokens, that is micro-dollars per token.
+    pub fn micro_usd(&self, input: u64, cached: u64, output: u64) -> u64 {
+        let cached = cached.min(input);
+        let cost = (input - cached) as f64 * self.input
+            + cached as f64 * self.cached_input.unwrap_or(self.input)
+            + output as f64 * self.output;
+        cost.ceil().clamp(0.0, u64::MAX as f64) as u64
+    }
+}
+
 fn default_reservation() -> u64 {
     DEFAULT_OUTPUT_RESERVATION
 }

@@ -58,11 +58,19 @@ pub struct Sample {
     /// Tokens the gateway charged for an admitted request (usage reported back).
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Of the prompt tokens, those the upstream served from its prompt cache.
+    pub cached_tokens: u64,
+    /// A streamed answer's slot, as the client sees it: from its response headers (the
+    /// decision was made) to its last content chunk (the upstream was still answering), ms
+    /// since the run started.
+    pub streaming: Option<(f64, f64)>,
 }
 
 pub struct Outcome {
     pub samples: Vec<Sample>,
     pub elapsed: Duration,
+    /// The wall-clock time the run started, ms since the Unix epoch (calendar periods).
+    pub start_unix_ms: f64,
     pub latency_ok: Histogram<u64>,
     pub latency_limited: Histogram<u64>,
     /// Other HTTP answers (5xx, 4xx but 429): how fast errors come back, e.g. in an outage.
@@ -169,6 +177,9 @@ pub async fn drive(cli: &Cli) -> Result<Outcome, String> {
         })
         .collect::<Result<Vec<_>, String>>()?;
     let start = Instant::now();
+    let start_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
     let shared = Arc::new(Shared {
         addresses,
         nodes,
@@ -216,6 +227,7 @@ pub async fn drive(cli: &Cli) -> Result<Outcome, String> {
     Ok(Outcome {
         samples,
         elapsed,
+        start_unix_ms,
         latency_ok,
         latency_limited,
         latency_other,
@@ -391,7 +403,10 @@ async fn send(
         done_ms: 0.0,
         prompt_tokens: 0,
         completion_tokens: 0,
+        cached_tokens: 0,
+        streaming: None,
     };
+    let since_start = |at: Instant| (at - shared.start).as_secs_f64() * 1000.0;
     let mut retry_after = None;
     let result = match request {
         Ok(request) => tokio::time::timeout(shared.timeout, async {
@@ -400,9 +415,20 @@ async fn send(
                 .send_request(request)
                 .await
                 .map_err(|e| e.to_string())?;
-            let (parts, body) = response.into_parts();
-            let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-            Ok::<_, String>((parts, bytes))
+            let headers_at = Instant::now();
+            let (parts, mut body) = response.into_parts();
+            // Frame by frame, to see when a stream's last content arrived.
+            let mut bytes = Vec::new();
+            let mut last_content_at = headers_at;
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() {
+                    if has_content(&data) {
+                        last_content_at = Instant::now();
+                    }
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Ok::<_, String>((parts, Bytes::from(bytes), (headers_at, last_content_at)))
         })
         .await
         .unwrap_or_else(|_| Err("timeout".into())),
@@ -415,13 +441,18 @@ async fn send(
         Err(_) => {
             shared.errors.fetch_add(1, Ordering::Relaxed);
         }
-        Ok((parts, bytes)) => match parts.status.as_u16() {
+        Ok((parts, bytes, (headers_at, last_content_at))) => match parts.status.as_u16() {
             200 => {
                 shared.ok.fetch_add(1, Ordering::Relaxed);
                 sample.status = Status::Ok;
-                if let Some((prompt, completion)) = usage(&bytes) {
-                    sample.prompt_tokens = prompt;
-                    sample.completion_tokens = completion;
+                if let Some(usage) = usage(&bytes) {
+                    sample.prompt_tokens = usage.prompt;
+                    sample.completion_tokens = usage.completion;
+                    sample.cached_tokens = usage.cached;
+                }
+                if is_event_stream(&parts.headers) {
+                    sample.streaming =
+                        Some((since_start(headers_at), since_start(last_content_at)));
                 }
             }
             429 => {
@@ -452,13 +483,40 @@ async fn send(
     (sample, retry_after)
 }
 
+/// What an answer reports it used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Usage {
+    prompt: u64,
+    completion: u64,
+    cached: u64,
+}
+
+fn is_event_stream(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// Whether a piece of an SSE stream carries generated text (a non-empty `content` delta).
+fn has_content(data: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"\"content\":\"";
+    data.windows(NEEDLE.len())
+        .enumerate()
+        .any(|(at, window)| window == NEEDLE && data.get(at + NEEDLE.len()) != Some(&b'"'))
+}
+
 /// The usage block of a JSON response, or of the usage chunk of an SSE stream.
-fn usage(bytes: &[u8]) -> Option<(u64, u64)> {
+fn usage(bytes: &[u8]) -> Option<Usage> {
     let read = |value: &Value| {
-        Some((
-            value["usage"]["prompt_tokens"].as_u64()?,
-            value["usage"]["completion_tokens"].as_u64()?,
-        ))
+        let usage = &value["usage"];
+        Some(Usage {
+            prompt: usage["prompt_tokens"].as_u64()?,
+            completion: usage["completion_tokens"].as_u64()?,
+            cached: usage["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap_or(0),
+        })
     };
     if let Ok(value) = serde_json::from_slice::<Value>(bytes) {
         return read(&value);
@@ -476,12 +534,37 @@ mod tests {
 
     #[test]
     fn reads_usage_from_json_and_streams() {
+        let usage_of = |prompt, completion, cached| {
+            Some(Usage {
+                prompt,
+                completion,
+                cached,
+            })
+        };
         assert_eq!(
             usage(br#"{"usage":{"prompt_tokens":5,"completion_tokens":7}}"#),
-            Some((5, 7))
+            usage_of(5, 7, 0)
+        );
+        assert_eq!(
+            usage(br#"{"usage":{"prompt_tokens":5,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":3}}}"#),
+            usage_of(5, 7, 3)
         );
         let stream = b"data: {\"choices\":[{}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
-        assert_eq!(usage(stream), Some((1, 2)));
+        assert_eq!(usage(stream), usage_of(1, 2, 0));
         assert_eq!(usage(b"nope"), None);
+    }
+
+    #[test]
+    fn sees_content_in_stream_chunks() {
+        assert!(has_content(
+            br#"data: {"choices":[{"delta":{"content":" the"}}]}"#
+        ));
+        assert!(!has_content(
+            br#"data: {"choices":[{"delta":{"content":""}}]}"#
+        ));
+        assert!(!has_content(
+            br#"data: {"choices":[{"delta":{"role":"assistant"}}]}"#
+        ));
+        assert!(!has_content(b"data: [DONE]"));
     }
 }

@@ -71,12 +71,18 @@ pub struct Cli {
     /// Write the latency distribution of 200s in HdrHistogram's percentile format.
     #[arg(long)]
     pub hgrm: Option<PathBuf>,
-    /// Check that no key was admitted more than its limits allow in any window.
+    /// Check that no scope (key, team, organisation, upstream pool; per minute, per day,
+    /// in flight, spend) was admitted more than its limits allow.
     #[arg(long)]
     pub audit: bool,
-    /// The gateway's keys file, for the limits the audit checks.
+    /// The gateway's keys file: every scope of every --key, with its limits, is audited.
     #[arg(long)]
     pub keys_file: Option<PathBuf>,
+    /// Concurrency audit: each streamed answer's slot is taken as held from its response
+    /// headers until this many ms before its last content chunk arrived (a gateway frees the
+    /// slot once the upstream is done, which may be before that chunk reaches the client).
+    #[arg(long, default_value_t = 10.0)]
+    pub audit_slack_ms: f64,
     /// Limits for the audit when there is no keys file: RPM,ITPM,OTPM[,WINDOW_MS] (0 = unlimited).
     #[arg(long)]
     pub limits: Option<String>,
@@ -146,13 +152,13 @@ fn main() -> ExitCode {
 
 /// Run the load, print the report; the number of audit violations found.
 async fn run(cli: Cli) -> Result<u64, String> {
-    let limits = if cli.audit {
-        Some(audit::limits_for(&cli)?)
+    let plan = if cli.audit {
+        Some(audit::plan_for(&cli)?)
     } else {
         None
     };
     let outcome = driver::drive(&cli).await?;
-    let audits = limits.map(|limits| audit::audit(&outcome, &limits));
+    let audits = plan.map(|plan| audit::audit(&outcome, &plan));
     let report = report::Report::build(&cli, &outcome, audits);
     print!("{}", report.text());
     if let Some(path) = &cli.json {

@@ -1,7 +1,7 @@
 //! The end-of-run report: text for people, JSON for programs, and HdrHistogram's percentile
 //! distribution for its plotters.
 
-use crate::audit::KeyAudit;
+use crate::audit::ScopeAudit;
 use crate::driver::{Outcome, Reason, Status};
 use crate::Cli;
 use hdrhistogram::Histogram;
@@ -70,11 +70,11 @@ pub struct Report {
     pub latency_other: Latency,
     pub nodes: Vec<Row>,
     pub keys: Vec<Row>,
-    pub audit: Option<Vec<KeyAudit>>,
+    pub audit: Option<Vec<ScopeAudit>>,
 }
 
 /// Show a key without revealing it.
-fn mask(key: &str) -> String {
+pub(crate) fn mask(key: &str) -> String {
     let tail: String = key
         .chars()
         .rev()
@@ -87,7 +87,7 @@ fn mask(key: &str) -> String {
 }
 
 impl Report {
-    pub fn build(cli: &Cli, outcome: &Outcome, audit: Option<Vec<KeyAudit>>) -> Report {
+    pub fn build(cli: &Cli, outcome: &Outcome, audit: Option<Vec<ScopeAudit>>) -> Report {
         let secs = outcome.elapsed.as_secs_f64().max(1e-9);
         let mut status_codes = BTreeMap::new();
         let mut limited_by: BTreeMap<String, u64> = [
@@ -169,8 +169,7 @@ impl Report {
         self.audit
             .iter()
             .flatten()
-            .flat_map(|k| &k.dimensions)
-            .map(|d| d.violations)
+            .map(|scope| scope.violations)
             .sum()
     }
 
@@ -235,14 +234,20 @@ impl Report {
         if let Some(audit) = &self.audit {
             let _ = writeln!(
                 out,
-                "\naudit (any window of the key's length; client-side times, see README)"
+                "\naudit by scope (client-side times, see README)\n  {:<12} {:>12} {:>12} {:>14} {:>10} {:>12}",
+                "dimension", "limit", "admitted", "max in window", "violations", "utilization"
             );
-            for key in audit {
-                for d in &key.dimensions {
+            for scope in audit {
+                let keys: Vec<&str> = scope
+                    .keys
+                    .iter()
+                    .map(|k| self.keys.get(*k).map_or("?", |r| r.name.as_str()))
+                    .collect();
+                let _ = writeln!(out, "{}   (keys: {})", scope.scope, keys.join(", "));
+                for d in &scope.dimensions {
                     let _ = writeln!(
                         out,
-                        "  {:<14} {:<14} limit {:>9}  admitted {:>10}  max in a window {:>9}  violations {}  utilization {:.1}%",
-                        self.keys.get(key.key).map_or("?", |r| r.name.as_str()),
+                        "  {:<12} {:>12} {:>12} {:>14} {:>10} {:>11.1}%",
                         d.dimension,
                         d.limit,
                         d.admitted,
@@ -250,6 +255,9 @@ impl Report {
                         d.violations,
                         d.utilization * 100.0
                     );
+                }
+                if let Some(note) = &scope.note {
+                    let _ = writeln!(out, "  ({note})");
                 }
             }
             let _ = writeln!(out, "audit violations: {}", self.violations());

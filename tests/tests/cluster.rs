@@ -308,6 +308,23 @@ rpm = 4
 name = "k"
 key = "sk-k"
 org = "acme"
+
+[[orgs]]
+name = "beta"
+upstream = "second"
+rpm = 30
+
+[[upstreams]]
+name = "second"
+[[upstreams.pools]]
+name = "all"
+models = ["*"]
+rpm = 20
+
+[[keys]]
+name = "l"
+key = "sk-l"
+org = "beta"
 "#;
     let keys = write_keys(&cluster.nodes[0].dir, policy);
     let scopes = policy_scopes(&keys, "sk-k", "gpt-4o-mini");
@@ -342,4 +359,37 @@ org = "acme"
     let mut pool_node = cluster.nodes[cluster.owner(&pool.redis_key)].client();
     assert_eq!(scope_used(&mut org_node, org, 0), 4);
     assert_eq!(scope_used(&mut pool_node, pool, 0), 4);
+
+    // Under load from 32 clients, the load generator's audit by scope is clean, and the
+    // organisation again counts only what its pool let through.
+    let scopes = policy_scopes(&keys, "sk-l", "gpt-4o-mini");
+    let (org, pool) = (&scopes[0], &scopes[1]);
+    assert_ne!(key_slot(&org.redis_key), key_slot(&pool.redis_key));
+    let (code, report) = audited_load(gw.port, &keys, &["sk-l".to_string()], "3");
+    assert_eq!(code, 0, "audit failed: {}", report["audit"]);
+    assert_eq!(audit_violations(&report), 0);
+    // Every multi-key call went straight to its slot's primary: no timeouts, no 503s.
+    let statuses = &report["status_codes"];
+    assert_eq!(statuses.as_object().unwrap().len(), 2, "{statuses}");
+    assert!(statuses["429"].as_u64().unwrap() > 0, "{statuses}");
+    let admitted: Vec<(String, u64)> = report["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let scope = s["scope"].as_str().unwrap().to_string();
+            (scope, s["admitted_requests"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        admitted,
+        [
+            ("org:beta any 60000 ms".to_string(), 20),
+            ("pool:second/all any 60000 ms".to_string(), 20)
+        ]
+    );
+    let mut org_node = cluster.nodes[cluster.owner(&org.redis_key)].client();
+    let mut pool_node = cluster.nodes[cluster.owner(&pool.redis_key)].client();
+    assert_eq!(scope_used(&mut org_node, org, 0), 20);
+    assert_eq!(scope_used(&mut pool_node, pool, 0), 20);
 }

@@ -365,8 +365,17 @@ fn a_spend_budget_holds_under_200_concurrent_requests() {
                 let usage = &response.json()["usage"];
                 let input = usage["prompt_tokens"].as_u64().unwrap() as f64;
                 let output = usage["completion_tokens"].as_u64().unwrap() as f64;
-                spent += (input * 1.0 + output * 2.0).ceil() as u64;
-                assert!(response.header("x-llmrl-reserved-cost-usd").is_some());
+                let cost = (input * 1.0 + output * 2.0).ceil() as u64;
+                spent += cost;
+                // The reservation (200 output tokens) and what the answer really cost.
+                let reserved: f64 = response
+                    .header("x-llmrl-reserved-cost-usd")
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(reserved * 1e6 > cost as f64, "{reserved} {cost}");
+                let actual = format!("0.{cost:06}");
+                assert_eq!(response.header("x-llmrl-cost-usd"), Some(actual.as_str()));
             }
             429 => {
                 let error = &response.json()["error"];
@@ -419,4 +428,159 @@ fn slots_come_back_when_the_upstream_fails_or_times_out() {
             );
         }
     }
+}
+
+/// Two keys of a team of an organisation behind an upstream pool, each scope with a different
+/// kind of limit: per minute, a rolling day, a calendar day's spend, tokens, concurrency.
+const AUDITED: &str = r#"
+[[orgs]]
+name = "acme"
+upstream = "openai"
+budget_usd = 50
+budget_period = "day"
+
+[[teams]]
+name = "ml"
+org = "acme"
+rpm = 24
+max_parallel_requests = 3
+
+[[upstreams]]
+name = "openai"
+[[upstreams.pools]]
+name = "all"
+models = ["*"]
+tpm = 100000
+
+[prices."gpt-4o-mini"]
+input = 0.15
+output = 0.6
+
+[[keys]]
+name = "a"
+key = "sk-a"
+team = "ml"
+rpm = 15
+rpd = 1000
+
+[[keys]]
+name = "b"
+key = "sk-b"
+team = "ml"
+rpm = 15
+"#;
+
+/// The load generator's audit by scope on three nodes: every scope of both keys is audited
+/// from what the clients saw, the binding ones reach their limits and none is exceeded; the
+/// same run judged against a tighter file is caught.
+#[test]
+fn the_audit_checks_every_scope_of_a_policy_on_three_nodes() {
+    let redis = RedisServer::start(&[]);
+    let keys = write_keys(&redis.dir, AUDITED);
+    // Streams of four 100 ms chunks (16 tokens): a slot is held for about 0.4 s; the audit takes it as held
+    // until 50 ms before the last chunk arrives (the slot may be freed before it is delivered).
+    let nodes: Vec<Gateway> = (0..3)
+        .map(|_| Gateway::start(redis.port, &keys, &["--mock-chunk-delay-ms", "100"]))
+        .collect();
+    let run = |keys_file: &std::path::Path, json: &str| {
+        let mut args: Vec<String> = Vec::new();
+        for gw in &nodes {
+            args.extend(["--node".into(), format!("http://127.0.0.1:{}", gw.port)]);
+        }
+        let keys_arg = keys_file.display().to_string();
+        args.extend(
+            [
+                "--key",
+                "sk-a",
+                "--key",
+                "sk-b",
+                "--concurrency",
+                "12",
+                "--duration",
+                "4",
+                "--stream",
+                "--max-tokens",
+                "16",
+                "--timeout-ms",
+                "5000",
+                "--audit",
+                "--audit-slack-ms",
+                "50",
+                "--keys-file",
+                &keys_arg,
+            ]
+            .map(String::from),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_loadgen_report(&args, &redis.dir.join(json))
+    };
+    let (code, output, report) = run(&keys, "audit.json");
+    assert_eq!(code, 0, "{output}");
+    let scopes = report["audit"].as_array().unwrap();
+    let scope = |name: &str| {
+        scopes
+            .iter()
+            .find(|s| s["scope"] == name)
+            .unwrap_or_else(|| panic!("no scope {name}: {output}"))
+    };
+    let dimension = |scope: &serde_json::Value, name: &str| {
+        scope["dimensions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["dimension"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {scope}"))
+    };
+    for s in scopes {
+        assert_eq!(s["violations"], 0, "{s}");
+    }
+    // The team's 24 a minute bind (each key's 15 cannot both be reached), over both keys.
+    let team = scope("team:ml any 60000 ms");
+    assert_eq!(team["keys"], serde_json::json!([0, 1]));
+    assert_eq!(dimension(team, "requests")["admitted"], 24, "{output}");
+    // Exactly three streams were seen in flight at once, never four.
+    assert_eq!(
+        dimension(team, "concurrency")["max_in_window"],
+        3,
+        "{output}"
+    );
+    let key_a = dimension(scope("key:a any 60000 ms"), "requests");
+    let key_b = dimension(scope("key:b any 60000 ms"), "requests");
+    assert_eq!(
+        key_a["admitted"].as_u64().unwrap() + key_b["admitted"].as_u64().unwrap(),
+        24
+    );
+    assert_eq!(
+        dimension(scope("key:a any 86400000 ms"), "requests")["admitted"],
+        key_a["admitted"]
+    );
+    // Spend at the file's prices and tokens, summed over both keys.
+    let spend = dimension(scope("org:acme each day"), "spend_micro_usd");
+    let tokens = dimension(scope("pool:openai/all any 60000 ms"), "tokens");
+    assert!(spend["admitted"].as_u64().unwrap() > 0, "{spend}");
+    assert!(tokens["admitted"].as_u64().unwrap() > 24 * 16, "{tokens}");
+    assert!(output.contains("audit by scope"), "{output}");
+
+    // Judged against limits the gateways did not enforce, the same load (on fresh counters) is
+    // an excess.
+    let _: () = redis::cmd("FLUSHALL").query(&mut redis.client()).unwrap();
+    let other = redis.dir.join("tighter");
+    std::fs::create_dir_all(&other).unwrap();
+    let tighter = write_keys(
+        &other,
+        &AUDITED
+            .replace("rpm = 24", "rpm = 20")
+            .replace("max_parallel_requests = 3", "max_parallel_requests = 2"),
+    );
+    let (code, output, report) = run(&tighter, "tighter.json");
+    assert_eq!(code, 1, "{output}");
+    let team = &report["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["scope"] == "team:ml any 60000 ms")
+        .cloned()
+        .unwrap();
+    assert!(team["violations"].as_u64().unwrap() > 0, "{output}");
 }

@@ -50,14 +50,16 @@ pub async fn answer(
             input_tokens,
         };
         let body = dialect.mock_body(request, &answer);
-        settlement
-            .complete(Usage {
-                input_tokens,
-                output_tokens: tokens.saturating_mul(request.n),
-                cached_input_tokens: 0,
-            })
-            .await;
-        return response::json(StatusCode::OK, body);
+        let usage = Usage {
+            input_tokens,
+            output_tokens: tokens.saturating_mul(request.n),
+            cached_input_tokens: 0,
+        };
+        let cost = settlement.cost_header(usage);
+        settlement.complete(usage).await;
+        let mut response = response::json(StatusCode::OK, body);
+        response.headers_mut().extend(cost);
+        return response;
     }
     let chunks = app.tokenizer.mock_chunks(target, TOKENS_PER_CHUNK);
     let answer = MockAnswer {
@@ -73,24 +75,36 @@ pub async fn answer(
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let delay = Duration::from_millis(app.cli.mock_chunk_delay_ms);
     app.tasks.spawn(async move {
+        let usage = |produced| Usage {
+            input_tokens,
+            output_tokens: produced,
+            cached_input_tokens: 0,
+        };
+        let mut settlement = Some(settlement);
         let mut produced = 0u64;
-        for event in events {
+        let mut events = events.into_iter().peekable();
+        while let Some(event) = events.next() {
             if event.output_tokens > 0 && !delay.is_zero() {
                 tokio::time::sleep(delay).await;
+            }
+            // Settled before the stream's last event goes out: a client that has seen the
+            // end of its answer finds its concurrency slot free.
+            if events.peek().is_none() {
+                if let Some(settlement) = settlement.take() {
+                    settlement
+                        .settle(usage(produced + event.output_tokens))
+                        .await;
+                }
             }
             if tx.send(event.bytes).await.is_err() {
                 break;
             }
             produced += event.output_tokens;
         }
-        // Client gone or done: charge exactly what was produced.
-        settlement
-            .settle(Usage {
-                input_tokens,
-                output_tokens: produced,
-                cached_input_tokens: 0,
-            })
-            .await;
+        // Client gone: charge exactly what was produced.
+        if let Some(settlement) = settlement {
+            settlement.settle(usage(produced)).await;
+        }
     });
     response::sse(rx)
 }

@@ -61,11 +61,13 @@ pub async fn forward(
         let usage = serde_json::from_slice::<Value>(&bytes)
             .ok()
             .and_then(|value| dialect.reported_usage(&value));
+        let mut cost = None;
         match (status.is_success(), usage) {
             (true, Some(usage)) => {
                 app.metrics
                     .input_estimate_error
                     .observe(usage.input_tokens.abs_diff(estimate) as f64);
+                cost = settlement.cost_header(usage);
                 settlement.complete(usage).await;
             }
             // A success without usage: keep the reservation, it is the safe side (the slots
@@ -76,7 +78,9 @@ pub async fn forward(
             }
             (false, _) => settlement.complete(nothing_generated).await,
         }
-        return response::passthrough(status, content_type, bytes);
+        let mut response = response::passthrough(status, content_type, bytes);
+        response.headers_mut().extend(cost);
+        return response;
     }
     let (tx, rx) = mpsc::channel::<Bytes>(32);
     let include_usage = request.include_usage;
@@ -105,6 +109,7 @@ async fn relay_stream(
 ) {
     let mut buffer = BytesMut::new();
     let mut usage = None;
+    let mut settlement = Some(settlement);
     let mut client_gone = false;
     let mut upstream_failed = false;
     'read: loop {
@@ -124,13 +129,23 @@ async fn relay_stream(
         while let Some(end) = find_event_end(&buffer) {
             let event = buffer.split_to(end);
             let mut forward = true;
-            if let Some(json) = event_data(&event) {
-                if let Ok(value) = serde_json::from_str::<Value>(json) {
-                    if let Some(found) = dialect.reported_usage(&value) {
-                        usage = Some(found);
-                        forward = include_usage || !dialect.is_usage_only_event(&value);
+            match event_data(&event) {
+                Some(json) => {
+                    if let Ok(value) = serde_json::from_str::<Value>(json) {
+                        if let Some(found) = dialect.reported_usage(&value) {
+                            usage = Some(found);
+                            forward = include_usage || !dialect.is_usage_only_event(&value);
+                        }
                     }
                 }
+                // The stream's end: settled before it goes out, so a client that has seen the
+                // end of its answer finds its concurrency slot free.
+                None if is_done(&event) => {
+                    if let (Some(usage), Some(settlement)) = (usage, settlement.take()) {
+                        settle(&app, settlement, usage).await;
+                    }
+                }
+                None => {}
             }
             if forward && tx.send(event.freeze()).await.is_err() {
                 client_gone = true;
@@ -141,15 +156,11 @@ async fn relay_stream(
     if !buffer.is_empty() && !client_gone {
         let _ = tx.send(buffer.freeze()).await;
     }
+    let Some(settlement) = settlement else {
+        return;
+    };
     match usage {
-        Some(usage) => {
-            app.metrics.input_estimate_error.observe(
-                usage
-                    .input_tokens
-                    .abs_diff(settlement.reserved.input_tokens) as f64,
-            );
-            settlement.settle(usage).await;
-        }
+        Some(usage) => settle(&app, settlement, usage).await,
         // No usage seen (client left early or the upstream failed): the reservation stands,
         // the slots come back.
         None => {
@@ -161,6 +172,25 @@ async fn relay_stream(
             settlement.keep().await;
         }
     }
+}
+
+/// Settle a stream with the usage its upstream reported.
+async fn settle(app: &App, settlement: Settlement, usage: Usage) {
+    app.metrics.input_estimate_error.observe(
+        usage
+            .input_tokens
+            .abs_diff(settlement.reserved.input_tokens) as f64,
+    );
+    settlement.settle(usage).await;
+}
+
+/// Whether an event is the stream's `data: [DONE]`.
+fn is_done(event: &[u8]) -> bool {
+    std::str::from_utf8(event).is_ok_and(|text| {
+        text.lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .any(|data| data.trim() == "[DONE]")
+    })
 }
 
 /// The length of the first complete SSE event (through its blank line), if any.

@@ -11,7 +11,7 @@ pub const EXPOSED_HEADERS: &str = "x-request-id, request-id, retry-after, retry-
     x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens, \
     x-ratelimit-limit-input-tokens, x-ratelimit-remaining-input-tokens, x-ratelimit-reset-input-tokens, \
     x-ratelimit-limit-output-tokens, x-ratelimit-remaining-output-tokens, x-ratelimit-reset-output-tokens, \
-    x-llmrl-binding-scope, x-llmrl-reserved-cost-usd";
+    x-llmrl-binding-scope, x-llmrl-reserved-cost-usd, x-llmrl-cost-usd";
 
 /// The origins allowed, as configured.
 pub struct Cors {

@@ -120,6 +120,22 @@ pub fn hash_tag(key: &str) -> &str {
         .unwrap_or(key)
 }
 
+/// Redis Cluster's slot of a key: CRC16-XMODEM of its hash tag, mod 16384.
+pub fn key_slot(key: &str) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in hash_tag(key).as_bytes() {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
 /// Scope indices grouped by hash tag, groups in order of first appearance.
 fn groups(scopes: &[ScopeSpec]) -> Vec<Vec<usize>> {
     let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();

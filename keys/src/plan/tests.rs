@@ -211,3 +211,13 @@ fn files_that_do_not_hold_together_are_refused() {
         "unknown fields are errors"
     );
 }
+
+#[test]
+fn key_slots_as_redis_cluster_computes_them() {
+    // Values from Redis's CLUSTER KEYSLOT.
+    assert_eq!(key_slot("foo"), 12182);
+    assert_eq!(key_slot("{user1000}.following"), key_slot("user1000"));
+    assert_eq!(key_slot("123456789"), 12739);
+    // An empty tag is no tag: the whole key is hashed.
+    assert_eq!(key_slot("{}foo"), 9500);
+}
