@@ -255,11 +255,12 @@ def module_section(procs, smoke, tmp):
         # separate what the reply's size costs from what the command costs.
         (REPLY_CONTROL, ["LRANGE", "ten:__rand_int__", 0, 9]),
         ("LLMRL.CHECK fresh keys, allow", ["LLMRL.CHECK", "fresh:__rand_int__", 0, 0, 0, 100, 20]),
-        (MCHECK_ONE, ["LLMRL.MCHECK", 1, "m1:__rand_int__", 100, 20, "SCOPES", 60000, 0, 0, 0, 0, 0, 0]),
+        # Each scope's values packed in one argument, as the gateway sends them.
+        (MCHECK_ONE, ["LLMRL.MCHECK", 1, "m1:__rand_int__", 100, 20, "SCOPES", "60000,0,0,0,0,0,0"]),
         # Key per minute, key per day, team per minute, organisation per month with a spend.
         (MCHECK_FOUR, ["LLMRL.MCHECK", 4, "mk:__rand_int__", "md:__rand_int__", "mt:__rand_int__", "mo:__rand_int__",
-                       100, 20, "SCOPES", 60000, 0, 0, 0, 0, 0, 0, "day", 0, 0, 0, 0, 0, 0,
-                       60000, 0, 0, 0, 0, 0, 0, "month", 0, 0, 0, 1000000000000, 2600, 0]),
+                       100, 20, "SCOPES", "60000,0,0,0,0,0,0", "day,0,0,0,0,0,0",
+                       "60000,0,0,0,0,0,0", "month,0,0,0,1000000000000,2600,0"]),
         ("LLMRL.CHECK full windows, allow", ["LLMRL.CHECK", "full:__rand_int__", 0, 0, 0, 100, 20]),
         ("LLMRL.CHECK full windows, deny", ["LLMRL.CHECK", "full:__rand_int__", 1, 0, 0, 100, 20]),
         ("Lua sorted-set log, empty", ["EVALSHA", shas["sorted_set_log"], 1, "zempty:__rand_int__", 0, 0, 0, 100, 20, 60000]),

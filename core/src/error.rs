@@ -28,6 +28,8 @@ pub enum CommandError {
     Syntax(&'static str),
     #[error("ERR a window is ms (a positive multiple of 60) or a period: day, week or month, optionally with :<UTC offset minutes>, e.g. day:-480")]
     InvalidClock,
+    #[error("ERR a packed scope is seven comma-separated values: window,rpm,itpm,otpm,cost_limit,cost_charge,concurrency")]
+    PackedScope,
     #[error("ERR LEASE must be a positive number of milliseconds")]
     InvalidLease,
     #[error("ERR scope {0}: a concurrency limit needs LEASE ms")]

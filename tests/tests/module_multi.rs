@@ -466,3 +466,59 @@ fn without_detail_the_reply_is_flat_and_names_no_scope_figures() {
         "the team's requests bind"
     );
 }
+
+/// Each scope's seven values packed in one comma-separated argument decide exactly as seven
+/// arguments do, and a malformed packed scope is an error that records nothing.
+#[test]
+fn packed_scopes_are_the_same_request() {
+    let server = RedisServer::start(&[]);
+    let mut con = server.client();
+    #[rustfmt::skip]
+    let packed = ["LLMRL.MCHECK", "3", "{p}:key", "{p}:team", "{p}:org", "10", "5", "DETAIL", "SCOPES",
+        "60000,5,1000,0,0,0,0", "60000,3,0,0,0,0,0", "month,0,0,0,10000,100,0"];
+    let mut expanded = three_scopes("10", "5");
+    for (key, name) in expanded[2..5]
+        .iter_mut()
+        .zip(["{e}:key", "{e}:team", "{e}:org"])
+    {
+        *key = name;
+    }
+    for _ in 0..4 {
+        let (a, b) = (multi(&mut con, &packed), multi(&mut con, &expanded));
+        assert_eq!(a.allowed, b.allowed);
+        assert_eq!(
+            (a.reason, a.scope, a.remaining),
+            (b.reason, b.scope, b.remaining)
+        );
+        assert_eq!(a.scopes.len(), b.scopes.len());
+    }
+    let used: i64 = redis::cmd("LLMRL.MPEEK")
+        .arg(&packed[1..])
+        .query::<Vec<redis::Value>>(&mut con)
+        .map(|reply| match reply.get(4) {
+            Some(redis::Value::Int(n)) => *n,
+            other => panic!("{other:?}"),
+        })
+        .unwrap();
+    assert_eq!(used, 0, "the team's three requests are used");
+    for bad in [
+        "60000,5,1000,0,0,0",
+        "60000,5,1000,0,0,0,0,0",
+        "60000,5,x,0,0,0,0",
+    ] {
+        let args = ["LLMRL.MCHECK", "1", "{p}:fresh", "1", "1", "SCOPES", bad];
+        let error = redis::cmd(args[0])
+            .arg(&args[1..])
+            .query::<redis::Value>(&mut con)
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("packed scope") || error.to_string().contains("itpm"),
+            "{error}"
+        );
+    }
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("{p}:fresh")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(exists, 0);
+}

@@ -2,7 +2,10 @@
 //! Every command starts `numkeys key [key ...]`; `args` here are the arguments after the keys.
 //!
 //! - `LLMRL.MCHECK numkeys key... input_tokens output_tokens [LEASE ms] [DETAIL] SCOPES
-//!   {window rpm itpm otpm cost_limit cost_charge concurrency} × numkeys`
+//!   {window rpm itpm otpm cost_limit cost_charge concurrency} × numkeys` — each scope's seven
+//!   values as seven arguments, or packed in one, comma-separated
+//!   (`60000,60,30000,10000,0,0,4`): every argument costs Redis a string object to create and
+//!   free, about as much as a scope's whole decision.
 //! - `LLMRL.MPEEK` — the same arguments; decides, records nothing.
 //! - `LLMRL.MSETTLE numkeys key... ticket reserved_input actual_input reserved_output
 //!   actual_output [COSTS {reserved_cost actual_cost} × numkeys]`
@@ -83,14 +86,22 @@ pub fn parse_mcheck(
         [keyword, values @ ..] if keyword.eq_ignore_ascii_case(b"SCOPES") => values,
         _ => return Err(CommandError::Syntax("expected [LEASE ms] [DETAIL] SCOPES")),
     };
-    if values.len() != numkeys * SCOPE_VALUES {
+    // One argument per scope (packed) or seven: the count tells which.
+    let per_scope = if values.len() == numkeys {
+        1
+    } else if values.len() == numkeys * SCOPE_VALUES {
+        SCOPE_VALUES
+    } else {
         return Err(CommandError::WrongArity(command));
-    }
+    };
     let mut scopes = PerScope::new();
-    for scope in values.chunks_exact(SCOPE_VALUES) {
-        let [window, rpm, itpm, otpm, cost_limit, cost_charge, concurrency] = scope else {
-            return Err(CommandError::WrongArity(command));
+    for scope in values.chunks_exact(per_scope) {
+        let fields = match scope {
+            [packed] => unpack_scope(packed)?,
+            _ => <[&[u8]; SCOPE_VALUES]>::try_from(scope)
+                .map_err(|_| CommandError::WrongArity(command))?,
         };
+        let [window, rpm, itpm, otpm, cost_limit, cost_charge, concurrency] = fields;
         scopes.push(ScopeRequest {
             clock: parse_clock(window)?,
             limits: ScopeLimits {
@@ -110,6 +121,19 @@ pub fn parse_mcheck(
         detail,
         scopes,
     })
+}
+
+/// The seven values of a packed scope, `window,rpm,itpm,otpm,cost_limit,cost_charge,concurrency`.
+fn unpack_scope(packed: &[u8]) -> Result<[&[u8]; SCOPE_VALUES], CommandError> {
+    let mut fields: [&[u8]; SCOPE_VALUES] = [&[]; SCOPE_VALUES];
+    let mut parts = packed.split(|byte| *byte == b',');
+    for field in fields.iter_mut() {
+        *field = parts.next().ok_or(CommandError::PackedScope)?;
+    }
+    match parts.next() {
+        Some(_) => Err(CommandError::PackedScope),
+        None => Ok(fields),
+    }
 }
 
 /// A correction of one admission in every scope: what each was charged (reserved) and what
@@ -238,11 +262,31 @@ mod tests {
         assert!(!parsed.detail);
         let no_lease = split("1 a 1 2 scopes 600 1 0 0 0 0 0");
         assert_eq!(parse_mcheck("x", 1, &no_lease[2..]).unwrap().lease_ms, None);
+        // Each scope's values packed in one argument: the same request.
+        let packed = split("3 a b c 100 50 LEASE 30000 SCOPES 60000,10,1000,500,0,0,2 day:-480,1000,0,0,0,0,0 month,0,0,0,5000000,1234,0");
+        assert_eq!(parse_mcheck("x", 3, &packed[4..]), Ok(parsed));
     }
 
     #[test]
     fn bad_mcheck_arguments() {
-        let cases: [(&str, CommandError); 9] = [
+        let cases: [(&str, CommandError); 14] = [
+            ("1 a 1 2 SCOPES 600,1,0,0,0,0", CommandError::PackedScope),
+            (
+                "1 a 1 2 SCOPES 600,1,0,0,0,0,0,0",
+                CommandError::PackedScope,
+            ),
+            (
+                "1 a 1 2 SCOPES 600,1,0,,0,0,0",
+                CommandError::NotAnInteger("otpm"),
+            ),
+            (
+                "1 a 1 2 SCOPES 601,1,0,0,0,0,0",
+                CommandError::InvalidWindow,
+            ),
+            (
+                "2 a b 1 2 SCOPES 600,1,0,0,0,0,0 600 1 0 0 0 0 0",
+                CommandError::WrongArity("x"),
+            ),
             ("0 1 2 SCOPES", CommandError::NumKeys(MAX_SCOPES)),
             ("65 a", CommandError::NumKeys(MAX_SCOPES)),
             ("2 a", CommandError::WrongArity("x")),

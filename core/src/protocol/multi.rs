@@ -14,12 +14,26 @@ pub struct ScopeArgs<'a> {
     pub cost_charge: u64,
 }
 
-/// The text form of a clock: ms, or a period (`day:-480`).
-fn clock_arg(clock: Clock) -> Arg<'static> {
-    match clock {
-        Clock::Sliding(window_ms) => Arg::Int(window_ms),
-        Clock::Calendar(period) => Arg::Owned(period.name()),
+/// A scope's seven values packed in one argument: `window,rpm,itpm,otpm,cost_limit,
+/// cost_charge,concurrency`, the window in ms or a period (`day:-480`).
+fn packed_scope(scope: &ScopeArgs<'_>) -> Arg<'static> {
+    use std::fmt::Write;
+    let mut packed = match scope.clock {
+        Clock::Sliding(window_ms) => window_ms.to_string(),
+        Clock::Calendar(period) => period.name(),
+    };
+    let [rpm, itpm, otpm, cost_limit] = scope.limits.summed;
+    for value in [
+        rpm,
+        itpm,
+        otpm,
+        cost_limit,
+        scope.cost_charge,
+        scope.limits.concurrency,
+    ] {
+        let _ = write!(packed, ",{value}");
     }
+    Arg::Owned(packed)
 }
 
 fn keys<'a>(scopes: &'a [ScopeArgs<'a>]) -> impl Iterator<Item = Arg<'a>> {
@@ -52,12 +66,7 @@ impl<'a> MultiCheck<'a> {
             args.push(Arg::Text("DETAIL"));
         }
         args.push(Arg::Text("SCOPES"));
-        for scope in self.scopes {
-            let [rpm, itpm, otpm, cost_limit] = scope.limits.summed;
-            args.push(clock_arg(scope.clock));
-            args.extend([rpm, itpm, otpm, cost_limit, scope.cost_charge].map(Arg::Int));
-            args.push(Arg::Int(scope.limits.concurrency));
-        }
+        args.extend(self.scopes.iter().map(|scope| packed_scope(scope)));
         args
     }
 }

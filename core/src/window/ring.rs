@@ -40,26 +40,24 @@ fn width_for(value: u64) -> u8 {
     width
 }
 
+/// A little-endian number of `width` bytes (at most 8; 0 reads 0), byte by byte: widths vary
+/// per column, and a byte loop avoids a `memcpy` call per counter read.
 fn read_le(bytes: &[u8], offset: usize, width: u8) -> u64 {
-    let width = usize::from(width);
-    let mut buf = [0u8; 8];
-    if let (Some(src), Some(dst)) = (
-        bytes.get(offset..offset.saturating_add(width)),
-        buf.get_mut(..width),
-    ) {
-        dst.copy_from_slice(src);
-    }
-    u64::from_le_bytes(buf)
+    let width = usize::from(width).min(8);
+    let Some(src) = bytes.get(offset..offset.saturating_add(width)) else {
+        return 0;
+    };
+    src.iter()
+        .rev()
+        .fold(0u64, |value, byte| (value << 8) | u64::from(*byte))
 }
 
 fn write_le(bytes: &mut [u8], offset: usize, width: u8, value: u64) {
-    let width = usize::from(width);
-    let buf = value.to_le_bytes();
-    if let (Some(dst), Some(src)) = (
-        bytes.get_mut(offset..offset.saturating_add(width)),
-        buf.get(..width),
-    ) {
-        dst.copy_from_slice(src);
+    let width = usize::from(width).min(8);
+    if let Some(dst) = bytes.get_mut(offset..offset.saturating_add(width)) {
+        for (slot, byte) in dst.iter_mut().zip(value.to_le_bytes()) {
+            *slot = byte;
+        }
     }
 }
 
