@@ -1,6 +1,7 @@
 //! llmrl-loadgen: drive llmrl gateways with many keys from many virtual clients, open or closed
 //! loop, report throughput and honest latency, and audit that no limit was exceeded.
 
+mod answer;
 mod audit;
 mod driver;
 mod report;
