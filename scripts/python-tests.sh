@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Compatibility tests with the official openai Python package, in the tests' private virtualenv
+# Compatibility tests with the official openai and anthropic Python packages, in the tests' private virtualenv
 # (target/pyenv, see test-venv.sh), so nothing is installed system-wide.
 set -euo pipefail
 cd "$(dirname "$0")/.."

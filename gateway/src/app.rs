@@ -2,6 +2,7 @@
 //! the limiter, the tokenizer, metrics, the upstream, and the background tasks still running.
 
 use crate::config::Cli;
+use crate::dialect::Provider;
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::policy::KeyStore;
@@ -13,6 +14,22 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+/// The real upstreams admitted requests go to, per provider (none: the built-in mock answers).
+#[derive(Default)]
+pub struct Upstreams {
+    pub openai: Option<Upstream>,
+    pub anthropic: Option<Upstream>,
+}
+
+impl Upstreams {
+    pub fn for_provider(&self, provider: Provider) -> Option<&Upstream> {
+        match provider {
+            Provider::OpenAi => self.openai.as_ref(),
+            Provider::Anthropic => self.anthropic.as_ref(),
+        }
+    }
+}
+
 pub struct App {
     pub cli: Cli,
     pub node: String,
@@ -23,19 +40,14 @@ pub struct App {
     /// Counting large prompts runs on the blocking pool one at a time.
     pub heavy_counts: Semaphore,
     pub metrics: Metrics,
-    pub upstream: Option<Upstream>,
+    pub upstreams: Upstreams,
     /// Settlements and streams still running; shutdown waits for them.
     pub tasks: TaskTracker,
     next_id: AtomicU64,
 }
 
 impl App {
-    pub fn new(
-        cli: Cli,
-        keys: KeyStore,
-        limiter: Option<Limiter>,
-        upstream: Option<Upstream>,
-    ) -> App {
+    pub fn new(cli: Cli, keys: KeyStore, limiter: Option<Limiter>, upstreams: Upstreams) -> App {
         let node = cli.node_id();
         App {
             metrics: Metrics::new(&node),
@@ -44,7 +56,7 @@ impl App {
             limiter,
             tokenizer: Arc::new(Tokenizer::new()),
             heavy_counts: Semaphore::new(1),
-            upstream,
+            upstreams,
             tasks: TaskTracker::new(),
             next_id: AtomicU64::new(1),
             cli,

@@ -49,6 +49,12 @@ pub struct Cli {
     #[arg(long, env = "LLMRL_UPSTREAM")]
     pub upstream: Option<String>,
 
+    /// Proxy admitted Anthropic Messages requests (/v1/messages) to this Anthropic API server
+    /// (e.g. https://api.anthropic.com) instead of the built-in mock. Its API key is read from
+    /// the environment variable LLMRL_ANTHROPIC_API_KEY.
+    #[arg(long, env = "LLMRL_ANTHROPIC_UPSTREAM")]
+    pub anthropic_upstream: Option<String>,
+
     /// Upstream request timeout, in ms.
     #[arg(long, env = "LLMRL_UPSTREAM_TIMEOUT_MS", default_value_t = 600_000)]
     pub upstream_timeout_ms: u64,

@@ -103,7 +103,7 @@ fn rate_kind(never_fits: bool) -> RefusalKind {
 fn per(window: Window) -> String {
     match window {
         Window::Minute(60_000) => "per min".into(),
-        Window::Minute(ms) => format!("per {}", crate::dialect::openai::duration(ms)),
+        Window::Minute(ms) => format!("per {}", crate::dialect::duration(ms)),
         Window::Day(_) => "per day".into(),
         Window::Budget(_) | Window::Slots => String::new(),
     }
@@ -295,7 +295,7 @@ fn refusal(
                 )
             }
             Window::Budget(llmrl_keys::limits::BudgetPeriod::Rolling(ms)) => {
-                format!("spend per {}", crate::dialect::openai::duration(ms))
+                format!("spend per {}", crate::dialect::duration(ms))
             }
             _ => "spend".into(),
         };

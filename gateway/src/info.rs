@@ -63,7 +63,8 @@ pub async fn health(app: &App) -> Response<Body> {
         "redis": redis,
         "version": env!("CARGO_PKG_VERSION"),
         "keys": app.keys().len(),
-        "upstream": if app.upstream.is_some() { "proxy" } else { "mock" },
+        "upstream": if app.upstreams.openai.is_some() { "proxy" } else { "mock" },
+        "anthropic_upstream": if app.upstreams.anthropic.is_some() { "proxy" } else { "mock" },
     });
     response::json(StatusCode::OK, body.to_string())
 }

@@ -81,15 +81,25 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| e.to_string())?,
         )
     };
-    let upstream = match &cli.upstream {
-        None => None,
+    let upstream = |url: &Option<String>, key_variable: &str, auth| match url {
+        None => Ok(None),
         Some(url) => {
-            let api_key = std::env::var("LLMRL_UPSTREAM_API_KEY")
-                .ok()
-                .filter(|k| !k.is_empty());
+            let api_key = std::env::var(key_variable).ok().filter(|k| !k.is_empty());
             let timeout = Duration::from_millis(cli.upstream_timeout_ms);
-            Some(upstream::Upstream::new(url, api_key, timeout)?)
+            upstream::Upstream::new(url, api_key, auth, timeout).map(Some)
         }
+    };
+    let upstreams = app::Upstreams {
+        openai: upstream(
+            &cli.upstream,
+            "LLMRL_UPSTREAM_API_KEY",
+            upstream::Auth::Bearer,
+        )?,
+        anthropic: upstream(
+            &cli.anthropic_upstream,
+            "LLMRL_ANTHROPIC_API_KEY",
+            upstream::Auth::Anthropic,
+        )?,
     };
     // Signal handlers first: once the port accepts, a supervisor may send SIGHUP or SIGTERM at
     // once (`make run` waits for the port), and an uninstalled handler would kill the process.
@@ -103,13 +113,14 @@ async fn run(cli: Cli) -> Result<(), String> {
     let read_timeout = Duration::from_millis(cli.read_timeout_ms);
     let grace = Duration::from_millis(cli.shutdown_grace_ms);
     let max_connections = i64::try_from(cli.max_connections).unwrap_or(i64::MAX);
-    let app = Arc::new(App::new(cli, keys, limiter, upstream));
+    let app = Arc::new(App::new(cli, keys, limiter, upstreams));
     tracing::info!(
         listen = %app.cli.listen,
         node = %app.node,
         keys = app.keys().len(),
         redis = if app.cli.redis_cluster.is_empty() { app.cli.redis_url.as_str() } else { "cluster" },
         upstream = app.cli.upstream.as_deref().unwrap_or("mock"),
+        anthropic_upstream = app.cli.anthropic_upstream.as_deref().unwrap_or("mock"),
         on_redis_error = ?app.cli.on_redis_error,
         "llmrl gateway ready"
     );

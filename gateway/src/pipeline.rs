@@ -9,10 +9,11 @@ use crate::app::App;
 use crate::auth;
 use crate::counting;
 use crate::decision::RefusalKind;
-use crate::dialect::{Dialect, Usage};
+use crate::dialect::{ApiRequest, Dialect, Usage};
 use crate::error::GatewayError;
 use crate::http::body;
 use crate::http::response::{self, Body};
+use crate::policy::ApiKey;
 use hyper::body::Incoming;
 use hyper::header::HeaderName;
 use hyper::{Request, Response};
@@ -31,18 +32,26 @@ fn refuse_unread(dialect: &dyn Dialect, error: GatewayError, reason: &'static st
     )
 }
 
-pub async fn serve(
+/// A request authenticated, read, parsed in its dialect and its input tokens counted.
+struct Counted {
+    key: Arc<ApiKey>,
+    parsed: ApiRequest,
+    input_tokens: u64,
+}
+
+/// The stages every API route shares: authenticate, read the body, parse it in the route's
+/// dialect, count its input tokens (off the async workers when large).
+async fn read_and_count(
     app: &Arc<App>,
     dialect: &'static dyn Dialect,
     request: Request<Incoming>,
-    request_id: &str,
-) -> Outcome {
+) -> Result<Counted, Outcome> {
     let key = match auth::authenticate(&app.keys(), request.headers()) {
         Ok(key) => key,
-        Err(error) => return refuse_unread(dialect, error, "auth"),
+        Err(error) => return Err(refuse_unread(dialect, error, "auth")),
     };
     if let Err(error) = body::require_json(&request) {
-        return refuse_unread(dialect, error, "bad_request");
+        return Err(refuse_unread(dialect, error, "bad_request"));
     }
     let timeout = Duration::from_millis(app.cli.read_timeout_ms);
     let bytes = match body::read(request, app.cli.body_limit, timeout).await {
@@ -53,12 +62,12 @@ pub async fn serve(
             } else {
                 "bad_request"
             };
-            return refuse_unread(dialect, error, reason);
+            return Err(refuse_unread(dialect, error, reason));
         }
     };
     let parsed = match dialect.parse(&bytes) {
         Ok(parsed) => parsed,
-        Err(error) => return (response::error(dialect, &error), "bad_request"),
+        Err(error) => return Err((response::error(dialect, &error), "bad_request")),
     };
     let counted = counting::count_off_thread(
         &app.tokenizer,
@@ -68,9 +77,45 @@ pub async fn serve(
         bytes.len(),
     )
     .await;
-    let (parsed, input_tokens) = match counted {
+    match counted {
+        Ok((parsed, input_tokens)) => Ok(Counted {
+            key,
+            parsed,
+            input_tokens,
+        }),
+        Err(error) => Err((response::error(dialect, &error), "internal_error")),
+    }
+}
+
+/// A token-counting route (Anthropic's `count_tokens`): the request's input tokens, as the
+/// gateway counts them for its limits; unlimited (nothing is reserved or recorded).
+pub async fn count_tokens(
+    app: &Arc<App>,
+    dialect: &'static dyn Dialect,
+    request: Request<Incoming>,
+) -> Outcome {
+    match read_and_count(app, dialect, request).await {
+        Ok(counted) => {
+            let body = serde_json::json!({"input_tokens": counted.input_tokens}).to_string();
+            (response::json(hyper::StatusCode::OK, body), "ok")
+        }
+        Err(outcome) => outcome,
+    }
+}
+
+pub async fn serve(
+    app: &Arc<App>,
+    dialect: &'static dyn Dialect,
+    request: Request<Incoming>,
+    request_id: &str,
+) -> Outcome {
+    let Counted {
+        key,
+        parsed,
+        input_tokens,
+    } = match read_and_count(app, dialect, request).await {
         Ok(counted) => counted,
-        Err(error) => return (response::error(dialect, &error), "internal_error"),
+        Err(outcome) => return outcome,
     };
     let plan = key.plan(&parsed.model);
     let per_choice = plan.output_reservation_per_choice(parsed.max_output_tokens, parsed.n);
@@ -126,8 +171,18 @@ pub async fn serve(
             admission::usd_header(reserved_cost),
         ));
     }
-    let settlement = Settlement::new(app, plan, admission.as_ref(), reserved, reserved_cost);
-    let mut response = match &app.upstream {
+    let count_cached_input = plan
+        .count_cached_input
+        .unwrap_or(dialect.counts_cached_input());
+    let settlement = Settlement::new(
+        app,
+        plan,
+        admission.as_ref(),
+        reserved,
+        reserved_cost,
+        count_cached_input,
+    );
+    let mut response = match app.upstreams.for_provider(dialect.provider()) {
         Some(upstream) => proxy::forward(upstream, app, dialect, &parsed, settlement).await,
         None => {
             mock::answer(

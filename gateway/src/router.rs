@@ -2,7 +2,7 @@
 //! request id and the metrics of every answer.
 
 use crate::app::App;
-use crate::dialect::{openai, Dialect};
+use crate::dialect::{self, anthropic, openai, Dialect};
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::cors::{Cors, EXPOSED_HEADERS};
 use crate::http::response::{self, set_header, Body};
@@ -22,6 +22,8 @@ const MAX_HEADER_BYTES: usize = 32 * 1024;
 enum Route {
     /// A limited API route, in its dialect.
     Limited(&'static dyn Dialect),
+    /// A dialect's token-counting route (unlimited).
+    CountTokens(&'static dyn Dialect),
     Models,
     Model(String),
     Health,
@@ -33,6 +35,8 @@ impl Route {
         Some(match path {
             "/v1/chat/completions" => Route::Limited(&openai::CHAT),
             "/v1/completions" => Route::Limited(&openai::COMPLETIONS),
+            "/v1/messages" => Route::Limited(&anthropic::MESSAGES),
+            "/v1/messages/count_tokens" => Route::CountTokens(&anthropic::COUNT_TOKENS),
             "/v1/models" => Route::Models,
             "/health" => Route::Health,
             "/metrics" => Route::Metrics,
@@ -42,14 +46,14 @@ impl Route {
 
     fn method(&self) -> Method {
         match self {
-            Route::Limited(_) => Method::POST,
+            Route::Limited(_) | Route::CountTokens(_) => Method::POST,
             _ => Method::GET,
         }
     }
 
     fn name(&self) -> &'static str {
         match self {
-            Route::Limited(dialect) => dialect.route(),
+            Route::Limited(dialect) | Route::CountTokens(dialect) => dialect.route(),
             Route::Models | Route::Model(_) => "models",
             Route::Health => "health",
             Route::Metrics => "metrics",
@@ -59,7 +63,7 @@ impl Route {
     /// The dialect errors on this route are written in.
     fn dialect(&self) -> &'static dyn Dialect {
         match self {
-            Route::Limited(dialect) => *dialect,
+            Route::Limited(dialect) | Route::CountTokens(dialect) => *dialect,
             _ => &openai::CHAT,
         }
     }
@@ -86,8 +90,11 @@ pub async fn handle(
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let origin = cors.allowed_origin(request.headers());
-    let (mut response, route, reason) = route(&app, &cors, request, &request_id).await;
+    let routed = route(&app, &cors, request, &request_id);
+    let (mut response, route, reason) = dialect::with_request_id(request_id.clone(), routed).await;
     set_header(&mut response, "x-request-id", &request_id);
+    // Anthropic's clients read `request-id`.
+    set_header(&mut response, "request-id", &request_id);
     set_header(
         &mut response,
         "access-control-expose-headers",
@@ -206,6 +213,10 @@ async fn route(
     let result = match route {
         Route::Limited(dialect) => {
             let (response, reason) = pipeline::serve(app, dialect, request, request_id).await;
+            return (response, name, reason);
+        }
+        Route::CountTokens(dialect) => {
+            let (response, reason) = pipeline::count_tokens(app, dialect, request).await;
             return (response, name, reason);
         }
         Route::Models => info::models(app, request.headers()),

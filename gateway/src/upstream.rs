@@ -13,23 +13,41 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use std::time::Duration;
 
+/// How an upstream takes its API key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer <key>` (OpenAI and compatible servers).
+    Bearer,
+    /// `x-api-key: <key>` with `anthropic-version` (Anthropic's API).
+    Anthropic,
+}
+
+/// The `anthropic-version` sent to an Anthropic upstream.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+
 pub struct Upstream {
     /// scheme://host[:port], without a trailing slash or /v1.
     base: String,
     api_key: Option<String>,
+    auth: Auth,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
 }
 
 impl Upstream {
-    pub fn new(base: &str, api_key: Option<String>, timeout: Duration) -> Result<Upstream, String> {
+    pub fn new(
+        base: &str,
+        api_key: Option<String>,
+        auth: Auth,
+        timeout: Duration,
+    ) -> Result<Upstream, String> {
         let base = base
             .trim_end_matches('/')
             .trim_end_matches("/v1")
             .to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(format!(
-                "--upstream must be an http:// or https:// URL, got {base:?}"
+                "an upstream must be an http:// or https:// URL, got {base:?}"
             ));
         }
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
@@ -41,6 +59,7 @@ impl Upstream {
         Ok(Upstream {
             base,
             api_key,
+            auth,
             client,
             timeout,
         })
@@ -54,8 +73,17 @@ impl Upstream {
     ) -> Result<hyper::Response<Incoming>, String> {
         let mut builder =
             Request::post(format!("{}{path}", self.base)).header(CONTENT_TYPE, "application/json");
-        if let Some(key) = &self.api_key {
-            builder = builder.header(AUTHORIZATION, format!("Bearer {key}"));
+        match (&self.api_key, self.auth) {
+            (Some(key), Auth::Bearer) => {
+                builder = builder.header(AUTHORIZATION, format!("Bearer {key}"));
+            }
+            (key, Auth::Anthropic) => {
+                builder = builder.header("anthropic-version", ANTHROPIC_VERSION);
+                if let Some(key) = key {
+                    builder = builder.header("x-api-key", key.as_str());
+                }
+            }
+            (None, Auth::Bearer) => {}
         }
         let request = builder
             .body(Full::new(Bytes::from(body.to_string())))

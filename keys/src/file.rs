@@ -111,10 +111,6 @@ fn default_window() -> u64 {
     DEFAULT_WINDOW_MS
 }
 
-fn yes() -> bool {
-    true
-}
-
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeysFile {
@@ -129,9 +125,10 @@ pub struct KeysFile {
     #[serde(default)]
     pub prices: HashMap<String, Price>,
     /// Whether cached prompt tokens count toward input-token limits when settling (`false`:
-    /// Anthropic's rule, cache reads do not count toward ITPM). They are always priced.
-    #[serde(default = "yes")]
-    pub count_cached_input: bool,
+    /// Anthropic's rule, cache reads do not count toward ITPM). They are always priced. Unset:
+    /// each API's own rule (OpenAI's routes count them, Anthropic's Messages does not).
+    #[serde(default)]
+    pub count_cached_input: Option<bool>,
 }
 
 #[derive(Debug, Error)]

@@ -3,20 +3,12 @@
 Run by `make test` (scripts/python-tests.sh installs openai and pytest in a virtualenv).
 """
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import openai
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-MODULE = os.environ.get("LLMRL_MODULE", str(ROOT / "target/release/libllmrl.so"))
-GATEWAY = os.environ.get("LLMRL_GATEWAY", str(ROOT / "target/release/llmrl-gateway"))
+from conftest import stack
 
 KEYS = """
 [[keys]]
@@ -34,57 +26,10 @@ window_ms = 600
 """
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port, process, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"nothing listening on {port}")
-
-
 @pytest.fixture(scope="module")
 def gateway_url():
-    workdir = Path(tempfile.mkdtemp(prefix="llmrl-py-"))
-    processes = []
-    try:
-        redis_port = free_port()
-        redis = subprocess.Popen(
-            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(workdir), "--loadmodule", MODULE],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        processes.append(redis)
-        wait_for_port(redis_port, redis)
-        keys = workdir / "keys.toml"
-        keys.write_text(KEYS)
-        port = free_port()
-        gateway = subprocess.Popen(
-            [GATEWAY, "--listen", f"127.0.0.1:{port}", "--redis-url", f"redis://127.0.0.1:{redis_port}/",
-             "--keys-file", str(keys), "--mock-tokens", "16"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        processes.append(gateway)
-        wait_for_port(port, gateway)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with stack(KEYS, ["--mock-tokens", "16"]) as urls:
+        yield urls[0] + "/v1"
 
 
 def client(url, key="sk-python", retries=0):

@@ -459,6 +459,19 @@ fn redis_outage_fails_closed_or_open_and_recovers() {
         "503 comes quickly, took {:?}",
         started.elapsed()
     );
+    // Anthropic's Messages answers as Anthropic does when overloaded: 529, which its SDKs retry.
+    let messages = r#"{"model":"claude-haiku-4-5","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = http(
+        closed.port,
+        "POST",
+        "/v1/messages",
+        Some("sk-tight"),
+        Some(messages),
+    );
+    assert_eq!(r.status, 529);
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(r.json()["error"]["type"], "overloaded_error");
+    assert_eq!(r.json()["request_id"].as_str(), r.header("request-id"));
     let r = post_chat(open.port, "sk-tight", &body);
     assert_eq!(r.status, 200);
     assert_eq!(

@@ -25,6 +25,9 @@ pub struct Settlement {
     group_tickets: Vec<(usize, u64)>,
     pub reserved: Usage,
     reserved_cost: u64,
+    /// Whether cached prompt tokens count toward input-token limits (the keys file's rule, else
+    /// the API's own).
+    count_cached_input: bool,
     /// Still to be settled (cleared once `settle` runs).
     pending: bool,
 }
@@ -46,6 +49,7 @@ impl Drop for Settlement {
             group_tickets: std::mem::take(&mut self.group_tickets),
             reserved: self.reserved,
             reserved_cost: self.reserved_cost,
+            count_cached_input: self.count_cached_input,
             pending: false,
         };
         tracing::debug!("request dropped before it was settled; giving its slots back");
@@ -61,6 +65,7 @@ impl Settlement {
         admission: Option<&Decision>,
         reserved: Usage,
         reserved_cost: u64,
+        count_cached_input: bool,
     ) -> Settlement {
         let admitted = admission.filter(|decision| decision.allowed);
         Settlement {
@@ -70,6 +75,7 @@ impl Settlement {
             group_tickets: admitted.map_or(Vec::new(), |decision| decision.group_tickets.clone()),
             reserved,
             reserved_cost,
+            count_cached_input,
             pending: true,
         }
     }
@@ -86,7 +92,7 @@ impl Settlement {
 
     /// Input tokens that count toward limits: cached prompt tokens only if the policy says so.
     fn counted_input(&self, actual: Usage) -> u64 {
-        if self.plan.count_cached_input {
+        if self.count_cached_input {
             actual.input_tokens
         } else {
             actual

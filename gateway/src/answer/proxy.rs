@@ -3,7 +3,7 @@
 
 use crate::admission::Settlement;
 use crate::app::App;
-use crate::dialect::{ApiRequest, Dialect, Usage};
+use crate::dialect::{ApiRequest, Dialect, StreamUsage, Usage};
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::response::{self, Body};
 use crate::upstream::Upstream;
@@ -108,7 +108,7 @@ async fn relay_stream(
     settlement: Settlement,
 ) {
     let mut buffer = BytesMut::new();
-    let mut usage = None;
+    let mut usage = StreamUsage::default();
     let mut settlement = Some(settlement);
     let mut client_gone = false;
     let mut upstream_failed = false;
@@ -129,23 +129,20 @@ async fn relay_stream(
         while let Some(end) = find_event_end(&buffer) {
             let event = buffer.split_to(end);
             let mut forward = true;
-            match event_data(&event) {
-                Some(json) => {
-                    if let Ok(value) = serde_json::from_str::<Value>(json) {
-                        if let Some(found) = dialect.reported_usage(&value) {
-                            usage = Some(found);
-                            forward = include_usage || !dialect.is_usage_only_event(&value);
-                        }
+            if let Some(json) = event_data(&event) {
+                if let Ok(value) = serde_json::from_str::<Value>(json) {
+                    if dialect.reported_usage(&value).is_some() {
+                        forward = include_usage || !dialect.is_usage_only_event(&value);
                     }
+                    usage = dialect.fold_stream_usage(usage, &value);
                 }
-                // The stream's end: settled before it goes out, so a client that has seen the
-                // end of its answer finds its concurrency slot free.
-                None if is_done(&event) => {
-                    if let (Some(usage), Some(settlement)) = (usage, settlement.take()) {
-                        settle(&app, settlement, usage).await;
-                    }
+            }
+            // The stream's end: settled before it goes out, so a client that has seen the end
+            // of its answer finds its concurrency slot free.
+            if usage.complete && dialect.is_final_event(&event) {
+                if let Some(settlement) = settlement.take() {
+                    settle(&app, settlement, usage.usage).await;
                 }
-                None => {}
             }
             if forward && tx.send(event.freeze()).await.is_err() {
                 client_gone = true;
@@ -159,11 +156,11 @@ async fn relay_stream(
     let Some(settlement) = settlement else {
         return;
     };
-    match usage {
-        Some(usage) => settle(&app, settlement, usage).await,
+    match usage.complete {
+        true => settle(&app, settlement, usage.usage).await,
         // No usage seen (client left early or the upstream failed): the reservation stands,
         // the slots come back.
-        None => {
+        false => {
             tracing::debug!(
                 client_gone,
                 upstream_failed,
@@ -182,15 +179,6 @@ async fn settle(app: &App, settlement: Settlement, usage: Usage) {
             .abs_diff(settlement.reserved.input_tokens) as f64,
     );
     settlement.settle(usage).await;
-}
-
-/// Whether an event is the stream's `data: [DONE]`.
-fn is_done(event: &[u8]) -> bool {
-    std::str::from_utf8(event).is_ok_and(|text| {
-        text.lines()
-            .filter_map(|line| line.strip_prefix("data:"))
-            .any(|data| data.trim() == "[DONE]")
-    })
 }
 
 /// The length of the first complete SSE event (through its blank line), if any.

@@ -3,14 +3,88 @@
 //! bodies, rate-limit headers and 429s, and the shape of mock answers. The rest of the gateway
 //! works with the neutral types here, so a new API is a new file implementing [`Dialect`].
 
+pub mod anthropic;
 pub mod openai;
+pub mod refusal;
+
+pub use refusal::duration;
 
 use crate::decision::Decision;
 use crate::error::GatewayError;
 use crate::tokens::Tokenizer;
 use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
+use hyper::StatusCode;
 use serde_json::{Map, Value};
+use std::future::Future;
+
+tokio::task_local! {
+    /// The id of the request being answered (error bodies that carry it, e.g. Anthropic's).
+    static REQUEST_ID: String;
+}
+
+/// Run `future` (the answering of one request) with its request id in scope.
+pub async fn with_request_id<F: Future>(request_id: String, future: F) -> F::Output {
+    REQUEST_ID.scope(request_id, future).await
+}
+
+/// The id of the request being answered, when called inside [`with_request_id`].
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// A dialect's rate-limit headers: for each figure of the decision (requests, input tokens,
+/// output tokens, tokens) that is limited, its `[limit, remaining, reset]` header names with the
+/// reset written as `reset` formats ms; then `x-llmrl-binding-scope`.
+pub fn rate_limit_headers(
+    decision: &Decision,
+    names: &[[HeaderName; 3]; 4],
+    reset: impl Fn(u64) -> String,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = Vec::with_capacity(13);
+    for (names, figure) in names.iter().zip(&decision.figures) {
+        let Some(figure) = figure else {
+            continue;
+        };
+        let [limit, remaining, reset_name] = names;
+        headers.push((limit.clone(), HeaderValue::from(figure.limit)));
+        headers.push((remaining.clone(), HeaderValue::from(figure.remaining)));
+        if let Ok(value) = HeaderValue::from_str(&reset(figure.reset_ms)) {
+            headers.push((reset_name.clone(), value));
+        }
+    }
+    headers.extend(binding_header(decision));
+    headers
+}
+
+/// `x-llmrl-binding-scope`: the scope with the smallest share left, under a multi-scope policy.
+pub fn binding_header(decision: &Decision) -> Option<(HeaderName, HeaderValue)> {
+    let value = HeaderValue::from_str(decision.binding.as_deref()?).ok()?;
+    Some((HeaderName::from_static("x-llmrl-binding-scope"), value))
+}
+
+/// Which kind of upstream account a dialect's requests go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    OpenAi,
+    Anthropic,
+}
+
+/// The usage a stream has reported so far, and whether it is final (what to settle with).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamUsage {
+    pub usage: Usage,
+    pub complete: bool,
+}
+
+/// Whether an SSE event is `data: [DONE]`.
+pub fn is_done_event(event: &[u8]) -> bool {
+    std::str::from_utf8(event).is_ok_and(|text| {
+        text.lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .any(|data| data.trim() == "[DONE]")
+    })
+}
 
 /// A validated request, with what the limiter and the answer need from it.
 #[derive(Debug, Clone)]
@@ -90,4 +164,37 @@ pub trait Dialect: Send + Sync + 'static {
 
     /// Every event of a streamed mock answer, in order.
     fn mock_stream(&self, request: &ApiRequest, answer: &MockAnswer) -> Vec<StreamEvent>;
+
+    /// The upstream this dialect's requests are proxied to.
+    fn provider(&self) -> Provider {
+        Provider::OpenAi
+    }
+
+    /// The status an error is answered with (a dialect may have its own, e.g. Anthropic's 529).
+    fn error_status(&self, error: &GatewayError) -> StatusCode {
+        error.status
+    }
+
+    /// Whether cached prompt tokens count toward input-token limits unless the keys file says
+    /// (`count_cached_input`): OpenAI counts them, Anthropic does not.
+    fn counts_cached_input(&self) -> bool {
+        true
+    }
+
+    /// The usage of a stream after one more event's JSON: by default an event that reports
+    /// usage reports all of it.
+    fn fold_stream_usage(&self, so_far: StreamUsage, event: &Value) -> StreamUsage {
+        match self.reported_usage(event) {
+            Some(usage) => StreamUsage {
+                usage,
+                complete: true,
+            },
+            None => so_far,
+        }
+    }
+
+    /// Whether an SSE event ends the stream (the gateway settles before passing it on).
+    fn is_final_event(&self, event: &[u8]) -> bool {
+        is_done_event(event)
+    }
 }

@@ -28,7 +28,7 @@ pub fn json(status: StatusCode, body: String) -> Response<Body> {
 
 /// An error in `dialect`'s format, with the error's own headers.
 pub fn error(dialect: &dyn Dialect, error: &GatewayError) -> Response<Body> {
-    let mut response = json(error.status, dialect.error_body(error));
+    let mut response = json(dialect.error_status(error), dialect.error_body(error));
     response.headers_mut().extend(error.headers.iter().cloned());
     response
 }

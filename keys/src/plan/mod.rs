@@ -105,7 +105,7 @@ pub struct Plan {
     /// Whether a scope counts spend.
     pub counts_spend: bool,
     /// Whether cached prompt tokens count toward input-token limits (see [`KeysFile`]).
-    pub count_cached_input: bool,
+    pub count_cached_input: Option<bool>,
     /// The scopes by hash tag (indices into [`Checks::Multi`], in order): each group lives in
     /// one Redis Cluster slot; an organisation's scopes are one group, an upstream pool another.
     pub groups: Vec<Vec<usize>>,

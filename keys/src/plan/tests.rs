@@ -124,7 +124,7 @@ fn a_request_runs_under_every_scope_that_applies() {
     );
     assert_eq!(scopes[5].limits.summed, [0, 0, 0, 100_000_000]);
     assert_eq!(scopes[5].fourth, Fourth::Spend);
-    assert!(plan.holds_slots && plan.counts_spend && !plan.count_cached_input);
+    assert!(plan.holds_slots && plan.counts_spend && plan.count_cached_input == Some(false));
     assert_eq!(plan.price.unwrap().cached_input, Some(1.25));
     assert_eq!(plan.output_cap, Some(30_000));
     assert_eq!(

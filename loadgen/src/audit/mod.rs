@@ -191,7 +191,8 @@ pub fn from_keys_file(
         scopes,
         costing: Costing {
             price: file.price(model),
-            count_cached_input: file.count_cached_input,
+            // The chat completions rule unless the file says (what the load generator sends).
+            count_cached_input: file.count_cached_input.unwrap_or(true),
         },
         slack_ms: 0.0,
     })

@@ -1,28 +1,8 @@
-//! OpenAI's rate-limit headers, dimension names and duration format.
+//! OpenAI's rate-limit headers and dimension names.
 
 use crate::decision::Decision;
+use crate::dialect::duration;
 use hyper::header::{HeaderName, HeaderValue};
-
-/// OpenAI's reset format: `12ms` under a second, else Go-style `1s`, `9.816s`, `6m0s`, `1h2m3s`.
-pub fn duration(ms: u64) -> String {
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let hours = ms / 3_600_000;
-    let minutes = ms / 60_000 % 60;
-    let millis = ms % 60_000;
-    let seconds = if millis.is_multiple_of(1000) {
-        format!("{}s", millis / 1000)
-    } else {
-        let text = format!("{}.{:03}", millis / 1000, millis % 1000);
-        format!("{}s", text.trim_end_matches('0'))
-    };
-    match (hours, minutes) {
-        (0, 0) => seconds,
-        (0, m) => format!("{m}m{seconds}"),
-        (h, m) => format!("{h}h{m}m{seconds}"),
-    }
-}
 
 /// The three dimensions as OpenAI names them in headers and 429 bodies.
 pub const DIMENSIONS: [(&str, &str, &str); 3] = [
@@ -67,41 +47,13 @@ const NAMES: [[HeaderName; 3]; 4] = [
 /// Every `x-ratelimit-*` header for a decision (unlimited dimensions are left out), and with a
 /// multi-scope policy `x-llmrl-binding-scope`: the scope with the smallest share left.
 pub fn rate_limit_headers(decision: &Decision) -> Vec<(HeaderName, HeaderValue)> {
-    let mut headers = Vec::with_capacity(13);
-    for (names, figure) in NAMES.iter().zip(&decision.figures) {
-        let Some(figure) = figure else {
-            continue;
-        };
-        let reset = HeaderValue::from_str(&duration(figure.reset_ms))
-            .unwrap_or(HeaderValue::from_static("0ms"));
-        headers.push((names[0].clone(), HeaderValue::from(figure.limit)));
-        headers.push((names[1].clone(), HeaderValue::from(figure.remaining)));
-        headers.push((names[2].clone(), reset));
-    }
-    if let Some(binding) = &decision.binding {
-        if let Ok(value) = HeaderValue::from_str(binding) {
-            headers.push((HeaderName::from_static("x-llmrl-binding-scope"), value));
-        }
-    }
-    headers
+    crate::dialect::rate_limit_headers(decision, &NAMES, duration)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use llmrl_core::protocol::{Limits, Reason, Verdict};
-
-    #[test]
-    fn durations_like_openai() {
-        assert_eq!(duration(0), "0ms");
-        assert_eq!(duration(12), "12ms");
-        assert_eq!(duration(1000), "1s");
-        assert_eq!(duration(9816), "9.816s");
-        assert_eq!(duration(6410), "6.41s");
-        assert_eq!(duration(360_000), "6m0s");
-        assert_eq!(duration(61_500), "1m1.5s");
-        assert_eq!(duration(3_723_000), "1h2m3s");
-    }
 
     #[test]
     fn headers_pick_the_binding_token_limit() {

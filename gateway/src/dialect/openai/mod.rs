@@ -3,11 +3,8 @@
 //! OpenAI words them, usage as `prompt_tokens` / `completion_tokens`.
 
 mod headers;
-mod refusal;
 mod request;
 mod wire;
-
-pub use headers::duration;
 
 use crate::decision::Decision;
 use crate::dialect::{ApiRequest, Dialect, MockAnswer, StreamEvent, Usage};
@@ -103,7 +100,7 @@ impl Dialect for OpenAi {
     /// OpenAI's 429: which limit, how much is used, when to retry; or "request too large", an
     /// exhausted budget, or every concurrency slot taken.
     fn rate_limited(&self, request: &ApiRequest, decision: &Decision) -> GatewayError {
-        refusal::rate_limited(request, decision)
+        crate::dialect::refusal::rate_limited(request, decision)
     }
 
     fn reported_usage(&self, value: &Value) -> Option<Usage> {

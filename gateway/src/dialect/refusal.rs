@@ -1,8 +1,9 @@
-//! OpenAI's 429s: a rate limit (which limit of which scope, how much is used, when to retry), a
-//! request too large for a limit, an exhausted spend budget (`insufficient_quota`), and every
-//! concurrency slot taken.
+//! The 429s every dialect words alike: a rate limit (which limit of which scope, how much is
+//! used, when to retry), a request too large for a limit, an exhausted spend budget (OpenAI's
+//! `insufficient_quota`), and every concurrency slot taken — with `retry-after`,
+//! `retry-after-ms` and `x-should-retry`, which the OpenAI and Anthropic SDKs both honour. Each
+//! dialect renders the error in its own body format.
 
-use super::headers::duration;
 use crate::decision::{Decision, RefusalKind};
 use crate::dialect::ApiRequest;
 use crate::error::{ErrorKind, GatewayError};
@@ -15,6 +16,27 @@ const RETRY_WORTHWHILE_MS: u64 = 60_000;
 
 /// A concurrency refusal suggests retrying this soon: a slot frees when any request finishes.
 const CONCURRENCY_RETRY_MS: u64 = 1_000;
+
+/// OpenAI's reset format: `12ms` under a second, else Go-style `1s`, `9.816s`, `6m0s`, `1h2m3s`.
+pub fn duration(ms: u64) -> String {
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let hours = ms / 3_600_000;
+    let minutes = ms / 60_000 % 60;
+    let millis = ms % 60_000;
+    let seconds = if millis.is_multiple_of(1000) {
+        format!("{}s", millis / 1000)
+    } else {
+        let text = format!("{}.{:03}", millis / 1000, millis % 1000);
+        format!("{}s", text.trim_end_matches('0'))
+    };
+    match (hours, minutes) {
+        (0, 0) => seconds,
+        (0, m) => format!("{m}m{seconds}"),
+        (h, m) => format!("{h}h{m}m{seconds}"),
+    }
+}
 
 fn dollars(micro_usd: u64) -> String {
     format!("${:.2}", micro_usd as f64 / 1e6)
@@ -107,5 +129,22 @@ pub fn rate_limited(request: &ApiRequest, decision: &Decision) -> GatewayError {
             );
             retry_after(error, wait_ms, true)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_like_openai() {
+        assert_eq!(duration(0), "0ms");
+        assert_eq!(duration(12), "12ms");
+        assert_eq!(duration(1000), "1s");
+        assert_eq!(duration(9816), "9.816s");
+        assert_eq!(duration(6410), "6.41s");
+        assert_eq!(duration(360_000), "6m0s");
+        assert_eq!(duration(61_500), "1m1.5s");
+        assert_eq!(duration(3_723_000), "1h2m3s");
     }
 }
