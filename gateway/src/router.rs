@@ -35,6 +35,8 @@ impl Route {
         Some(match path {
             "/v1/chat/completions" => Route::Limited(&openai::CHAT),
             "/v1/completions" => Route::Limited(&openai::COMPLETIONS),
+            "/v1/responses" => Route::Limited(&openai::RESPONSES),
+            "/v1/embeddings" => Route::Limited(&openai::EMBEDDINGS),
             "/v1/messages" => Route::Limited(&anthropic::MESSAGES),
             "/v1/messages/count_tokens" => Route::CountTokens(&anthropic::COUNT_TOKENS),
             "/v1/models" => Route::Models,

@@ -119,3 +119,82 @@ def test_bad_request_is_a_bad_request_error(gateway_url):
     with pytest.raises(openai.BadRequestError) as caught:
         client(gateway_url).chat.completions.create(model="gpt-4o", messages=[], max_tokens=1)
     assert "messages" in caught.value.message
+
+
+def test_responses_create(gateway_url):
+    raw = client(gateway_url).responses.with_raw_response.create(
+        model="gpt-4o", input="Say hello", instructions="Be brief.", max_output_tokens=5,
+    )
+    response = raw.parse()
+    assert response.object == "response"
+    assert response.output_text.startswith("The quick")
+    assert response.status == "incomplete"
+    assert response.incomplete_details.reason == "max_output_tokens"
+    assert response.usage.output_tokens == 5
+    assert response.usage.input_tokens > 0
+    assert raw.headers["x-ratelimit-limit-requests"] == "100"
+
+
+def test_responses_stream(gateway_url):
+    stream = client(gateway_url).responses.create(
+        model="gpt-4o", input=[{"role": "user", "content": [{"type": "input_text", "text": "Stream"}]}],
+        stream=True,
+    )
+    events = list(stream)
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text.startswith("The quick brown fox")
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.usage.output_tokens == 16
+    assert events[-1].response.output_text == text
+
+
+def test_responses_rate_limited(gateway_url):
+    c = client(gateway_url, key="sk-once")
+    time.sleep(0.7)
+    c.responses.create(model="gpt-4o", input="one", max_output_tokens=1)
+    with pytest.raises(openai.RateLimitError) as caught:
+        c.responses.create(model="gpt-4o", input="two", max_output_tokens=1)
+    assert caught.value.code == "rate_limit_exceeded"
+    assert caught.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_embeddings(gateway_url):
+    c = client(gateway_url)
+    # The SDK asks for base64 by default and decodes it.
+    result = c.embeddings.create(model="text-embedding-3-small", input=["hello", "world"], dimensions=8)
+    assert [d.index for d in result.data] == [0, 1]
+    assert all(len(d.embedding) == 8 for d in result.data)
+    norm = sum(v * v for v in result.data[0].embedding) ** 0.5
+    assert abs(norm - 1.0) < 1e-3
+    again = c.embeddings.create(model="text-embedding-3-small", input="hello", dimensions=8,
+                                encoding_format="float")
+    assert again.data[0].embedding == pytest.approx(result.data[0].embedding, abs=1e-6)
+    assert result.usage.prompt_tokens == 2 and result.usage.total_tokens == 2
+    first = c.embeddings.with_raw_response.create(model="text-embedding-3-small", input=[[1, 2, 3]])
+    assert first.parse().usage.prompt_tokens == 3
+    assert len(first.parse().data[0].embedding) == 1536
+    # Input tokens only: the next request takes 3 more input tokens and no output tokens.
+    second = c.embeddings.with_raw_response.create(model="text-embedding-3-small", input=[[1, 2, 3]])
+    remaining = lambda raw, what: int(raw.headers[f"x-ratelimit-remaining-{what}-tokens"])
+    assert remaining(first, "input") - remaining(second, "input") == 3
+    assert remaining(first, "output") == remaining(second, "output")
+
+
+@pytest.fixture(scope="module")
+def proxied(gateway_url):
+    """A second gateway whose OpenAI upstream is the first (with a key of its own there)."""
+    env = {"LLMRL_UPSTREAM_API_KEY": "sk-python"}
+    with stack(KEYS, [{"env": env}, "--upstream", gateway_url.removesuffix("/v1")]) as (url,):
+        yield url + "/v1"
+
+
+def test_responses_and_embeddings_through_an_upstream(proxied):
+    c = client(proxied)
+    response = c.responses.create(model="gpt-4o", input="via proxy", max_output_tokens=3)
+    assert response.usage.output_tokens == 3
+    events = list(c.responses.create(model="gpt-4o", input="stream via proxy", stream=True))
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.usage.output_tokens == 16
+    embedded = c.embeddings.create(model="text-embedding-3-small", input="via proxy", dimensions=4)
+    assert len(embedded.data[0].embedding) == 4
+    assert embedded.usage.prompt_tokens > 0

@@ -1,13 +1,15 @@
-//! OpenAI's API: Chat Completions and (legacy) Completions. Errors as
+//! OpenAI's API: Chat Completions, (legacy) Completions, Responses and Embeddings. Errors as
 //! `{"error": {"message", "type", "param", "code"}}`, `x-ratelimit-*` headers, 429s worded as
 //! OpenAI words them, usage as `prompt_tokens` / `completion_tokens`.
 
+mod embeddings;
 mod headers;
 mod request;
+mod responses;
 mod wire;
 
 use crate::decision::Decision;
-use crate::dialect::{ApiRequest, Dialect, MockAnswer, StreamEvent, Usage};
+use crate::dialect::{ApiRequest, Dialect, MockAnswer, StreamEvent, StreamUsage, Usage};
 use crate::error::{ErrorKind, GatewayError};
 use crate::tokens::Tokenizer;
 use hyper::header::{HeaderName, HeaderValue};
@@ -17,6 +19,8 @@ use serde_json::{json, Value};
 pub enum Endpoint {
     Chat,
     Completions,
+    Responses,
+    Embeddings,
 }
 
 /// One OpenAI endpoint.
@@ -24,6 +28,8 @@ pub struct OpenAi(pub Endpoint);
 
 pub static CHAT: OpenAi = OpenAi(Endpoint::Chat);
 pub static COMPLETIONS: OpenAi = OpenAi(Endpoint::Completions);
+pub static RESPONSES: OpenAi = OpenAi(Endpoint::Responses);
+pub static EMBEDDINGS: OpenAi = OpenAi(Endpoint::Embeddings);
 
 /// OpenAI's `type` for an error kind.
 fn error_type(kind: ErrorKind) -> &'static str {
@@ -65,6 +71,8 @@ impl Dialect for OpenAi {
         match self.0 {
             Endpoint::Chat => "chat",
             Endpoint::Completions => "completions",
+            Endpoint::Responses => "responses",
+            Endpoint::Embeddings => "embeddings",
         }
     }
 
@@ -86,6 +94,8 @@ impl Dialect for OpenAi {
                 .iter()
                 .map(|prompt| tokenizer.count_text(&request.model, prompt))
                 .sum(),
+            Endpoint::Responses => responses::count_input(tokenizer, request),
+            Endpoint::Embeddings => embeddings::count_input(tokenizer, request),
         }
     }
 
@@ -104,6 +114,11 @@ impl Dialect for OpenAi {
     }
 
     fn reported_usage(&self, value: &Value) -> Option<Usage> {
+        match self.0 {
+            Endpoint::Responses => return responses::reported_usage(value),
+            Endpoint::Embeddings => return embeddings::reported_usage(value),
+            Endpoint::Chat | Endpoint::Completions => {}
+        }
         let usage = value.get("usage")?;
         Some(Usage {
             input_tokens: usage.get("prompt_tokens")?.as_u64()?,
@@ -116,22 +131,27 @@ impl Dialect for OpenAi {
     }
 
     fn is_usage_only_event(&self, value: &Value) -> bool {
-        value
-            .get("choices")
-            .and_then(Value::as_array)
-            .is_some_and(Vec::is_empty)
+        matches!(self.0, Endpoint::Chat | Endpoint::Completions)
+            && value
+                .get("choices")
+                .and_then(Value::as_array)
+                .is_some_and(Vec::is_empty)
     }
 
     fn upstream_path(&self) -> &'static str {
         match self.0 {
             Endpoint::Chat => "/v1/chat/completions",
             Endpoint::Completions => "/v1/completions",
+            Endpoint::Responses => "/v1/responses",
+            Endpoint::Embeddings => "/v1/embeddings",
         }
     }
 
     fn upstream_body(&self, request: &ApiRequest) -> Value {
         let mut body = Value::Object(request.body.clone());
-        if request.stream {
+        // A Responses stream always ends with its usage; chat and completions ask for it.
+        let chat_like = matches!(self.0, Endpoint::Chat | Endpoint::Completions);
+        if request.stream && chat_like {
             // Ask for the usage chunk even if the client did not, to settle exactly.
             body["stream_options"] = json!({"include_usage": true});
         }
@@ -139,11 +159,39 @@ impl Dialect for OpenAi {
     }
 
     fn mock_body(&self, request: &ApiRequest, answer: &MockAnswer) -> String {
-        wire::mock_response(self.0, request, answer)
+        match self.0 {
+            Endpoint::Responses => responses::mock_body(request, answer),
+            Endpoint::Embeddings => embeddings::mock_body(request, answer.input_tokens),
+            Endpoint::Chat | Endpoint::Completions => wire::mock_response(self.0, request, answer),
+        }
     }
 
     fn mock_stream(&self, request: &ApiRequest, answer: &MockAnswer) -> Vec<StreamEvent> {
-        wire::mock_stream(self.0, request, answer)
+        match self.0 {
+            Endpoint::Responses => responses::mock_stream(request, answer),
+            // Embeddings are never streamed (parse refuses nothing, but sets stream false).
+            _ => wire::mock_stream(self.0, request, answer),
+        }
+    }
+
+    fn fold_stream_usage(&self, so_far: StreamUsage, event: &Value) -> StreamUsage {
+        match self.0 {
+            Endpoint::Responses => responses::fold_stream_usage(so_far, event),
+            _ => match self.reported_usage(event) {
+                Some(usage) => StreamUsage {
+                    usage,
+                    complete: true,
+                },
+                None => so_far,
+            },
+        }
+    }
+
+    fn is_final_event(&self, event: &[u8]) -> bool {
+        match self.0 {
+            Endpoint::Responses => responses::is_final_event(event),
+            _ => crate::dialect::is_done_event(event),
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use crate::dialect::ApiRequest;
 use crate::error::GatewayError;
 use serde_json::{Map, Value};
 
-fn optional_u64(
+pub(super) fn optional_u64(
     body: &Map<String, Value>,
     field: &str,
     min: u64,
@@ -32,7 +32,7 @@ fn optional_u64(
     }
 }
 
-fn describe(value: &Value) -> String {
+pub(super) fn describe(value: &Value) -> String {
     match value {
         Value::Null => "null".into(),
         Value::Bool(_) => "a boolean".into(),
@@ -85,6 +85,8 @@ pub fn parse_request(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, Gat
     match endpoint {
         Endpoint::Chat => validate_messages(&body)?,
         Endpoint::Completions => validate_prompt(&body)?,
+        Endpoint::Responses => return super::responses::parse(body, model),
+        Endpoint::Embeddings => return super::embeddings::parse(body, model),
     }
     let stream = match body.get("stream") {
         None | Some(Value::Null) => false,

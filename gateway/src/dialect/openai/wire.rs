@@ -1,4 +1,4 @@
-//! OpenAI's answer formats, as the built-in mock produces them: whole completions, stream
+//! OpenAI's chat and completions answer formats, as the built-in mock produces them: whole completions, stream
 //! chunks, the usage chunk, Server-Sent Events framing.
 
 use super::Endpoint;
@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 fn completion_id(endpoint: Endpoint, request_id: &str) -> String {
     match endpoint {
         Endpoint::Chat => format!("chatcmpl-{request_id}"),
-        Endpoint::Completions => format!("cmpl-{request_id}"),
+        _ => format!("cmpl-{request_id}"),
     }
 }
 
@@ -120,7 +120,7 @@ pub fn mock_chunk(
             "system_fingerprint": "llmrl-mock",
             "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
         }),
-        Endpoint::Completions => json!({
+        _ => json!({
             "id": id,
             "object": "text_completion",
             "created": created,
@@ -147,7 +147,7 @@ pub fn usage_chunk(
         "id": id,
         "object": match endpoint {
             Endpoint::Chat => "chat.completion.chunk",
-            Endpoint::Completions => "text_completion",
+            _ => "text_completion",
         },
         "created": created,
         "model": request.model,

@@ -1,0 +1,249 @@
+//! OpenAI's Embeddings API (`POST /v1/embeddings`): input tokens only (a string, strings, or
+//! token arrays), nothing generated, so nothing reserved for output. The mock answers with
+//! deterministic unit vectors of the requested `dimensions`, as floats or base64 (the `openai`
+//! SDKs ask for base64 by default).
+
+use super::request::{describe, optional_u64};
+use crate::dialect::{ApiRequest, Usage};
+use crate::error::GatewayError;
+use crate::tokens::Tokenizer;
+use base64::Engine;
+use serde_json::{json, Map, Value};
+
+/// Inputs in one request, at most (OpenAI's limit).
+const MAX_INPUTS: usize = 2048;
+/// The largest `dimensions` accepted.
+const MAX_DIMENSIONS: u64 = 8192;
+
+fn invalid(message: String, param: &str) -> GatewayError {
+    GatewayError::invalid(message, Some(param))
+}
+
+/// Whether a value is an array of token ids.
+fn is_token_array(value: &Value) -> bool {
+    value
+        .as_array()
+        .is_some_and(|ids| !ids.is_empty() && ids.iter().all(Value::is_u64))
+}
+
+pub fn parse(body: Map<String, Value>, model: String) -> Result<ApiRequest, GatewayError> {
+    let valid = match body.get("input") {
+        None => return Err(invalid("Missing required parameter: 'input'.".into(), "input")),
+        Some(Value::String(text)) => !text.is_empty(),
+        Some(input @ Value::Array(items)) => {
+            if items.len() > MAX_INPUTS {
+                return Err(invalid(
+                    format!("'input' has {} items; the maximum is {MAX_INPUTS}.", items.len()),
+                    "input",
+                ));
+            }
+            !items.is_empty()
+                && (is_token_array(input)
+                    || items
+                        .iter()
+                        .all(|item| item.as_str().is_some_and(|s| !s.is_empty()) || is_token_array(item)))
+        }
+        Some(other) => {
+            return Err(invalid(
+                format!("Invalid type for 'input': expected a string, an array of strings or token arrays, but got {}.", describe(other)),
+                "input",
+            ))
+        }
+    };
+    if !valid {
+        return Err(invalid(
+            "'input' must be a non-empty string, an array of non-empty strings, or arrays of token ids.".into(),
+            "input",
+        ));
+    }
+    if let Some(dimensions) = optional_u64(&body, "dimensions", 1)? {
+        if dimensions > MAX_DIMENSIONS {
+            return Err(invalid(
+                format!(
+                    "{dimensions} is greater than the maximum of {MAX_DIMENSIONS} - 'dimensions'"
+                ),
+                "dimensions",
+            ));
+        }
+    }
+    match body.get("encoding_format") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(format)) if format == "float" || format == "base64" => {}
+        Some(_) => {
+            return Err(invalid(
+                "'encoding_format' must be 'float' or 'base64'.".into(),
+                "encoding_format",
+            ))
+        }
+    }
+    Ok(ApiRequest {
+        body,
+        model,
+        stream: false,
+        include_usage: false,
+        // Nothing is generated: no output reservation.
+        max_output_tokens: Some(0),
+        n: 1,
+    })
+}
+
+/// The inputs, each as its text or its token ids.
+fn inputs(body: &Map<String, Value>) -> Vec<&Value> {
+    match body.get("input") {
+        Some(input @ Value::String(_)) => vec![input],
+        Some(input @ Value::Array(_)) if is_token_array(input) => vec![input],
+        Some(Value::Array(items)) => items.iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+pub fn count_input(tokenizer: &Tokenizer, request: &ApiRequest) -> u64 {
+    inputs(&request.body)
+        .into_iter()
+        .map(|input| match input {
+            Value::String(text) => tokenizer.count_text(&request.model, text),
+            Value::Array(ids) => ids.len() as u64,
+            _ => 0,
+        })
+        .sum()
+}
+
+pub fn reported_usage(value: &Value) -> Option<Usage> {
+    Some(Usage {
+        input_tokens: value.pointer("/usage/prompt_tokens")?.as_u64()?,
+        output_tokens: 0,
+        cached_input_tokens: 0,
+    })
+}
+
+/// A model's vector length unless `dimensions` says.
+fn default_dimensions(model: &str) -> usize {
+    if model.contains("3-large") {
+        3072
+    } else {
+        1536
+    }
+}
+
+/// A unit vector determined by the input: the same input always embeds the same way.
+fn vector(input: &Value, dimensions: usize) -> Vec<f32> {
+    // FNV-1a of the input's JSON seeds an xorshift generator.
+    let mut state = input
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+        | 1;
+    let mut values: Vec<f32> = (0..dimensions)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect();
+    let norm = values
+        .iter()
+        .map(|v| v * v)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::MIN_POSITIVE);
+    for value in &mut values {
+        *value /= norm;
+    }
+    values
+}
+
+pub fn mock_body(request: &ApiRequest, input_tokens: u64) -> String {
+    let dimensions = request
+        .body
+        .get("dimensions")
+        .and_then(Value::as_u64)
+        .map_or(default_dimensions(&request.model), |d| d as usize);
+    let base64 = request.body.get("encoding_format").and_then(Value::as_str) == Some("base64");
+    let data: Vec<Value> = inputs(&request.body)
+        .into_iter()
+        .enumerate()
+        .map(|(index, input)| {
+            let values = vector(input, dimensions);
+            let embedding = if base64 {
+                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(values)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    json!({
+        "object": "list",
+        "data": data,
+        "model": request.model,
+        "usage": {"prompt_tokens": input_tokens, "total_tokens": input_tokens},
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_body(body: &str) -> Result<ApiRequest, GatewayError> {
+        let Value::Object(body) = serde_json::from_str(body).unwrap() else {
+            panic!("not an object")
+        };
+        parse(body, "text-embedding-3-small".into())
+    }
+
+    #[test]
+    fn inputs_of_every_shape() {
+        for body in [
+            r#"{"input":"hello"}"#,
+            r#"{"input":["a","b"]}"#,
+            r#"{"input":[1,2,3]}"#,
+            r#"{"input":[[1,2],[3]],"dimensions":8,"encoding_format":"base64"}"#,
+        ] {
+            let request = parse_body(body).unwrap();
+            assert_eq!(request.max_output_tokens, Some(0), "{body}");
+        }
+        for (body, param) in [
+            (r#"{}"#, "input"),
+            (r#"{"input":""}"#, "input"),
+            (r#"{"input":[]}"#, "input"),
+            (r#"{"input":[1,"a"]}"#, "input"),
+            (r#"{"input":{"a":1}}"#, "input"),
+            (r#"{"input":"x","dimensions":0}"#, "dimensions"),
+            (
+                r#"{"input":"x","encoding_format":"hex"}"#,
+                "encoding_format",
+            ),
+        ] {
+            assert_eq!(
+                parse_body(body).unwrap_err().param.as_deref(),
+                Some(param),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn vectors_are_deterministic_units_of_the_asked_size() {
+        let a = vector(&json!("hello"), 64);
+        assert_eq!(a.len(), 64);
+        assert_eq!(a, vector(&json!("hello"), 64));
+        assert_ne!(a, vector(&json!("world"), 64));
+        let norm: f32 = a.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4);
+        let request =
+            parse_body(r#"{"input":["a","b"],"dimensions":4,"encoding_format":"base64"}"#).unwrap();
+        let body: Value = serde_json::from_str(&mock_body(&request, 2)).unwrap();
+        assert_eq!(body["data"].as_array().unwrap().len(), 2);
+        let encoded = body["data"][1]["embedding"].as_str().unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
+        assert_eq!(bytes.len(), 4 * 4);
+        assert_eq!(body["usage"]["prompt_tokens"], 2);
+    }
+}

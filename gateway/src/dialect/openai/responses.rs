@@ -1,0 +1,381 @@
+//! OpenAI's Responses API (`POST /v1/responses`): `input` (a string or items), `instructions`,
+//! `max_output_tokens`; usage as `input_tokens` / `output_tokens`; streams of typed events
+//! ending in `response.completed` (or `.incomplete`, `.failed`), which carries the usage.
+
+use super::request::{describe, optional_u64};
+use crate::dialect::{ApiRequest, MockAnswer, StreamEvent, StreamUsage, Usage};
+use crate::error::GatewayError;
+use crate::tokens::Tokenizer;
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+/// Tokens counted per input item (its role and framing), and once for the reply.
+const PER_ITEM_TOKENS: u64 = 3;
+const REPLY_PRIMING: u64 = 3;
+
+/// The events a stream ends with; each carries the whole response with its usage.
+const FINAL_EVENTS: [&str; 3] = [
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+];
+
+fn invalid(message: String, param: &str) -> GatewayError {
+    GatewayError::invalid(message, Some(param))
+}
+
+pub fn parse(body: Map<String, Value>, model: String) -> Result<ApiRequest, GatewayError> {
+    match body.get("input") {
+        None => return Err(invalid("Missing required parameter: 'input'.".into(), "input")),
+        Some(Value::String(_)) => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let Some(item) = item.as_object() else {
+                    return Err(invalid(
+                        format!("Invalid type for 'input[{i}]': expected an object, but got {}.", describe(item)),
+                        &format!("input[{i}]"),
+                    ));
+                };
+                if !item.contains_key("role") && !item.contains_key("type") {
+                    return Err(invalid(
+                        format!("Missing required parameter: 'input[{i}].role'."),
+                        &format!("input[{i}].role"),
+                    ));
+                }
+            }
+        }
+        Some(other) => {
+            return Err(invalid(
+                format!("Invalid type for 'input': expected a string or an array of input items, but got {}.", describe(other)),
+                "input",
+            ))
+        }
+    }
+    if let Some(instructions) = body.get("instructions").filter(|v| !v.is_null()) {
+        if !instructions.is_string() {
+            return Err(invalid(
+                format!(
+                    "Invalid type for 'instructions': expected a string, but got {}.",
+                    describe(instructions)
+                ),
+                "instructions",
+            ));
+        }
+    }
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(stream)) => *stream,
+        Some(other) => {
+            return Err(invalid(
+                format!(
+                    "Invalid type for 'stream': expected a boolean, but got {}.",
+                    describe(other)
+                ),
+                "stream",
+            ))
+        }
+    };
+    let max_output_tokens = optional_u64(&body, "max_output_tokens", 1)?;
+    Ok(ApiRequest {
+        body,
+        model,
+        stream,
+        // A stream's last event carries the usage, always.
+        include_usage: stream,
+        max_output_tokens,
+        n: 1,
+    })
+}
+
+/// The text of a content value: a string, or parts with `text` (other parts as their JSON).
+fn content_tokens(tokenizer: &Tokenizer, model: &str, content: &Value) -> u64 {
+    match content {
+        Value::String(text) => tokenizer.count_text(model, text),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|part| match part.get("text").and_then(Value::as_str) {
+                Some(text) => tokenizer.count_text(model, text),
+                None => tokenizer.count_text(model, &part.to_string()),
+            })
+            .sum(),
+        Value::Null => 0,
+        other => tokenizer.count_text(model, &other.to_string()),
+    }
+}
+
+pub fn count_input(tokenizer: &Tokenizer, request: &ApiRequest) -> u64 {
+    let model = request.model.as_str();
+    let mut total = REPLY_PRIMING;
+    if let Some(Value::String(instructions)) = request.body.get("instructions") {
+        total += PER_ITEM_TOKENS + tokenizer.count_text(model, instructions);
+    }
+    match request.body.get("input") {
+        Some(Value::String(text)) => total += PER_ITEM_TOKENS + tokenizer.count_text(model, text),
+        Some(Value::Array(items)) => {
+            for item in items {
+                total += PER_ITEM_TOKENS;
+                total += match item.get("content") {
+                    Some(content) => content_tokens(tokenizer, model, content),
+                    // Function calls, their outputs and the like: their JSON.
+                    None => tokenizer.count_text(model, &item.to_string()),
+                };
+            }
+        }
+        _ => {}
+    }
+    total
+}
+
+pub fn reported_usage(value: &Value) -> Option<Usage> {
+    let usage = value.get("usage")?;
+    Some(Usage {
+        input_tokens: usage.get("input_tokens")?.as_u64()?,
+        output_tokens: usage.get("output_tokens")?.as_u64()?,
+        cached_input_tokens: usage
+            .pointer("/input_tokens_details/cached_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+    })
+}
+
+/// A stream's usage: only its final event reports it (in its `response`).
+pub fn fold_stream_usage(so_far: StreamUsage, event: &Value) -> StreamUsage {
+    let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
+    if !FINAL_EVENTS.contains(&kind) {
+        return so_far;
+    }
+    match event.get("response").and_then(reported_usage) {
+        Some(usage) => StreamUsage {
+            usage,
+            complete: true,
+        },
+        None => so_far,
+    }
+}
+
+pub fn is_final_event(event: &[u8]) -> bool {
+    std::str::from_utf8(event).is_ok_and(|text| {
+        text.lines().any(|line| {
+            line.strip_prefix("event:")
+                .is_some_and(|name| FINAL_EVENTS.contains(&name.trim()))
+        })
+    })
+}
+
+fn usage_json(input_tokens: u64, output_tokens: u64) -> Value {
+    json!({
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": input_tokens.saturating_add(output_tokens),
+    })
+}
+
+/// The response object; `text` and `usage` only once it is done.
+fn response_json(
+    request: &ApiRequest,
+    answer: &MockAnswer,
+    status: &str,
+    output: Value,
+    usage: Value,
+) -> Value {
+    let incomplete = (status == "incomplete").then(|| json!({"reason": "max_output_tokens"}));
+    json!({
+        "id": format!("resp_{}", answer.id),
+        "object": "response",
+        "created_at": answer.created,
+        "status": status,
+        "error": null,
+        "incomplete_details": incomplete,
+        "instructions": request.body.get("instructions").cloned().unwrap_or(Value::Null),
+        "max_output_tokens": request.max_output_tokens,
+        "model": request.model,
+        "output": output,
+        "parallel_tool_calls": true,
+        "previous_response_id": null,
+        "reasoning": {"effort": null, "summary": null},
+        "store": false,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": usage,
+        "user": null,
+        "metadata": {},
+    })
+}
+
+fn message_item(answer: &MockAnswer, status: &str, text: Option<&str>) -> Value {
+    let content = match text {
+        Some(text) => json!([{"type": "output_text", "text": text, "annotations": []}]),
+        None => json!([]),
+    };
+    json!({
+        "type": "message",
+        "id": format!("msg_{}", answer.id),
+        "status": status,
+        "role": "assistant",
+        "content": content,
+    })
+}
+
+/// The status of a finished mock response: cut short by `max_output_tokens`, or complete.
+fn final_status(answer: &MockAnswer) -> &'static str {
+    if answer.finish_reason == "length" {
+        "incomplete"
+    } else {
+        "completed"
+    }
+}
+
+pub fn mock_body(request: &ApiRequest, answer: &MockAnswer) -> String {
+    let status = final_status(answer);
+    let output = json!([message_item(answer, "completed", Some(answer.text))]);
+    let usage = usage_json(answer.input_tokens, answer.output_tokens_per_choice);
+    response_json(request, answer, status, output, usage).to_string()
+}
+
+pub fn mock_stream(request: &ApiRequest, answer: &MockAnswer) -> Vec<StreamEvent> {
+    let mut sequence = 0u64;
+    let mut event = |mut data: Value, output_tokens| {
+        let kind = data["type"].as_str().unwrap_or("").to_string();
+        data["sequence_number"] = sequence.into();
+        sequence += 1;
+        StreamEvent {
+            bytes: Bytes::from(format!("event: {kind}\ndata: {data}\n\n")),
+            output_tokens,
+        }
+    };
+    let in_progress = response_json(request, answer, "in_progress", json!([]), Value::Null);
+    let mut events = vec![
+        event(
+            json!({"type": "response.created", "response": in_progress}),
+            0,
+        ),
+        event(
+            json!({"type": "response.in_progress", "response": in_progress}),
+            0,
+        ),
+        event(
+            json!({"type": "response.output_item.added", "output_index": 0,
+                   "item": message_item(answer, "in_progress", None)}),
+            0,
+        ),
+    ];
+    let item_id = format!("msg_{}", answer.id);
+    events.push(event(
+        json!({"type": "response.content_part.added", "item_id": item_id, "output_index": 0,
+               "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+        0,
+    ));
+    let mut text = String::new();
+    let mut produced = 0u64;
+    for (delta, tokens) in answer.chunks {
+        events.push(event(
+            json!({"type": "response.output_text.delta", "item_id": item_id, "output_index": 0,
+                   "content_index": 0, "delta": delta}),
+            *tokens,
+        ));
+        text.push_str(delta);
+        produced += tokens;
+    }
+    let part = json!({"type": "output_text", "text": text, "annotations": []});
+    events.push(event(
+        json!({"type": "response.output_text.done", "item_id": item_id, "output_index": 0,
+               "content_index": 0, "text": text}),
+        0,
+    ));
+    events.push(event(
+        json!({"type": "response.content_part.done", "item_id": item_id, "output_index": 0,
+               "content_index": 0, "part": part}),
+        0,
+    ));
+    let item = message_item(answer, "completed", Some(&text));
+    events.push(event(
+        json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
+        0,
+    ));
+    let status = final_status(answer);
+    let done = response_json(
+        request,
+        answer,
+        status,
+        json!([item]),
+        usage_json(answer.input_tokens, produced),
+    );
+    events.push(event(
+        json!({"type": format!("response.{status}"), "response": done}),
+        0,
+    ));
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_body(body: &str) -> Result<ApiRequest, GatewayError> {
+        let Value::Object(body) = serde_json::from_str(body).unwrap() else {
+            panic!("not an object")
+        };
+        parse(body, "gpt-4o".into())
+    }
+
+    #[test]
+    fn parses_inputs_and_refuses_bad_ones() {
+        let request =
+            parse_body(r#"{"model":"gpt-4o","input":"Hi","max_output_tokens":20,"stream":true}"#)
+                .unwrap();
+        assert_eq!(request.max_output_tokens, Some(20));
+        assert!(request.stream && request.include_usage);
+        let items = parse_body(
+            r#"{"input":[{"role":"user","content":[{"type":"input_text","text":"Hi"}]},{"type":"function_call_output","call_id":"c","output":"42"}]}"#,
+        );
+        assert!(items.is_ok());
+        for (body, param) in [
+            (r#"{}"#, "input"),
+            (r#"{"input":3}"#, "input"),
+            (r#"{"input":[3]}"#, "input[0]"),
+            (r#"{"input":[{"content":"x"}]}"#, "input[0].role"),
+            (r#"{"input":"x","instructions":1}"#, "instructions"),
+            (
+                r#"{"input":"x","max_output_tokens":0}"#,
+                "max_output_tokens",
+            ),
+        ] {
+            assert_eq!(
+                parse_body(body).unwrap_err().param.as_deref(),
+                Some(param),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn usage_from_the_final_event() {
+        let done = json!({"type": "response.completed", "response": {"usage": {
+            "input_tokens": 9, "input_tokens_details": {"cached_tokens": 4}, "output_tokens": 5}}});
+        let folded = fold_stream_usage(StreamUsage::default(), &done);
+        assert!(folded.complete);
+        assert_eq!(
+            folded.usage,
+            Usage {
+                input_tokens: 9,
+                output_tokens: 5,
+                cached_input_tokens: 4
+            }
+        );
+        let delta = json!({"type": "response.output_text.delta", "delta": "x"});
+        assert_eq!(
+            fold_stream_usage(StreamUsage::default(), &delta),
+            StreamUsage::default()
+        );
+        assert!(is_final_event(b"event: response.incomplete\ndata: {}\n\n"));
+        assert!(!is_final_event(
+            b"event: response.output_text.delta\ndata: {}\n\n"
+        ));
+    }
+}
