@@ -2,7 +2,7 @@
 //! and count, with every outcome recorded.
 
 use crate::answer::{has_content, is_event_stream, usage};
-use crate::{Cli, Select};
+use crate::{Api, Cli, Select};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
@@ -79,6 +79,7 @@ pub struct Outcome {
 }
 
 struct Shared {
+    api: Api,
     /// Each node's `host:port`.
     addresses: Vec<String>,
     nodes: Vec<String>,
@@ -128,7 +129,41 @@ impl Shared {
     }
 }
 
+/// One request body in `api`'s format with a prompt of `text`.
+fn body(cli: &Cli, text: String) -> Value {
+    let mut body = match cli.api {
+        Api::Chat => serde_json::json!({
+            "model": cli.model,
+            "messages": [{"role": "user", "content": text}],
+        }),
+        Api::Responses => serde_json::json!({"model": cli.model, "input": text}),
+        Api::Messages => serde_json::json!({
+            "model": cli.model,
+            "max_tokens": cli.max_tokens.unwrap_or(16),
+            "messages": [{"role": "user", "content": text}],
+        }),
+        Api::Embeddings => serde_json::json!({"model": cli.model, "input": text}),
+    };
+    if let Some(max_tokens) = cli.max_tokens {
+        match cli.api {
+            Api::Chat => body["max_tokens"] = max_tokens.into(),
+            Api::Responses => body["max_output_tokens"] = max_tokens.into(),
+            Api::Messages | Api::Embeddings => {}
+        }
+    }
+    if cli.stream {
+        body["stream"] = true.into();
+        if cli.api == Api::Chat {
+            body["stream_options"] = serde_json::json!({"include_usage": true});
+        }
+    }
+    body
+}
+
 fn build_bodies(cli: &Cli) -> Result<Vec<Bytes>, String> {
+    if cli.stream && cli.api == Api::Embeddings {
+        return Err("embeddings are never streamed: drop --stream".into());
+    }
     let (min, max) = cli.prompt_range()?;
     // A few dozen prompt sizes spread over the range; " the" is one token in OpenAI's encodings.
     let steps = if min == max { 1 } else { 32 };
@@ -139,18 +174,7 @@ fn build_bodies(cli: &Cli) -> Result<Vec<Bytes>, String> {
             } else {
                 min + (max - min) * i / (steps - 1)
             };
-            let mut body = serde_json::json!({
-                "model": cli.model,
-                "messages": [{"role": "user", "content": " the".repeat(tokens as usize)}],
-            });
-            if let Some(max_tokens) = cli.max_tokens {
-                body["max_tokens"] = max_tokens.into();
-            }
-            if cli.stream {
-                body["stream"] = true.into();
-                body["stream_options"] = serde_json::json!({"include_usage": true});
-            }
-            Bytes::from(body.to_string())
+            Bytes::from(body(cli, " the".repeat(tokens as usize)).to_string())
         })
         .collect())
 }
@@ -182,6 +206,7 @@ pub async fn drive(cli: &Cli) -> Result<Outcome, String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
     let shared = Arc::new(Shared {
+        api: cli.api,
         addresses,
         nodes,
         keys: cli.keys.clone(),
@@ -390,9 +415,15 @@ async fn send(
     let (node, key) = shared.pick(rng);
     let body = shared.bodies[rng.random_range(0..shared.bodies.len())].clone();
     let sent = Instant::now();
-    let request = Request::post("/v1/chat/completions")
-        .header("host", &shared.addresses[node])
-        .header("authorization", format!("Bearer {}", shared.keys[key]))
+    let builder = Request::post(shared.api.path()).header("host", &shared.addresses[node]);
+    // As each API's own clients send the key.
+    let builder = match shared.api {
+        Api::Messages => builder
+            .header("x-api-key", &shared.keys[key])
+            .header("anthropic-version", "2023-06-01"),
+        _ => builder.header("authorization", format!("Bearer {}", shared.keys[key])),
+    };
+    let request = builder
         .header("content-type", "application/json")
         .body(Full::new(body));
     let mut sample = Sample {
@@ -423,7 +454,7 @@ async fn send(
             let mut last_content_at = headers_at;
             while let Some(frame) = body.frame().await {
                 if let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() {
-                    if has_content(&data) {
+                    if has_content(shared.api, &data) {
                         last_content_at = Instant::now();
                     }
                     bytes.extend_from_slice(&data);
@@ -446,7 +477,7 @@ async fn send(
             200 => {
                 shared.ok.fetch_add(1, Ordering::Relaxed);
                 sample.status = Status::Ok;
-                if let Some(usage) = usage(&bytes) {
+                if let Some(usage) = usage(shared.api, &bytes) {
                     sample.prompt_tokens = usage.prompt;
                     sample.completion_tokens = usage.completion;
                     sample.cached_tokens = usage.cached;

@@ -11,6 +11,30 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// Which API the requests speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Api {
+    /// OpenAI's chat completions (`/v1/chat/completions`).
+    Chat,
+    /// OpenAI's Responses (`/v1/responses`).
+    Responses,
+    /// Anthropic's Messages (`/v1/messages`, key in `x-api-key`).
+    Messages,
+    /// OpenAI's embeddings (`/v1/embeddings`; input tokens only, never streamed).
+    Embeddings,
+}
+
+impl Api {
+    pub fn path(self) -> &'static str {
+        match self {
+            Api::Chat => "/v1/chat/completions",
+            Api::Responses => "/v1/responses",
+            Api::Messages => "/v1/messages",
+            Api::Embeddings => "/v1/embeddings",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Select {
     RoundRobin,
@@ -33,12 +57,16 @@ pub struct Cli {
     /// How each request picks its node and key.
     #[arg(long, value_enum, default_value = "round-robin")]
     pub select: Select,
+    /// The API the requests speak.
+    #[arg(long, value_enum, default_value = "chat")]
+    pub api: Api,
     #[arg(long, default_value = "gpt-4o-mini")]
     pub model: String,
     /// Prompt size in tokens: N, or MIN-MAX for a uniform range.
     #[arg(long, default_value = "32")]
     pub prompt_tokens: String,
-    /// max_tokens of each request (omit to use the key's default reservation).
+    /// max_tokens of each request (omit to use the key's default reservation; Anthropic's
+    /// Messages requires one: 16 then).
     #[arg(long)]
     pub max_tokens: Option<u64>,
     /// Ask for streamed responses (with the usage chunk).

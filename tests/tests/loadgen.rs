@@ -242,3 +242,70 @@ fn the_audit_catches_an_over_admitting_target() {
         "usage read from the streams"
     );
 }
+
+/// Every API the gateway speaks, driven and audited by the load generator: each key's request
+/// limit is reached exactly, usage is read back from each API's own answers and streams, and
+/// the gateway counts the same on each route.
+#[test]
+fn every_api_is_driven_and_audited() {
+    let redis = RedisServer::start(&[]);
+    let toml: String = ["responses", "messages", "embeddings"]
+        .iter()
+        .map(|api| {
+            format!("[[keys]]\nname = \"{api}\"\nkey = \"sk-{api}\"\nrpm = 12\notpm = 100000\n\n")
+        })
+        .collect();
+    let keys = write_keys(&redis.dir, &toml);
+    let gw = Gateway::start(redis.port, &keys, &[]);
+    let url = format!("http://127.0.0.1:{}", gw.port);
+    let keys_arg = keys.display().to_string();
+    // Each admitted answer produces 6 output tokens (none for embeddings).
+    for (api, model, stream, produced) in [
+        ("responses", "gpt-4o", true, 72),
+        ("messages", "claude-haiku-4-5", true, 72),
+        ("embeddings", "text-embedding-3-small", false, 0),
+    ] {
+        let key = format!("sk-{api}");
+        let mut args = vec![
+            "--node",
+            &url,
+            "--key",
+            &key,
+            "--api",
+            api,
+            "--model",
+            model,
+            "--concurrency",
+            "4",
+            "--duration",
+            "1",
+            "--max-tokens",
+            "6",
+            "--audit",
+            "--keys-file",
+            &keys_arg,
+        ];
+        if stream {
+            args.push("--stream");
+        }
+        let json = redis.dir.join(format!("{api}.json"));
+        let (code, output, report) = run_loadgen_report(&args, &json);
+        assert_eq!(code, 0, "{api}: {output}");
+        assert_eq!(report["status_codes"]["200"], 12, "{api}: {output}");
+        let audit = &report["audit"][0];
+        assert_eq!(audit["violations"], 0, "{api}");
+        assert_eq!(audit["dimensions"][0]["admitted"], 12, "{api}");
+        assert_eq!(audit["dimensions"][1]["dimension"], "output_tokens");
+        assert_eq!(
+            audit["dimensions"][1]["admitted"], produced,
+            "{api}: usage read back"
+        );
+        let route = format!("route=\"{api}\"");
+        let served = metric(
+            gw.port,
+            "llmrl_gateway_requests_total",
+            &[&route, "status=\"200\""],
+        );
+        assert_eq!(served, 12, "{api}");
+    }
+}

@@ -73,6 +73,10 @@ pub fn plan_for(cli: &Cli) -> Result<AuditPlan, String> {
         let mut plan = from_keys_file(&file, &cli.keys, &cli.model)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         plan.slack_ms = cli.audit_slack_ms;
+        // Unset in the file, each API follows its provider: Anthropic's cache reads do not count.
+        plan.costing.count_cached_input = file
+            .count_cached_input
+            .unwrap_or(cli.api != crate::Api::Messages);
         return Ok(plan);
     }
     let Some(spec) = &cli.limits else {
