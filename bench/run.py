@@ -86,6 +86,15 @@ input = 0.15
 output = 0.6
 """
 POLICY_TARGET = "gateway, 5-scope policy, 1 node"
+# Each API dialect against the single-scope gateway (its API, model, streamed), and what it is
+# compared with: chat completions, streamed alike.
+CHAT_STREAMED = "gateway, limiter, 1 node, chat streamed"
+DIALECT_TARGETS = {
+    "gateway, limiter, 1 node, Responses": (("responses", "gpt-4o-mini", False), "gateway, limiter, 1 node"),
+    "gateway, limiter, 1 node, Embeddings": (("embeddings", "text-embedding-3-small", False), "gateway, limiter, 1 node"),
+    CHAT_STREAMED: (("chat", "gpt-4o-mini", True), None),
+    "gateway, limiter, 1 node, Anthropic Messages streamed": (("messages", "claude-haiku-4-5", True), CHAT_STREAMED),
+}
 
 
 def free_port():
@@ -331,12 +340,14 @@ def memory_section(procs, smoke, tmp):
     return out
 
 
-def loadgen(nodes, duration, concurrency=64, rate=None, key="sk-bench"):
+def loadgen(nodes, duration, concurrency=64, rate=None, key="sk-bench", api=("chat", "gpt-4o-mini", False)):
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         report_path = f.name
     hgrm_path = report_path + ".hgrm"
+    name, model, stream = api
     args = [LOADGEN, "--quiet", "--key", key, "--max-tokens", "16", "--prompt-tokens", "32",
-            "--duration", str(duration), "--json", report_path, "--hgrm", hgrm_path]
+            "--duration", str(duration), "--json", report_path, "--hgrm", hgrm_path,
+            "--api", name, "--model", model] + (["--stream"] if stream else [])
     for node in nodes:
         args += ["--node", f"http://127.0.0.1:{node}"]
     if rate:
@@ -416,6 +427,7 @@ def gateway_section(procs, smoke, tmp):
     three = [limited, gateway(), gateway()]
     targets = {"bare hyper": [bare], "gateway --no-limiter": [no_limiter], "gateway, limiter, 1 node": [limited],
                POLICY_TARGET: [limited], "gateway, limiter, 3 nodes": three}
+    targets.update({name: [limited] for name in DIALECT_TARGETS})
     duration = 1 if smoke else 5
     rounds = 1 if smoke else 3
     runs = {name: [] for name in targets}
@@ -423,7 +435,8 @@ def gateway_section(procs, smoke, tmp):
         # Interleaved, so drift on a shared machine hits every target alike.
         for name, nodes in targets.items():
             key = "sk-bench-policy" if name == POLICY_TARGET else "sk-bench"
-            runs[name].append(loadgen(nodes, duration, key=key))
+            api = DIALECT_TARGETS[name][0] if name in DIALECT_TARGETS else ("chat", "gpt-4o-mini", False)
+            runs[name].append(loadgen(nodes, duration, key=key, api=api))
     summary = {}
     for name, results in runs.items():
         best = sorted(results, key=lambda r: r["rps"])[len(results) // 2]
@@ -451,6 +464,10 @@ def gateway_section(procs, smoke, tmp):
         "policy_5_scopes_1_node_over_bare": summary[POLICY_TARGET]["rps"] / bare_rps,
         "policy_5_scopes_over_single_scope": summary[POLICY_TARGET]["rps"] / summary["gateway, limiter, 1 node"]["rps"],
     }
+    for name, (api, baseline) in DIALECT_TARGETS.items():
+        if baseline:
+            label = name.split(", ")[-1].replace(" ", "_").lower()
+            ratios[f"{label}_over_chat{'_streamed' if api[2] else ''}"] = summary[name]["rps"] / summary[baseline]["rps"]
     return {"closed_loop": summary, "open_loop_half": dict(open_loop, rate=round(half)),
             "policy_open_loop_half": dict(policy_open, rate=round(policy_half)), "ratios": ratios,
             "redis_round_trip": round_trip}

@@ -142,7 +142,10 @@ fn body(cli: &Cli, text: String) -> Value {
             "max_tokens": cli.max_tokens.unwrap_or(16),
             "messages": [{"role": "user", "content": text}],
         }),
-        Api::Embeddings => serde_json::json!({"model": cli.model, "input": text}),
+        // As the SDKs ask by default: vectors as base64.
+        Api::Embeddings => {
+            serde_json::json!({"model": cli.model, "input": text, "encoding_format": "base64"})
+        }
     };
     if let Some(max_tokens) = cli.max_tokens {
         match cli.api {

@@ -8,7 +8,7 @@ use crate::dialect::{ApiRequest, Usage};
 use crate::error::GatewayError;
 use crate::tokens::Tokenizer;
 use base64::Engine;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// Inputs in one request, at most (OpenAI's limit).
 const MAX_INPUTS: usize = 2048;
@@ -155,34 +155,51 @@ fn vector(input: &Value, dimensions: usize) -> Vec<f32> {
     values
 }
 
+/// The mock's answer, written straight into one string: an embedding is kilobytes of numbers,
+/// and a `Value` tree of them would cost more than everything else the request does.
 pub fn mock_body(request: &ApiRequest, input_tokens: u64) -> String {
+    use std::fmt::Write;
     let dimensions = request
         .body
         .get("dimensions")
         .and_then(Value::as_u64)
         .map_or(default_dimensions(&request.model), |d| d as usize);
     let base64 = request.body.get("encoding_format").and_then(Value::as_str) == Some("base64");
-    let data: Vec<Value> = inputs(&request.body)
-        .into_iter()
-        .enumerate()
-        .map(|(index, input)| {
-            let values = vector(input, dimensions);
-            let embedding = if base64 {
-                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
-            } else {
-                json!(values)
-            };
-            json!({"object": "embedding", "index": index, "embedding": embedding})
-        })
-        .collect();
-    json!({
-        "object": "list",
-        "data": data,
-        "model": request.model,
-        "usage": {"prompt_tokens": input_tokens, "total_tokens": input_tokens},
-    })
-    .to_string()
+    let inputs = inputs(&request.body);
+    let mut out = String::with_capacity(64 + inputs.len() * (dimensions * 12 + 48));
+    out.push_str(r#"{"object":"list","data":["#);
+    for (index, input) in inputs.into_iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            r#"{{"object":"embedding","index":{index},"embedding":"#
+        );
+        let values = vector(input, dimensions);
+        if base64 {
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            out.push('"');
+            base64::engine::general_purpose::STANDARD.encode_string(bytes, &mut out);
+            out.push('"');
+        } else {
+            out.push('[');
+            for (i, value) in values.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "{value}");
+            }
+            out.push(']');
+        }
+        out.push('}');
+    }
+    let model = Value::String(request.model.clone());
+    let _ = write!(
+        out,
+        r#"],"model":{model},"usage":{{"prompt_tokens":{input_tokens},"total_tokens":{input_tokens}}}}}"#
+    );
+    out
 }
 
 #[cfg(test)]
@@ -229,10 +246,11 @@ mod tests {
 
     #[test]
     fn vectors_are_deterministic_units_of_the_asked_size() {
-        let a = vector(&json!("hello"), 64);
+        let text = |s: &str| Value::String(s.into());
+        let a = vector(&text("hello"), 64);
         assert_eq!(a.len(), 64);
-        assert_eq!(a, vector(&json!("hello"), 64));
-        assert_ne!(a, vector(&json!("world"), 64));
+        assert_eq!(a, vector(&text("hello"), 64));
+        assert_ne!(a, vector(&text("world"), 64));
         let norm: f32 = a.iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4);
         let request =
@@ -245,5 +263,13 @@ mod tests {
             .unwrap();
         assert_eq!(bytes.len(), 4 * 4);
         assert_eq!(body["usage"]["prompt_tokens"], 2);
+        assert_eq!(body["model"], "text-embedding-3-small");
+        let floats = parse_body(r#"{"input":"a","dimensions":3}"#).unwrap();
+        let body: Value = serde_json::from_str(&mock_body(&floats, 1)).unwrap();
+        let values = body["data"][0]["embedding"].as_array().unwrap();
+        assert_eq!(values.len(), 3);
+        assert!(values
+            .iter()
+            .all(|v| v.as_f64().is_some_and(|v| v.abs() <= 1.0)));
     }
 }

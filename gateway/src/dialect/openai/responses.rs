@@ -7,6 +7,7 @@ use crate::dialect::{ApiRequest, MockAnswer, StreamEvent, StreamUsage, Usage};
 use crate::error::GatewayError;
 use crate::tokens::Tokenizer;
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 /// Tokens counted per input item (its role and framing), and once for the reply.
@@ -162,64 +163,156 @@ pub fn is_final_event(event: &[u8]) -> bool {
     })
 }
 
-fn usage_json(input_tokens: u64, output_tokens: u64) -> Value {
-    json!({
-        "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": input_tokens.saturating_add(output_tokens),
-    })
+#[derive(Serialize)]
+struct Cached {
+    cached_tokens: u64,
 }
 
-/// The response object; `text` and `usage` only once it is done.
-fn response_json(
-    request: &ApiRequest,
-    answer: &MockAnswer,
-    status: &str,
-    output: Value,
-    usage: Value,
-) -> Value {
-    let incomplete = (status == "incomplete").then(|| json!({"reason": "max_output_tokens"}));
-    json!({
-        "id": format!("resp_{}", answer.id),
-        "object": "response",
-        "created_at": answer.created,
-        "status": status,
-        "error": null,
-        "incomplete_details": incomplete,
-        "instructions": request.body.get("instructions").cloned().unwrap_or(Value::Null),
-        "max_output_tokens": request.max_output_tokens,
-        "model": request.model,
-        "output": output,
-        "parallel_tool_calls": true,
-        "previous_response_id": null,
-        "reasoning": {"effort": null, "summary": null},
-        "store": false,
-        "temperature": 1.0,
-        "text": {"format": {"type": "text"}},
-        "tool_choice": "auto",
-        "tools": [],
-        "top_p": 1.0,
-        "truncation": "disabled",
-        "usage": usage,
-        "user": null,
-        "metadata": {},
-    })
+#[derive(Serialize)]
+struct Reasoning {
+    reasoning_tokens: u64,
 }
 
-fn message_item(answer: &MockAnswer, status: &str, text: Option<&str>) -> Value {
-    let content = match text {
-        Some(text) => json!([{"type": "output_text", "text": text, "annotations": []}]),
-        None => json!([]),
-    };
-    json!({
-        "type": "message",
-        "id": format!("msg_{}", answer.id),
-        "status": status,
-        "role": "assistant",
-        "content": content,
-    })
+#[derive(Serialize)]
+struct ResponseUsage {
+    input_tokens: u64,
+    input_tokens_details: Cached,
+    output_tokens: u64,
+    output_tokens_details: Reasoning,
+    total_tokens: u64,
+}
+
+impl ResponseUsage {
+    fn new(input_tokens: u64, output_tokens: u64) -> ResponseUsage {
+        ResponseUsage {
+            input_tokens,
+            input_tokens_details: Cached { cached_tokens: 0 },
+            output_tokens,
+            output_tokens_details: Reasoning {
+                reasoning_tokens: 0,
+            },
+            total_tokens: input_tokens.saturating_add(output_tokens),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct OutputText<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+    annotations: [(); 0],
+}
+
+#[derive(Serialize)]
+struct OutputMessage<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    status: &'a str,
+    role: &'static str,
+    content: Vec<OutputText<'a>>,
+}
+
+impl<'a> OutputMessage<'a> {
+    fn new(id: &'a str, status: &'a str, text: Option<&'a str>) -> OutputMessage<'a> {
+        OutputMessage {
+            kind: "message",
+            id,
+            status,
+            role: "assistant",
+            content: text
+                .map(|text| OutputText {
+                    kind: "output_text",
+                    text,
+                    annotations: [],
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Incomplete {
+    reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct Format {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct TextOptions {
+    format: Format,
+}
+
+/// The response object, typed rather than built as a `Value`: it is on every mock request's
+/// path (and three times in a stream).
+#[derive(Serialize)]
+struct ResponseObject<'a> {
+    id: &'a str,
+    object: &'static str,
+    created_at: u64,
+    status: &'a str,
+    error: (),
+    incomplete_details: Option<Incomplete>,
+    instructions: Option<&'a Value>,
+    max_output_tokens: Option<u64>,
+    model: &'a str,
+    output: Vec<OutputMessage<'a>>,
+    parallel_tool_calls: bool,
+    previous_response_id: (),
+    store: bool,
+    temperature: f64,
+    text: TextOptions,
+    tool_choice: &'static str,
+    tools: [(); 0],
+    top_p: f64,
+    truncation: &'static str,
+    usage: Option<ResponseUsage>,
+    metadata: Map<String, Value>,
+}
+
+impl<'a> ResponseObject<'a> {
+    fn new(
+        request: &'a ApiRequest,
+        id: &'a str,
+        created_at: u64,
+        status: &'a str,
+        output: Vec<OutputMessage<'a>>,
+        usage: Option<ResponseUsage>,
+    ) -> ResponseObject<'a> {
+        ResponseObject {
+            id,
+            object: "response",
+            created_at,
+            status,
+            error: (),
+            incomplete_details: (status == "incomplete").then_some(Incomplete {
+                reason: "max_output_tokens",
+            }),
+            instructions: request.body.get("instructions"),
+            max_output_tokens: request.max_output_tokens,
+            model: &request.model,
+            output,
+            parallel_tool_calls: true,
+            previous_response_id: (),
+            store: false,
+            temperature: 1.0,
+            text: TextOptions {
+                format: Format { kind: "text" },
+            },
+            tool_choice: "auto",
+            tools: [],
+            top_p: 1.0,
+            truncation: "disabled",
+            usage,
+            metadata: Map::new(),
+        }
+    }
 }
 
 /// The status of a finished mock response: cut short by `max_output_tokens`, or complete.
@@ -232,82 +325,117 @@ fn final_status(answer: &MockAnswer) -> &'static str {
 }
 
 pub fn mock_body(request: &ApiRequest, answer: &MockAnswer) -> String {
+    let (id, item_id) = (format!("resp_{}", answer.id), format!("msg_{}", answer.id));
+    let output = vec![OutputMessage::new(&item_id, "completed", Some(answer.text))];
+    let usage = ResponseUsage::new(answer.input_tokens, answer.output_tokens_per_choice);
     let status = final_status(answer);
-    let output = json!([message_item(answer, "completed", Some(answer.text))]);
-    let usage = usage_json(answer.input_tokens, answer.output_tokens_per_choice);
-    response_json(request, answer, status, output, usage).to_string()
+    let response = ResponseObject::new(request, &id, answer.created, status, output, Some(usage));
+    serde_json::to_string(&response).unwrap_or_default()
+}
+
+/// An event carrying the whole response (`response.created`, `...in_progress`, the final one).
+#[derive(Serialize)]
+struct ResponseEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    sequence_number: u64,
+    response: &'a ResponseObject<'a>,
+}
+
+fn sse(kind: &str, data: &str, output_tokens: u64) -> StreamEvent {
+    StreamEvent {
+        bytes: Bytes::from(format!("event: {kind}\ndata: {data}\n\n")),
+        output_tokens,
+    }
 }
 
 pub fn mock_stream(request: &ApiRequest, answer: &MockAnswer) -> Vec<StreamEvent> {
+    let (id, item_id) = (format!("resp_{}", answer.id), format!("msg_{}", answer.id));
+    let mut events = Vec::with_capacity(answer.chunks.len() + 9);
     let mut sequence = 0u64;
-    let mut event = |mut data: Value, output_tokens| {
-        let kind = data["type"].as_str().unwrap_or("").to_string();
-        data["sequence_number"] = sequence.into();
+    let mut next = || {
         sequence += 1;
-        StreamEvent {
-            bytes: Bytes::from(format!("event: {kind}\ndata: {data}\n\n")),
-            output_tokens,
-        }
+        sequence - 1
     };
-    let in_progress = response_json(request, answer, "in_progress", json!([]), Value::Null);
-    let mut events = vec![
-        event(
-            json!({"type": "response.created", "response": in_progress}),
+    let in_progress = ResponseObject::new(
+        request,
+        &id,
+        answer.created,
+        "in_progress",
+        Vec::new(),
+        None,
+    );
+    for kind in ["response.created", "response.in_progress"] {
+        let event = ResponseEvent {
+            kind,
+            sequence_number: next(),
+            response: &in_progress,
+        };
+        events.push(sse(
+            kind,
+            &serde_json::to_string(&event).unwrap_or_default(),
             0,
-        ),
-        event(
-            json!({"type": "response.in_progress", "response": in_progress}),
-            0,
-        ),
-        event(
-            json!({"type": "response.output_item.added", "output_index": 0,
-                   "item": message_item(answer, "in_progress", None)}),
-            0,
-        ),
-    ];
-    let item_id = format!("msg_{}", answer.id);
-    events.push(event(
-        json!({"type": "response.content_part.added", "item_id": item_id, "output_index": 0,
-               "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+        ));
+    }
+    let mut small = |kind: &str, mut data: Value, output_tokens| {
+        data["type"] = kind.into();
+        data["sequence_number"] = next().into();
+        events.push(sse(kind, &data.to_string(), output_tokens));
+    };
+    let item = |status, text| {
+        serde_json::to_value(OutputMessage::new(&item_id, status, text)).unwrap_or_default()
+    };
+    small(
+        "response.output_item.added",
+        json!({"output_index": 0, "item": item("in_progress", None)}),
         0,
-    ));
+    );
+    small(
+        "response.content_part.added",
+        json!({"item_id": item_id, "output_index": 0, "content_index": 0,
+               "part": {"type": "output_text", "text": "", "annotations": []}}),
+        0,
+    );
     let mut text = String::new();
     let mut produced = 0u64;
     for (delta, tokens) in answer.chunks {
-        events.push(event(
-            json!({"type": "response.output_text.delta", "item_id": item_id, "output_index": 0,
-                   "content_index": 0, "delta": delta}),
+        small(
+            "response.output_text.delta",
+            json!({"item_id": item_id, "output_index": 0, "content_index": 0, "delta": delta}),
             *tokens,
-        ));
+        );
         text.push_str(delta);
         produced += tokens;
     }
-    let part = json!({"type": "output_text", "text": text, "annotations": []});
-    events.push(event(
-        json!({"type": "response.output_text.done", "item_id": item_id, "output_index": 0,
-               "content_index": 0, "text": text}),
+    small(
+        "response.output_text.done",
+        json!({"item_id": item_id, "output_index": 0, "content_index": 0, "text": text}),
         0,
-    ));
-    events.push(event(
-        json!({"type": "response.content_part.done", "item_id": item_id, "output_index": 0,
-               "content_index": 0, "part": part}),
-        0,
-    ));
-    let item = message_item(answer, "completed", Some(&text));
-    events.push(event(
-        json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
-        0,
-    ));
-    let status = final_status(answer);
-    let done = response_json(
-        request,
-        answer,
-        status,
-        json!([item]),
-        usage_json(answer.input_tokens, produced),
     );
-    events.push(event(
-        json!({"type": format!("response.{status}"), "response": done}),
+    small(
+        "response.content_part.done",
+        json!({"item_id": item_id, "output_index": 0, "content_index": 0,
+               "part": {"type": "output_text", "text": text, "annotations": []}}),
+        0,
+    );
+    small(
+        "response.output_item.done",
+        json!({"output_index": 0, "item": item("completed", Some(&text))}),
+        0,
+    );
+    let status = final_status(answer);
+    let output = vec![OutputMessage::new(&item_id, "completed", Some(&text))];
+    let usage = ResponseUsage::new(answer.input_tokens, produced);
+    let done = ResponseObject::new(request, &id, answer.created, status, output, Some(usage));
+    let kind = format!("response.{status}");
+    let event = ResponseEvent {
+        kind: &kind,
+        sequence_number: next(),
+        response: &done,
+    };
+    events.push(sse(
+        &kind,
+        &serde_json::to_string(&event).unwrap_or_default(),
         0,
     ));
     events
