@@ -9,6 +9,8 @@ use crate::error::GatewayError;
 use crate::tokens::Tokenizer;
 use base64::Engine;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Inputs in one request, at most (OpenAI's limit).
 const MAX_INPUTS: usize = 2048;
@@ -125,16 +127,9 @@ fn default_dimensions(model: &str) -> usize {
     }
 }
 
-/// A unit vector determined by the input: the same input always embeds the same way.
-fn vector(input: &Value, dimensions: usize) -> Vec<f32> {
-    // FNV-1a of the input's JSON seeds an xorshift generator.
-    let mut state = input
-        .to_string()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        })
-        | 1;
+/// A unit vector of `dimensions` numbers from an xorshift generator seeded with `seed`.
+fn unit_vector(seed: u64, dimensions: usize) -> Vec<f32> {
+    let mut state = seed | 1;
     let mut values: Vec<f32> = (0..dimensions)
         .map(|_| {
             state ^= state << 13;
@@ -155,6 +150,56 @@ fn vector(input: &Value, dimensions: usize) -> Vec<f32> {
     values
 }
 
+/// The FNV-1a hash of an input's JSON: what picks its vector.
+fn input_hash(input: &Value) -> u64 {
+    input
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+/// One unit vector per size, made once, and its base64 form.
+struct Base {
+    values: Vec<f32>,
+    base64: String,
+}
+
+/// Sizes whose base vector is kept (each costs about 9.3 bytes a dimension).
+const CACHED_SIZES: usize = 16;
+
+fn base(dimensions: usize) -> Arc<Base> {
+    static CACHE: OnceLock<Mutex<HashMap<usize, Arc<Base>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut cache = cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(base) = cache.get(&dimensions) {
+        return Arc::clone(base);
+    }
+    let values = unit_vector(0x9e37_79b9_7f4a_7c15, dimensions);
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let base = Arc::new(Base {
+        base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+        values,
+    });
+    if cache.len() < CACHED_SIZES {
+        cache.insert(dimensions, Arc::clone(&base));
+    }
+    base
+}
+
+/// An input's vector: the size's base vector rotated by a number of places its hash picks —
+/// deterministic (the same input always embeds the same way), unit length, different for
+/// different inputs, and as cheap to answer as passing an upstream's bytes through. Rotations
+/// are by whole groups of three numbers (twelve bytes, sixteen base64 characters), so the
+/// base64 form rotates with them.
+fn rotation(input: &Value, dimensions: usize) -> usize {
+    let groups = (dimensions / 3).max(1);
+    (input_hash(input) % groups as u64) as usize * 3
+}
+
 /// The mock's answer, written straight into one string: an embedding is kilobytes of numbers,
 /// and a `Value` tree of them would cost more than everything else the request does.
 pub fn mock_body(request: &ApiRequest, input_tokens: u64) -> String {
@@ -166,7 +211,13 @@ pub fn mock_body(request: &ApiRequest, input_tokens: u64) -> String {
         .map_or(default_dimensions(&request.model), |d| d as usize);
     let base64 = request.body.get("encoding_format").and_then(Value::as_str) == Some("base64");
     let inputs = inputs(&request.body);
-    let mut out = String::with_capacity(64 + inputs.len() * (dimensions * 12 + 48));
+    let vector = base(dimensions);
+    let per_input = if base64 {
+        vector.base64.len()
+    } else {
+        dimensions * 12
+    };
+    let mut out = String::with_capacity(96 + inputs.len() * (per_input + 48));
     out.push_str(r#"{"object":"list","data":["#);
     for (index, input) in inputs.into_iter().enumerate() {
         if index > 0 {
@@ -176,15 +227,23 @@ pub fn mock_body(request: &ApiRequest, input_tokens: u64) -> String {
             out,
             r#"{{"object":"embedding","index":{index},"embedding":"#
         );
-        let values = vector(input, dimensions);
-        if base64 {
-            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let shift = rotation(input, dimensions);
+        if base64 && dimensions % 3 == 0 {
+            let (head, tail) = vector.base64.split_at(shift / 3 * 4);
+            out.push('"');
+            out.push_str(tail);
+            out.push_str(head);
+            out.push('"');
+        } else if base64 {
+            let rotated = vector.values[shift..].iter().chain(&vector.values[..shift]);
+            let bytes: Vec<u8> = rotated.flat_map(|v| v.to_le_bytes()).collect();
             out.push('"');
             base64::engine::general_purpose::STANDARD.encode_string(bytes, &mut out);
             out.push('"');
         } else {
             out.push('[');
-            for (i, value) in values.iter().enumerate() {
+            let rotated = vector.values[shift..].iter().chain(&vector.values[..shift]);
+            for (i, value) in rotated.enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
@@ -246,13 +305,21 @@ mod tests {
 
     #[test]
     fn vectors_are_deterministic_units_of_the_asked_size() {
-        let text = |s: &str| Value::String(s.into());
-        let a = vector(&text("hello"), 64);
+        let a = unit_vector(7, 64);
         assert_eq!(a.len(), 64);
-        assert_eq!(a, vector(&text("hello"), 64));
-        assert_ne!(a, vector(&text("world"), 64));
         let norm: f32 = a.iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4);
+        // Inputs pick different rotations, the same input always the same one.
+        let text = |s: &str| Value::String(s.into());
+        assert_eq!(
+            rotation(&text("hello"), 1536),
+            rotation(&text("hello"), 1536)
+        );
+        let rotations: std::collections::HashSet<usize> = (0..50)
+            .map(|i| rotation(&text(&format!("input {i}")), 1536))
+            .collect();
+        assert!(rotations.len() > 40, "{}", rotations.len());
+        assert!(rotations.iter().all(|r| r % 3 == 0 && *r < 1536));
         let request =
             parse_body(r#"{"input":["a","b"],"dimensions":4,"encoding_format":"base64"}"#).unwrap();
         let body: Value = serde_json::from_str(&mock_body(&request, 2)).unwrap();
