@@ -6,7 +6,7 @@ use crate::admission::Settlement;
 use crate::app::App;
 use crate::dialect::{ApiRequest, Dialect, MockAnswer, Usage};
 use crate::http::response::{self, Body};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hyper::{Response, StatusCode};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -82,26 +82,34 @@ pub async fn answer(
         };
         let mut settlement = Some(settlement);
         let mut produced = 0u64;
+        // Events with no pause between them go out together, as an upstream's would over TCP:
+        // one write, not one per event.
+        let mut pending = BytesMut::new();
         let mut events = events.into_iter().peekable();
         while let Some(event) = events.next() {
-            if event.output_tokens > 0 && !delay.is_zero() {
+            let paced = event.output_tokens > 0 && !delay.is_zero();
+            if paced {
+                if !pending.is_empty() && tx.send(pending.split().freeze()).await.is_err() {
+                    break;
+                }
                 tokio::time::sleep(delay).await;
+            }
+            produced += event.output_tokens;
+            if events.peek().is_some() {
+                pending.extend_from_slice(&event.bytes);
+                continue;
             }
             // Settled before the stream's last event goes out: a client that has seen the
             // end of its answer finds its concurrency slot free.
-            if events.peek().is_none() {
-                if let Some(settlement) = settlement.take() {
-                    settlement
-                        .settle(usage(produced + event.output_tokens))
-                        .await;
-                }
-            }
-            if tx.send(event.bytes).await.is_err() {
+            if !pending.is_empty() && tx.send(pending.split().freeze()).await.is_err() {
                 break;
             }
-            produced += event.output_tokens;
+            if let Some(settlement) = settlement.take() {
+                settlement.settle(usage(produced)).await;
+            }
+            let _ = tx.send(event.bytes).await;
         }
-        // Client gone: charge exactly what was produced.
+        // Client gone: charge what was produced.
         if let Some(settlement) = settlement {
             settlement.settle(usage(produced)).await;
         }

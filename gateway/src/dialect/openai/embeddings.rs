@@ -228,7 +228,7 @@ pub fn mock_body(request: &ApiRequest, input_tokens: u64) -> String {
             r#"{{"object":"embedding","index":{index},"embedding":"#
         );
         let shift = rotation(input, dimensions);
-        if base64 && dimensions % 3 == 0 {
+        if base64 && dimensions.is_multiple_of(3) {
             let (head, tail) = vector.base64.split_at(shift / 3 * 4);
             out.push('"');
             out.push_str(tail);
