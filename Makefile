@@ -105,8 +105,9 @@ redis:
 		echo "port $(REDIS_PORT) is already in use (another Redis?): stop it, or pick another, e.g. REDIS_PORT=6390 make run"; exit 1; fi
 	@redis-server redis.conf --port $(REDIS_PORT) --daemonize yes \
 		--pidfile $(RUN_DIR)/redis.pid --logfile $(RUN_DIR)/redis.log
-	@for i in $$(seq 50); do redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1 && break; sleep 0.1; done
-	@redis-cli -p $(REDIS_PORT) ping >/dev/null || { echo "redis-server did not start, see $(RUN_DIR)/redis.log"; exit 1; }
+	@# PONG, not just an answer: while Redis loads its AOF it answers LOADING (and gateways 503).
+	@for i in $$(seq 300); do [ "$$(redis-cli -p $(REDIS_PORT) ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+	@[ "$$(redis-cli -p $(REDIS_PORT) ping 2>/dev/null)" = PONG ] || { echo "redis-server did not start (or is still loading its data), see $(RUN_DIR)/redis.log"; exit 1; }
 
 # A local Redis Cluster with the module on every node (no gateways): 3 primaries, 3 replicas.
 cluster: build
