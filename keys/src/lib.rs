@@ -12,7 +12,9 @@ pub use file::{
     EntryError, FileError, KeyEntry, KeysFile, ModelEntry, OrgEntry, PoolEntry, Price, ReadError,
     TeamEntry, UpstreamEntry, DEFAULT_OUTPUT_RESERVATION, DEFAULT_WINDOW_MS,
 };
-pub use plan::{hash_tag, key_slot, Checks, Fourth, Owner, Plan, PlanError, ScopeSpec, Window};
+pub use plan::{
+    counted_input, hash_tag, key_slot, Checks, Fourth, Owner, Plan, PlanError, ScopeSpec, Window,
+};
 
 use llmrl_core::protocol::Limits;
 use sha2::{Digest, Sha256};

@@ -39,15 +39,17 @@ pub fn has_content(api: Api, data: &[u8]) -> bool {
 fn fold(api: Api, so_far: Option<Usage>, value: &Value) -> Option<Usage> {
     let number = |value: &Value, pointer: &str| value.pointer(pointer).and_then(Value::as_u64);
     match api {
-        Api::Chat | Api::Embeddings => {
-            let usage = value.get("usage")?;
-            Some(Usage {
-                prompt: number(usage, "/prompt_tokens")?,
-                completion: number(usage, "/completion_tokens").unwrap_or(0),
-                cached: number(usage, "/prompt_tokens_details/cached_tokens").unwrap_or(0),
+        // An event without usage (every chunk but the last) keeps what was seen before.
+        Api::Chat | Api::Embeddings => value
+            .get("usage")
+            .and_then(|usage| {
+                Some(Usage {
+                    prompt: number(usage, "/prompt_tokens")?,
+                    completion: number(usage, "/completion_tokens").unwrap_or(0),
+                    cached: number(usage, "/prompt_tokens_details/cached_tokens").unwrap_or(0),
+                })
             })
-            .or(so_far)
-        }
+            .or(so_far),
         Api::Responses => {
             // A whole response, or a stream's final event carrying it.
             let response = value.get("response").unwrap_or(value);
@@ -124,6 +126,8 @@ mod tests {
         );
         let stream = b"data: {\"choices\":[{}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
         assert_eq!(usage(Api::Chat, stream), usage_of(1, 2, 0));
+        let usage_then_more = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: {\"choices\":[{}]}\n\n";
+        assert_eq!(usage(Api::Chat, usage_then_more), usage_of(1, 2, 0));
         assert_eq!(usage(Api::Chat, b"nope"), None);
         assert_eq!(
             usage(

@@ -369,7 +369,6 @@ async fn open_loop(shared: &Arc<Shared>, rate: f64, connections: usize) {
     }
 }
 
-/// Send one request; the sample and, for a 429, the retry-after-ms it carried.
 /// A worker's own keep-alive connection to each node: a virtual client (closed loop) or one of
 /// the open loop's connections never shares it and never opens a second one while it works
 /// (a pool can open another when a request is sent just before the last one's connection is
@@ -409,6 +408,7 @@ impl Connections {
     }
 }
 
+/// Send one request; the sample and, for a 429, the retry-after-ms it carried.
 async fn send(
     shared: &Shared,
     connections: &mut Connections,
@@ -417,6 +417,7 @@ async fn send(
 ) -> (Sample, Option<u64>) {
     let (node, key) = shared.pick(rng);
     let body = shared.bodies[rng.random_range(0..shared.bodies.len())].clone();
+    let since_start = |at: Instant| (at - shared.start).as_secs_f64() * 1000.0;
     let sent = Instant::now();
     let builder = Request::post(shared.api.path()).header("host", &shared.addresses[node]);
     // As each API's own clients send the key.
@@ -434,14 +435,13 @@ async fn send(
         key,
         status: Status::Transport,
         latency_us: 0,
-        sent_ms: (sent - shared.start).as_secs_f64() * 1000.0,
+        sent_ms: since_start(sent),
         done_ms: 0.0,
         prompt_tokens: 0,
         completion_tokens: 0,
         cached_tokens: 0,
         streaming: None,
     };
-    let since_start = |at: Instant| (at - shared.start).as_secs_f64() * 1000.0;
     let mut retry_after = None;
     let result = match request {
         Ok(request) => tokio::time::timeout(shared.timeout, async {
@@ -452,18 +452,20 @@ async fn send(
                 .map_err(|e| e.to_string())?;
             let headers_at = Instant::now();
             let (parts, mut body) = response.into_parts();
-            // Frame by frame, to see when a stream's last content arrived.
+            // Frame by frame; a stream's frames are looked into for when its last content came.
+            let streamed = is_event_stream(&parts.headers);
             let mut bytes = Vec::new();
             let mut last_content_at = headers_at;
             while let Some(frame) = body.frame().await {
                 if let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() {
-                    if has_content(shared.api, &data) {
+                    if streamed && has_content(shared.api, &data) {
                         last_content_at = Instant::now();
                     }
                     bytes.extend_from_slice(&data);
                 }
             }
-            Ok::<_, String>((parts, Bytes::from(bytes), (headers_at, last_content_at)))
+            let span = streamed.then_some((headers_at, last_content_at));
+            Ok::<_, String>((parts, Bytes::from(bytes), span))
         })
         .await
         .unwrap_or_else(|_| Err("timeout".into())),
@@ -471,12 +473,12 @@ async fn send(
     };
     let done = Instant::now();
     sample.latency_us = done.saturating_duration_since(intended).as_micros() as u64;
-    sample.done_ms = (done - shared.start).as_secs_f64() * 1000.0;
+    sample.done_ms = since_start(done);
     match result {
         Err(_) => {
             shared.errors.fetch_add(1, Ordering::Relaxed);
         }
-        Ok((parts, bytes, (headers_at, last_content_at))) => match parts.status.as_u16() {
+        Ok((parts, bytes, span)) => match parts.status.as_u16() {
             200 => {
                 shared.ok.fetch_add(1, Ordering::Relaxed);
                 sample.status = Status::Ok;
@@ -485,10 +487,7 @@ async fn send(
                     sample.completion_tokens = usage.completion;
                     sample.cached_tokens = usage.cached;
                 }
-                if is_event_stream(&parts.headers) {
-                    sample.streaming =
-                        Some((since_start(headers_at), since_start(last_content_at)));
-                }
+                sample.streaming = span.map(|(from, to)| (since_start(from), since_start(to)));
             }
             429 => {
                 shared.limited.fetch_add(1, Ordering::Relaxed);

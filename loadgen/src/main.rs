@@ -187,7 +187,7 @@ async fn run(cli: Cli) -> Result<u64, String> {
         None
     };
     let outcome = driver::drive(&cli).await?;
-    let audits = plan.map(|plan| audit::audit(&outcome, &plan));
+    let audits = plan.map(|plan| audit::audit(&outcome, &plan, cli.audit_slack_ms));
     let report = report::Report::build(&cli, &outcome, audits);
     print!("{}", report.text());
     if let Some(path) = &cli.json {

@@ -15,7 +15,7 @@ use llmrl_core::protocol::{
     Check, MultiCheck, MultiCorrection, MultiVerdict, ScopeArgs, ScopeVerdict, Usage as Correction,
 };
 use llmrl_core::scope::REPORTED;
-use llmrl_keys::{Checks, Fourth, Plan, Price, ScopeSpec};
+use llmrl_keys::{Checks, Plan, Price, ScopeSpec};
 use std::time::Instant;
 
 /// What the limiter said about a request; `None` when nothing decided (`--no-limiter`, or
@@ -52,15 +52,12 @@ pub fn scope_costs(plan: &Plan, usage: Usage, counted_input: u64, cost: u64) -> 
     let Checks::Multi(scopes) = &plan.checks else {
         return Vec::new();
     };
-    let tokens = counted_input.saturating_add(usage.output_tokens);
+    let output = usage.output_tokens;
     scopes
         .iter()
         .map(|scope| {
-            let fourth = match scope.fourth {
-                Fourth::Tokens => tokens,
-                Fourth::Spend => cost,
-            };
-            [1, counted_input, usage.output_tokens, fourth]
+            let fourth = scope.fourth.charge(counted_input, output, cost);
+            [1, counted_input, output, fourth]
         })
         .collect()
 }

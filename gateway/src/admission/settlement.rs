@@ -92,13 +92,11 @@ impl Settlement {
 
     /// Input tokens that count toward limits: cached prompt tokens only if the policy says so.
     fn counted_input(&self, actual: Usage) -> u64 {
-        if self.count_cached_input {
-            actual.input_tokens
-        } else {
-            actual
-                .input_tokens
-                .saturating_sub(actual.cached_input_tokens)
-        }
+        llmrl_keys::counted_input(
+            actual.input_tokens,
+            actual.cached_input_tokens,
+            self.count_cached_input,
+        )
     }
 
     fn single_command<'a>(&self, redis_key: &'a str, actual: Usage) -> Settle<'a> {

@@ -77,6 +77,35 @@ pub struct StreamUsage {
     pub complete: bool,
 }
 
+impl StreamUsage {
+    /// The usage after an event that reports `found`: final if it reports any, else what was
+    /// seen before.
+    pub fn or_final(self, found: Option<Usage>) -> StreamUsage {
+        found.map_or(self, |usage| StreamUsage {
+            usage,
+            complete: true,
+        })
+    }
+}
+
+/// A named SSE event (`event: <name>` and its data), as Anthropic's and the Responses API's
+/// streams frame theirs.
+pub fn named_event(name: &str, data: impl std::fmt::Display, output_tokens: u64) -> StreamEvent {
+    StreamEvent {
+        bytes: Bytes::from(format!("event: {name}\ndata: {data}\n\n")),
+        output_tokens,
+    }
+}
+
+/// The `event:` name of an SSE event, if it has one.
+pub fn event_name(event: &[u8]) -> Option<&str> {
+    std::str::from_utf8(event)
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("event:"))
+        .map(str::trim)
+}
+
 /// Whether an SSE event is `data: [DONE]`.
 pub fn is_done_event(event: &[u8]) -> bool {
     std::str::from_utf8(event).is_ok_and(|text| {
@@ -184,13 +213,7 @@ pub trait Dialect: Send + Sync + 'static {
     /// The usage of a stream after one more event's JSON: by default an event that reports
     /// usage reports all of it.
     fn fold_stream_usage(&self, so_far: StreamUsage, event: &Value) -> StreamUsage {
-        match self.reported_usage(event) {
-            Some(usage) => StreamUsage {
-                usage,
-                complete: true,
-            },
-            None => so_far,
-        }
+        so_far.or_final(self.reported_usage(event))
     }
 
     /// Whether an SSE event ends the stream (the gateway settles before passing it on).

@@ -64,6 +64,27 @@ pub enum Fourth {
     Spend,
 }
 
+impl Fourth {
+    /// What a request charges this dimension: its counted input plus output tokens, or its
+    /// cost in micro-dollars.
+    pub fn charge(self, counted_input: u64, output: u64, micro_usd: u64) -> u64 {
+        match self {
+            Fourth::Tokens => counted_input.saturating_add(output),
+            Fourth::Spend => micro_usd,
+        }
+    }
+}
+
+/// Input tokens that count toward limits: the cached prompt tokens among `input` only when the
+/// policy counts them (`count_cached_input`).
+pub fn counted_input(input: u64, cached: u64, count_cached: bool) -> u64 {
+    if count_cached {
+        input
+    } else {
+        input.saturating_sub(cached)
+    }
+}
+
 /// One scope of a request: one Redis key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScopeSpec {

@@ -10,7 +10,9 @@ use crate::driver::{Outcome, Sample, Status};
 use crate::Cli;
 use llmrl_core::period::Period;
 use llmrl_core::scope::Clock;
-use llmrl_keys::{Checks, Fourth, KeysFile, Price, Window, DEFAULT_WINDOW_MS};
+use llmrl_keys::{
+    counted_input, Checks, Fourth, KeysFile, Owner, Price, Window, DEFAULT_WINDOW_MS,
+};
 use scan::{Admitted, Peak};
 use serde::Serialize;
 
@@ -61,8 +63,6 @@ pub struct Costing {
 pub struct AuditPlan {
     pub scopes: Vec<AuditedScope>,
     pub costing: Costing,
-    /// Trimmed from the end of each streamed answer's in-flight interval (`--audit-slack-ms`).
-    pub slack_ms: f64,
 }
 
 /// The scopes of every `--key`, from `--keys-file` (every scope of its policy) or `--limits`
@@ -70,14 +70,10 @@ pub struct AuditPlan {
 pub fn plan_for(cli: &Cli) -> Result<AuditPlan, String> {
     if let Some(path) = &cli.keys_file {
         let file = KeysFile::read(path).map_err(|e| e.to_string())?;
-        let mut plan = from_keys_file(&file, &cli.keys, &cli.model)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        plan.slack_ms = cli.audit_slack_ms;
         // Unset in the file, each API follows its provider: Anthropic's cache reads do not count.
-        plan.costing.count_cached_input = file
-            .count_cached_input
-            .unwrap_or(cli.api != crate::Api::Messages);
-        return Ok(plan);
+        let cached_counts = cli.api != crate::Api::Messages;
+        return from_keys_file(&file, &cli.keys, &cli.model, cached_counts)
+            .map_err(|e| format!("{}: {e}", path.display()));
     }
     let Some(spec) = &cli.limits else {
         return Err("--audit needs --keys-file or --limits RPM,ITPM,OTPM[,WINDOW_MS]".into());
@@ -115,16 +111,17 @@ pub fn plan_for(cli: &Cli) -> Result<AuditPlan, String> {
     Ok(AuditPlan {
         scopes,
         costing: Costing::default(),
-        slack_ms: cli.audit_slack_ms,
     })
 }
 
 /// Every scope the gateway checks for requests for `model` under each of `api_keys`, shared
-/// scopes (a team's, a pool's) once with every key that counts in them.
+/// scopes (a team's, a pool's) once with every key that counts in them; cached prompt tokens
+/// count toward input limits as the file says, else as `cached_counts` (the API's rule).
 pub fn from_keys_file(
     file: &KeysFile,
     api_keys: &[String],
     model: &str,
+    cached_counts: bool,
 ) -> Result<AuditPlan, String> {
     file.validate().map_err(|e| e.to_string())?;
     let mut scopes: Vec<AuditedScope> = Vec::new();
@@ -148,13 +145,16 @@ pub fn from_keys_file(
             } => {
                 // As the gateway labels it: the key, or the key on its model's own limits.
                 let owner = if entry.models.contains_key(model) {
-                    format!("key:{}/{model}", entry.name)
+                    Owner::KeyModel {
+                        key: entry.name.clone(),
+                        model: model.to_string(),
+                    }
                 } else {
-                    format!("key:{}", entry.name)
+                    Owner::Key(entry.name.clone())
                 };
                 add(
                     AuditedScope {
-                        name: format!("{owner} {}", Rule::Sliding(window_ms).describe()),
+                        name: format!("{} {}", owner.label(), Rule::Sliding(window_ms).describe()),
                         redis_key: Some(redis_key),
                         rule: Rule::Sliding(window_ms),
                         keys: vec![index],
@@ -167,9 +167,9 @@ pub fn from_keys_file(
             }
             Checks::Multi(specs) => {
                 for spec in specs {
-                    let rule = match (spec.window, spec.clock) {
-                        (_, Clock::Calendar(period)) => Rule::Calendar(period),
-                        (_, Clock::Sliding(ms)) => Rule::Sliding(ms),
+                    let rule = match spec.clock {
+                        Clock::Calendar(period) => Rule::Calendar(period),
+                        Clock::Sliding(ms) => Rule::Sliding(ms),
                     };
                     let window = match spec.window {
                         Window::Slots => " in flight".to_string(),
@@ -195,10 +195,8 @@ pub fn from_keys_file(
         scopes,
         costing: Costing {
             price: file.price(model),
-            // The chat completions rule unless the file says (what the load generator sends).
-            count_cached_input: file.count_cached_input.unwrap_or(true),
+            count_cached_input: file.count_cached_input.unwrap_or(cached_counts),
         },
-        slack_ms: 0.0,
     })
 }
 
@@ -234,32 +232,33 @@ pub struct ScopeAudit {
 /// What one admitted request counts in a scope: requests, input tokens, output tokens, and the
 /// fourth dimension (tokens, or micro-dollars at the file's prices).
 fn amounts(sample: &Sample, fourth: Fourth, costing: Costing) -> [u64; 4] {
-    let input = if costing.count_cached_input {
-        sample.prompt_tokens
-    } else {
-        sample.prompt_tokens.saturating_sub(sample.cached_tokens)
-    };
-    let fourth = match fourth {
-        Fourth::Tokens => input.saturating_add(sample.completion_tokens),
-        Fourth::Spend => costing.price.map_or(0, |price| {
-            price.micro_usd(
-                sample.prompt_tokens,
-                sample.cached_tokens,
-                sample.completion_tokens,
-            )
-        }),
-    };
-    [1, input, sample.completion_tokens, fourth]
+    let (prompt, cached, output) = (
+        sample.prompt_tokens,
+        sample.cached_tokens,
+        sample.completion_tokens,
+    );
+    let input = counted_input(prompt, cached, costing.count_cached_input);
+    let cost = costing
+        .price
+        .map_or(0, |price| price.micro_usd(prompt, cached, output));
+    [1, input, output, fourth.charge(input, output, cost)]
 }
 
-pub fn audit(outcome: &Outcome, plan: &AuditPlan) -> Vec<ScopeAudit> {
+/// Every scope of `plan` over the run's admitted requests; `slack_ms` is trimmed from the end of
+/// each streamed answer's in-flight interval (`--audit-slack-ms`).
+pub fn audit(outcome: &Outcome, plan: &AuditPlan, slack_ms: f64) -> Vec<ScopeAudit> {
     plan.scopes
         .iter()
-        .map(|scope| audit_scope(outcome, scope, plan))
+        .map(|scope| audit_scope(outcome, scope, plan.costing, slack_ms))
         .collect()
 }
 
-fn audit_scope(outcome: &Outcome, scope: &AuditedScope, plan: &AuditPlan) -> ScopeAudit {
+fn audit_scope(
+    outcome: &Outcome,
+    scope: &AuditedScope,
+    costing: Costing,
+    slack_ms: f64,
+) -> ScopeAudit {
     let admitted: Vec<&Sample> = outcome
         .samples
         .iter()
@@ -270,7 +269,7 @@ fn audit_scope(outcome: &Outcome, scope: &AuditedScope, plan: &AuditPlan) -> Sco
         .map(|s| Admitted {
             sent_ms: s.sent_ms,
             done_ms: s.done_ms,
-            amounts: amounts(s, scope.fourth, plan.costing),
+            amounts: amounts(s, scope.fourth, costing),
         })
         .collect();
     events.sort_by(|a, b| a.sent_ms.total_cmp(&b.sent_ms));
@@ -310,7 +309,7 @@ fn audit_scope(outcome: &Outcome, scope: &AuditedScope, plan: &AuditPlan) -> Sco
         let streamed: Vec<(f64, f64)> = admitted.iter().filter_map(|s| s.streaming).collect();
         let intervals: Vec<(f64, f64)> = streamed
             .iter()
-            .map(|(start, end)| (*start, end - plan.slack_ms))
+            .map(|(start, end)| (*start, end - slack_ms))
             .filter(|(start, end)| end > start)
             .collect();
         if streamed.is_empty() {
@@ -321,7 +320,7 @@ fn audit_scope(outcome: &Outcome, scope: &AuditedScope, plan: &AuditPlan) -> Sco
                     "{} of {} streams were shorter than --audit-slack-ms ({} ms) and are not counted in flight",
                     streamed.len() - intervals.len(),
                     streamed.len(),
-                    plan.slack_ms
+                    slack_ms
                 ));
             }
             let Peak { max, violations } = scan::in_flight(&intervals, scope.concurrency);

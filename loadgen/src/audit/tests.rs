@@ -19,7 +19,7 @@ const POLICY: &str = r#"{
 fn plan(keys: &[&str]) -> AuditPlan {
     let file: KeysFile = serde_json::from_str(POLICY).unwrap();
     let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-    from_keys_file(&file, &keys, "gpt-4o-mini").unwrap()
+    from_keys_file(&file, &keys, "gpt-4o-mini", true).unwrap()
 }
 
 #[test]
@@ -54,7 +54,7 @@ fn every_scope_of_every_key_once_with_the_keys_it_counts() {
     assert!(!plan.costing.count_cached_input);
 
     let file: KeysFile = serde_json::from_str(POLICY).unwrap();
-    let unknown = from_keys_file(&file, &["sk-nobody".to_string()], "m").unwrap_err();
+    let unknown = from_keys_file(&file, &["sk-nobody".to_string()], "m", true).unwrap_err();
     assert!(unknown.contains("is not in it"), "{unknown}");
 }
 
@@ -102,7 +102,7 @@ fn a_shared_scope_sums_its_keys_and_flags_what_exceeds_it() {
     let samples: Vec<Sample> = (0..20)
         .map(|i| sample(i % 2, i as f64 * 10.0, None))
         .collect();
-    let audits = audit(&outcome(samples), &plan);
+    let audits = audit(&outcome(samples), &plan, 0.0);
     let by_name = |name: &str| audits.iter().find(|a| a.scope == name).unwrap();
     let key_a = by_name("key:a any 60000 ms");
     assert_eq!((key_a.admitted_requests, key_a.violations), (10, 0));
@@ -135,7 +135,7 @@ fn concurrency_from_streamed_answers() {
         sample(0, 5.0, Some((10.0, 60.0))),
         sample(1, 20.0, Some((30.0, 70.0))),
     ];
-    let audits = audit(&outcome(samples), &plan);
+    let audits = audit(&outcome(samples), &plan, 0.0);
     let team = audits
         .iter()
         .find(|a| a.scope == "team:ml any 60000 ms")

@@ -198,10 +198,7 @@ impl Dialect for Anthropic {
     }
 
     fn is_final_event(&self, event: &[u8]) -> bool {
-        std::str::from_utf8(event).is_ok_and(|text| {
-            text.lines()
-                .any(|line| line.trim() == "event: message_stop")
-        })
+        crate::dialect::event_name(event) == Some("message_stop")
     }
 }
 

@@ -2,8 +2,7 @@
 //! Server-Sent Events of a stream (`message_start`, `content_block_start`, `ping`,
 //! `content_block_delta`, `content_block_stop`, `message_delta` with usage, `message_stop`).
 
-use crate::dialect::{ApiRequest, MockAnswer, StreamEvent};
-use bytes::Bytes;
+use crate::dialect::{named_event, ApiRequest, MockAnswer, StreamEvent};
 use serde_json::{json, Value};
 
 /// Anthropic's `stop_reason` for the mock's finish reason.
@@ -42,19 +41,10 @@ pub fn mock_message(request: &ApiRequest, answer: &MockAnswer) -> String {
     .to_string()
 }
 
-/// One SSE event: `event: <type>` and its JSON.
-pub fn sse(event: &str, data: &Value) -> Bytes {
-    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
-}
-
 /// Every event of a streamed mock message, in Anthropic's order.
 pub fn mock_stream(request: &ApiRequest, answer: &MockAnswer) -> Vec<StreamEvent> {
-    let event = |name: &str, data: Value, output_tokens| StreamEvent {
-        bytes: sse(name, &data),
-        output_tokens,
-    };
     let mut events = Vec::with_capacity(answer.chunks.len() + 6);
-    events.push(event(
+    events.push(named_event(
         "message_start",
         json!({"type": "message_start", "message": {
             "id": message_id(answer.id),
@@ -68,33 +58,37 @@ pub fn mock_stream(request: &ApiRequest, answer: &MockAnswer) -> Vec<StreamEvent
         }}),
         0,
     ));
-    events.push(event(
+    events.push(named_event(
         "content_block_start",
         json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
         0,
     ));
-    events.push(event("ping", json!({"type": "ping"}), 0));
+    events.push(named_event("ping", json!({"type": "ping"}), 0));
     let mut produced = 0u64;
     for (text, tokens) in answer.chunks {
-        events.push(event(
+        events.push(named_event(
             "content_block_delta",
             json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
             *tokens,
         ));
         produced += tokens;
     }
-    events.push(event(
+    events.push(named_event(
         "content_block_stop",
         json!({"type": "content_block_stop", "index": 0}),
         0,
     ));
-    events.push(event(
+    events.push(named_event(
         "message_delta",
         json!({"type": "message_delta",
                "delta": {"stop_reason": stop_reason(answer.finish_reason), "stop_sequence": null},
                "usage": {"output_tokens": produced}}),
         0,
     ));
-    events.push(event("message_stop", json!({"type": "message_stop"}), 0));
+    events.push(named_event(
+        "message_stop",
+        json!({"type": "message_stop"}),
+        0,
+    ));
     events
 }

@@ -177,13 +177,7 @@ impl Dialect for OpenAi {
     fn fold_stream_usage(&self, so_far: StreamUsage, event: &Value) -> StreamUsage {
         match self.0 {
             Endpoint::Responses => responses::fold_stream_usage(so_far, event),
-            _ => match self.reported_usage(event) {
-                Some(usage) => StreamUsage {
-                    usage,
-                    complete: true,
-                },
-                None => so_far,
-            },
+            _ => so_far.or_final(self.reported_usage(event)),
         }
     }
 

@@ -3,10 +3,11 @@
 //! ending in `response.completed` (or `.incomplete`, `.failed`), which carries the usage.
 
 use super::request::{describe, optional_u64};
-use crate::dialect::{ApiRequest, MockAnswer, StreamEvent, StreamUsage, Usage};
+use crate::dialect::{
+    event_name, named_event, ApiRequest, MockAnswer, StreamEvent, StreamUsage, Usage,
+};
 use crate::error::GatewayError;
 use crate::tokens::Tokenizer;
-use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -145,22 +146,11 @@ pub fn fold_stream_usage(so_far: StreamUsage, event: &Value) -> StreamUsage {
     if !FINAL_EVENTS.contains(&kind) {
         return so_far;
     }
-    match event.get("response").and_then(reported_usage) {
-        Some(usage) => StreamUsage {
-            usage,
-            complete: true,
-        },
-        None => so_far,
-    }
+    so_far.or_final(event.get("response").and_then(reported_usage))
 }
 
 pub fn is_final_event(event: &[u8]) -> bool {
-    std::str::from_utf8(event).is_ok_and(|text| {
-        text.lines().any(|line| {
-            line.strip_prefix("event:")
-                .is_some_and(|name| FINAL_EVENTS.contains(&name.trim()))
-        })
-    })
+    event_name(event).is_some_and(|name| FINAL_EVENTS.contains(&name))
 }
 
 #[derive(Serialize)]
@@ -342,13 +332,6 @@ struct ResponseEvent<'a> {
     response: &'a ResponseObject<'a>,
 }
 
-fn sse(kind: &str, data: &str, output_tokens: u64) -> StreamEvent {
-    StreamEvent {
-        bytes: Bytes::from(format!("event: {kind}\ndata: {data}\n\n")),
-        output_tokens,
-    }
-}
-
 pub fn mock_stream(request: &ApiRequest, answer: &MockAnswer) -> Vec<StreamEvent> {
     let (id, item_id) = (format!("resp_{}", answer.id), format!("msg_{}", answer.id));
     let mut events = Vec::with_capacity(answer.chunks.len() + 9);
@@ -371,16 +354,16 @@ pub fn mock_stream(request: &ApiRequest, answer: &MockAnswer) -> Vec<StreamEvent
             sequence_number: next(),
             response: &in_progress,
         };
-        events.push(sse(
+        events.push(named_event(
             kind,
-            &serde_json::to_string(&event).unwrap_or_default(),
+            serde_json::to_string(&event).unwrap_or_default(),
             0,
         ));
     }
     let mut small = |kind: &str, mut data: Value, output_tokens| {
         data["type"] = kind.into();
         data["sequence_number"] = next().into();
-        events.push(sse(kind, &data.to_string(), output_tokens));
+        events.push(named_event(kind, &data, output_tokens));
     };
     let item = |status, text| {
         serde_json::to_value(OutputMessage::new(&item_id, status, text)).unwrap_or_default()
@@ -433,9 +416,9 @@ pub fn mock_stream(request: &ApiRequest, answer: &MockAnswer) -> Vec<StreamEvent
         sequence_number: next(),
         response: &done,
     };
-    events.push(sse(
+    events.push(named_event(
         &kind,
-        &serde_json::to_string(&event).unwrap_or_default(),
+        serde_json::to_string(&event).unwrap_or_default(),
         0,
     ));
     events
