@@ -6,6 +6,7 @@ use crate::dialect::Provider;
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::policy::KeyStore;
+use crate::policy_store::{PolicyStore, StoreError};
 use crate::tokens::Tokenizer;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
@@ -43,11 +44,19 @@ pub struct App {
     pub upstreams: Upstreams,
     /// Settlements and streams still running; shutdown waits for them.
     pub tasks: TaskTracker,
+    /// The policy in Redis (`--policies redis`); `None`: the keys file.
+    pub policy_store: Option<Arc<PolicyStore>>,
     next_id: AtomicU64,
 }
 
 impl App {
-    pub fn new(cli: Cli, keys: KeyStore, limiter: Option<Limiter>, upstreams: Upstreams) -> App {
+    pub fn new(
+        cli: Cli,
+        keys: KeyStore,
+        limiter: Option<Limiter>,
+        upstreams: Upstreams,
+        policy_store: Option<Arc<PolicyStore>>,
+    ) -> App {
         let node = cli.node_id();
         App {
             metrics: Metrics::new(&node),
@@ -58,6 +67,7 @@ impl App {
             heavy_counts: Semaphore::new(1),
             upstreams,
             tasks: TaskTracker::new(),
+            policy_store,
             next_id: AtomicU64::new(1),
             cli,
         }
@@ -69,6 +79,25 @@ impl App {
 
     pub fn replace_keys(&self, keys: KeyStore) {
         self.keys.store(Arc::new(keys));
+    }
+
+    /// Take the stored policy if its version moved (`--policies redis`): whether it did. Requests
+    /// in flight finish under the keys they started with.
+    pub async fn refresh_policy(&self) -> Result<bool, StoreError> {
+        let Some(store) = &self.policy_store else {
+            return Ok(false);
+        };
+        let version = store.version().await?;
+        if version.is_none() {
+            return Err(StoreError::Missing(store.key().to_string()));
+        }
+        if version == self.keys().version {
+            return Ok(false);
+        }
+        let keys = store.load().await?;
+        tracing::info!(version = ?keys.version, keys = keys.len(), "policy loaded from Redis");
+        self.replace_keys(keys);
+        Ok(true)
     }
 
     /// A new request id, unique on this node.

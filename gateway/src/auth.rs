@@ -7,8 +7,8 @@ use hyper::StatusCode;
 use std::sync::Arc;
 
 const MISSING: &str = "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).";
-const UNKNOWN: &str =
-    "Incorrect API key provided. You can find your API keys in the gateway's keys file.";
+const DISABLED: &str = "This API key has been disabled by the gateway's administrator.";
+const UNKNOWN: &str = "Incorrect API key provided. Ask the gateway's administrator for a key.";
 
 fn unauthorized(message: &str) -> GatewayError {
     GatewayError::new(StatusCode::UNAUTHORIZED, ErrorKind::Authentication, message)
@@ -36,6 +36,11 @@ fn presented(headers: &HeaderMap) -> Option<&[u8]> {
 /// The API key of a request, or a 401.
 pub fn authenticate(keys: &KeyStore, headers: &HeaderMap) -> Result<Arc<ApiKey>, GatewayError> {
     let token = presented(headers).ok_or_else(|| unauthorized(MISSING))?;
-    keys.authenticate(token)
-        .ok_or_else(|| unauthorized(UNKNOWN))
+    let key = keys
+        .authenticate(token)
+        .ok_or_else(|| unauthorized(UNKNOWN))?;
+    if key.disabled {
+        return Err(unauthorized(DISABLED));
+    }
+    Ok(key)
 }

@@ -12,6 +12,16 @@ pub enum FailureMode {
     Open,
 }
 
+/// Where the keys and their limits come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PolicySource {
+    /// The keys file (--keys-file), reloaded on SIGHUP.
+    File,
+    /// Redis (the hash --policy-key), shared by every node; changes reach each node within
+    /// --policy-poll-ms. Load it with `llmrl-gateway admin import <keys file>`.
+    Redis,
+}
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "llmrl-gateway",
@@ -31,13 +41,49 @@ pub struct Cli {
     #[arg(
         long,
         env = "LLMRL_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379/"
+        default_value = "redis://127.0.0.1:6379/",
+        global = true
     )]
     pub redis_url: String,
 
     /// Redis Cluster seed nodes (comma separated URLs); when set, --redis-url is ignored.
-    #[arg(long, env = "LLMRL_REDIS_CLUSTER", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "LLMRL_REDIS_CLUSTER",
+        value_delimiter = ',',
+        global = true
+    )]
     pub redis_cluster: Vec<String>,
+
+    /// Where keys and limits come from: the keys file, or Redis (shared by every node).
+    #[arg(long, env = "LLMRL_POLICIES", value_enum, default_value = "file")]
+    pub policies: PolicySource,
+
+    /// The Redis hash holding the policy (--policies redis, and the admin commands).
+    #[arg(
+        long,
+        env = "LLMRL_POLICY_KEY",
+        default_value = "llmrl:policy",
+        global = true
+    )]
+    pub policy_key: String,
+
+    /// How often each node checks the stored policy's version, in ms (--policies redis).
+    #[arg(long, env = "LLMRL_POLICY_POLL_MS", default_value_t = 250)]
+    pub policy_poll_ms: u64,
+
+    /// The admin API and dashboard's address. Default: 127.0.0.1, the API's port + 1000. Only
+    /// served when an admin token is set.
+    #[arg(long, env = "LLMRL_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// The admin API's bearer token (prefer the environment variable: arguments show in `ps`).
+    /// Without one there is no admin listener.
+    #[arg(long, env = "LLMRL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Option<crate::admin::cli::Command>,
 
     /// API keys and their limits (TOML, or JSON when the name ends in .json). Reloaded on SIGHUP.
     #[arg(long, env = "LLMRL_KEYS_FILE", default_value = "keys.toml")]
@@ -122,6 +168,14 @@ impl Cli {
         self.slot_lease_ms
             .unwrap_or(self.upstream_timeout_ms.saturating_add(30_000))
             .max(1)
+    }
+
+    /// Where the admin listener goes (see `admin_listen`).
+    pub fn admin_address(&self) -> SocketAddr {
+        self.admin_listen.unwrap_or_else(|| {
+            let port = self.listen.port().saturating_add(1000);
+            SocketAddr::from(([127, 0, 0, 1], port))
+        })
     }
 
     pub fn node_id(&self) -> String {

@@ -4,7 +4,7 @@
 use crate::app::App;
 use crate::auth::authenticate;
 use crate::dialect::openai;
-use crate::error::GatewayError;
+use crate::error::{ErrorKind, GatewayError};
 use crate::http::response::{self, full, set_header, Body};
 use hyper::header::HeaderMap;
 use hyper::{Response, StatusCode};
@@ -67,6 +67,25 @@ pub async fn health(app: &App) -> Response<Body> {
         "anthropic_upstream": if app.upstreams.anthropic.is_some() { "proxy" } else { "mock" },
     });
     response::json(StatusCode::OK, body.to_string())
+}
+
+/// `GET /v1/usage`: every scope the client's key runs under, with each limit, what is used, what
+/// is left and when it resets — so a client can plan before it meets a 429.
+pub async fn usage(app: &App, headers: &HeaderMap) -> Result<Response<Body>, GatewayError> {
+    let key = authenticate(&app.keys(), headers)?;
+    let scopes = match &app.limiter {
+        None => Vec::new(),
+        Some(limiter) => crate::usage::of_key(limiter, &key).await.map_err(|error| {
+            tracing::warn!(%error, "usage: the limiter is unavailable");
+            GatewayError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::LimiterUnavailable,
+                "Usage is unavailable: the rate limiter cannot be reached. Please retry shortly.",
+            )
+        })?,
+    };
+    let body = json!({"object": "usage", "key": key.name, "shadow": key.shadow, "scopes": scopes});
+    Ok(response::json(StatusCode::OK, body.to_string()))
 }
 
 pub fn metrics(app: &App) -> Response<Body> {

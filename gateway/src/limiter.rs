@@ -113,7 +113,7 @@ impl Limiter {
     /// routes a command it does not know by its first argument, which for the multi-key
     /// commands is `numkeys` — every call would be redirected (`MOVED`), and the redirections
     /// make the client refresh its slot map again and again under load.
-    async fn query_routed(&self, cmd: &Cmd, key: Option<&str>) -> Result<Value, LimiterError> {
+    pub async fn query_routed(&self, cmd: &Cmd, key: Option<&str>) -> Result<Value, LimiterError> {
         let call = async {
             let value = match (self.connection().await?, key) {
                 (Connection::Single(mut c), _) => cmd.query_async(&mut c).await,
@@ -187,6 +187,31 @@ impl Limiter {
         let cmd = command(MultiCorrection::SETTLE, correction.settle_args());
         let key = correction.keys.first().copied();
         self.query_routed(&cmd, key).await.map(|_| ())
+    }
+
+    /// One LLMRL.PEEK: CHECK's decision, recording nothing.
+    pub async fn peek(&self, check: &Check<'_>) -> Result<Verdict, LimiterError> {
+        let reply = self
+            .query_routed(&command("LLMRL.PEEK", check.args()), Some(check.key))
+            .await?;
+        Ok(verdict(&reply)?)
+    }
+
+    /// One LLMRL.MPEEK: MCHECK's decision, recording nothing.
+    pub async fn mpeek(&self, check: &MultiCheck<'_>) -> Result<MultiVerdict, LimiterError> {
+        let key = check.scopes.first().map(|scope| scope.key);
+        let reply = self
+            .query_routed(&command(MultiCheck::PEEK, check.args()), key)
+            .await?;
+        Ok(multi_verdict(&reply)?)
+    }
+
+    /// Delete one key (a scope's usage).
+    pub async fn delete(&self, key: &str) -> Result<bool, LimiterError> {
+        let reply = self
+            .query_routed(redis::cmd("DEL").arg(key), Some(key))
+            .await?;
+        Ok(matches!(reply, Value::Int(n) if n > 0))
     }
 
     pub async fn ping(&self) -> bool {

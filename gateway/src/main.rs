@@ -10,6 +10,7 @@
 //! Arrows run one way: nothing imports `router` or `pipeline`, and the leaves (`error`,
 //! `tokens`, `limiter`, `upstream`, `metrics`, `policy`) import no room above them.
 
+mod admin;
 mod admission;
 mod answer;
 mod app;
@@ -25,13 +26,15 @@ mod limiter;
 mod metrics;
 mod pipeline;
 mod policy;
+mod policy_store;
 mod router;
 mod tokens;
 mod upstream;
+mod usage;
 
 use app::App;
 use clap::Parser;
-use config::Cli;
+use config::{Cli, PolicySource};
 use http::cors::Cors;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -60,6 +63,9 @@ async fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
+    if let Some(command) = cli.command.clone() {
+        return admin::cli::run(&cli, command).await;
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -69,8 +75,36 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The stored policy at startup: Redis gets a few seconds to come up; a missing or invalid
+/// policy is an error (a node with no keys would refuse everyone).
+async fn first_policy(store: &policy_store::PolicyStore) -> Result<KeyStore, String> {
+    let mut attempts = 0;
+    loop {
+        match store.load().await {
+            Ok(keys) => return Ok(keys),
+            Err(policy_store::StoreError::Redis(error)) if attempts < 20 => {
+                attempts += 1;
+                tracing::warn!(%error, "cannot read the policy from Redis yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
-    let keys = KeyStore::load(&cli.keys_file).map_err(|e| e.to_string())?;
+    let (keys, policy_store) = match cli.policies {
+        PolicySource::File => (
+            KeyStore::load(&cli.keys_file).map_err(|e| e.to_string())?,
+            None,
+        ),
+        PolicySource::Redis => {
+            let store =
+                policy_store::PolicyStore::new(&cli.redis_url, &cli.redis_cluster, &cli.policy_key)
+                    .map_err(|e| e.to_string())?;
+            (first_policy(&store).await?, Some(Arc::new(store)))
+        }
+    };
     let limiter = if cli.no_limiter {
         tracing::warn!("--no-limiter: requests are NOT rate limited (benchmarking mode)");
         None
@@ -113,7 +147,12 @@ async fn run(cli: Cli) -> Result<(), String> {
     let read_timeout = Duration::from_millis(cli.read_timeout_ms);
     let grace = Duration::from_millis(cli.shutdown_grace_ms);
     let max_connections = i64::try_from(cli.max_connections).unwrap_or(i64::MAX);
-    let app = Arc::new(App::new(cli, keys, limiter, upstreams));
+    let admin_token = cli.admin_token.clone().filter(|t| !t.is_empty());
+    let app = Arc::new(App::new(cli, keys, limiter, upstreams, policy_store));
+    if let Some(token) = admin_token {
+        let address = app.cli.admin_address();
+        admin::serve(Arc::clone(&app), address, admin::AdminToken::new(&token)).await?;
+    }
     tracing::info!(
         listen = %app.cli.listen,
         node = %app.node,
@@ -121,10 +160,15 @@ async fn run(cli: Cli) -> Result<(), String> {
         redis = if app.cli.redis_cluster.is_empty() { app.cli.redis_url.as_str() } else { "cluster" },
         upstream = app.cli.upstream.as_deref().unwrap_or("mock"),
         anthropic_upstream = app.cli.anthropic_upstream.as_deref().unwrap_or("mock"),
+        policies = ?app.cli.policies,
         on_redis_error = ?app.cli.on_redis_error,
         "llmrl gateway ready"
     );
     tokio::spawn(reload_on_sighup(Arc::clone(&app), hangup));
+    tokio::spawn(sample_traffic(Arc::clone(&app)));
+    if app.policy_store.is_some() {
+        tokio::spawn(watch_policy(Arc::clone(&app)));
+    }
 
     let graceful = GracefulShutdown::new();
     loop {
@@ -199,10 +243,54 @@ async fn run(cli: Cli) -> Result<(), String> {
     Ok(())
 }
 
-/// SIGHUP re-reads the keys file; new limits apply from the next request, usage is kept (it
-/// lives in Redis). A broken file is reported and the old keys stay in force.
+/// Once a second, close this node's second of traffic (the dashboard's chart).
+async fn sample_traffic(app: Arc<App>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticker.tick().await;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let in_flight = app.metrics.in_flight.get();
+        app.metrics.recent.tick(now_ms, in_flight);
+    }
+}
+
+/// `--policies redis`: poll the stored policy's version and take each new one. Polling rather
+/// than pub/sub: a missed message, a Redis restart or failover cannot leave a node behind — the
+/// next poll sees the version. While Redis is unreachable, or the policy is missing or invalid,
+/// the node keeps enforcing the last policy it loaded.
+async fn watch_policy(app: Arc<App>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(app.cli.policy_poll_ms.max(10)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_problem = String::new();
+    loop {
+        ticker.tick().await;
+        match app.refresh_policy().await {
+            Ok(_) => last_problem.clear(),
+            Err(error) => {
+                let problem = error.to_string();
+                if problem != last_problem {
+                    tracing::error!(error = %problem, "cannot take the stored policy; keeping the one in force");
+                    last_problem = problem;
+                }
+            }
+        }
+    }
+}
+
+/// SIGHUP re-reads the keys file (or, with --policies redis, the stored policy); new limits apply
+/// from the next request, usage is kept (it lives in Redis). A broken file is reported and the
+/// old keys stay in force.
 async fn reload_on_sighup(app: Arc<App>, mut hangup: tokio::signal::unix::Signal) {
     while hangup.recv().await.is_some() {
+        if app.policy_store.is_some() {
+            if let Err(error) = app.refresh_policy().await {
+                tracing::error!(%error, "policy reload failed; keeping the previous keys");
+            }
+            continue;
+        }
         match KeyStore::load(&app.cli.keys_file) {
             Ok(keys) => {
                 let count = keys.len();

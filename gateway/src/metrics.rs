@@ -1,5 +1,9 @@
 //! Prometheus metrics served at /metrics.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
     Opts, Registry, TextEncoder,
@@ -25,6 +29,63 @@ pub struct Metrics {
     pub open_connections: IntGauge,
     /// Every connection accepted (a client that reconnects a lot shows here, not in the gauge).
     pub connections: IntCounter,
+    /// Answers of the last minutes, second by second (the dashboard's traffic chart).
+    pub recent: Recent,
+}
+
+/// How many seconds of traffic [`Recent`] keeps.
+pub const RECENT_SECONDS: usize = 300;
+
+/// One second of traffic on this node.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Second {
+    /// Its start, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// Limited requests answered 2xx in it...
+    pub admitted: u64,
+    /// ...and refused with a 429.
+    pub limited: u64,
+    /// Requests in flight at its end.
+    pub in_flight: i64,
+}
+
+/// Counts answers as they go and keeps the last [`RECENT_SECONDS`] seconds of them.
+#[derive(Default)]
+pub struct Recent {
+    admitted: AtomicU64,
+    limited: AtomicU64,
+    seconds: Mutex<VecDeque<Second>>,
+}
+
+impl Recent {
+    /// One answer of a limited route.
+    pub fn record(&self, status: u16) {
+        match status {
+            200..=299 => self.admitted.fetch_add(1, Ordering::Relaxed),
+            429 => self.limited.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+
+    /// Close the second that just ended (called once a second).
+    pub fn tick(&self, at_ms: u64, in_flight: i64) {
+        let second = Second {
+            at_ms,
+            admitted: self.admitted.swap(0, Ordering::Relaxed),
+            limited: self.limited.swap(0, Ordering::Relaxed),
+            in_flight,
+        };
+        let mut seconds = self.seconds.lock().unwrap_or_else(|p| p.into_inner());
+        if seconds.len() == RECENT_SECONDS {
+            seconds.pop_front();
+        }
+        seconds.push_back(second);
+    }
+
+    pub fn seconds(&self) -> Vec<Second> {
+        let seconds = self.seconds.lock().unwrap_or_else(|p| p.into_inner());
+        seconds.iter().copied().collect()
+    }
 }
 
 impl Metrics {
@@ -124,6 +185,7 @@ impl Metrics {
             in_flight,
             open_connections,
             connections,
+            recent: Recent::default(),
         }
     }
 

@@ -15,6 +15,10 @@ pub struct ApiKey {
     pub name: String,
     digest: [u8; 32],
     pub shadow: bool,
+    /// Refused (401) while disabled; kept with its usage.
+    pub disabled: bool,
+    /// Models with limits (and counters) of their own under this key.
+    models_with_limits: Vec<String>,
     /// The plan of every model named in the file for this key (its model entries, its upstream's
     /// pools, prices), and the plan every other model shares.
     plans: HashMap<String, Arc<Plan>>,
@@ -29,6 +33,18 @@ impl ApiKey {
 
     pub fn model_names(&self) -> impl Iterator<Item = &str> {
         self.plans.keys().map(String::as_str)
+    }
+
+    /// Every plan: each named model's, then every other model's (`None`).
+    pub fn plans(&self) -> impl Iterator<Item = (Option<&str>, &Arc<Plan>)> {
+        self.plans
+            .iter()
+            .map(|(model, plan)| (Some(model.as_str()), plan))
+            .chain(std::iter::once((None, &self.default_plan)))
+    }
+
+    pub fn has_model_limits(&self, model: &str) -> bool {
+        self.models_with_limits.iter().any(|m| m == model)
     }
 }
 
@@ -47,16 +63,23 @@ pub enum KeysError {
 #[derive(Debug, Default)]
 pub struct KeyStore {
     by_digest: HashMap<[u8; 32], Arc<ApiKey>>,
+    by_name: HashMap<String, Arc<ApiKey>>,
+    /// The policy these keys came from (keys by digest only when it came from Redis).
+    pub file: Arc<KeysFile>,
+    /// The stored policy's version (none for a keys file).
+    pub version: Option<String>,
 }
 
 impl KeyStore {
     pub fn load(path: &Path) -> Result<KeyStore, KeysError> {
-        KeyStore::from_file(&KeysFile::read(path)?)
+        KeyStore::from_file(KeysFile::read(path)?, None)
     }
 
-    fn from_file(file: &KeysFile) -> Result<KeyStore, KeysError> {
+    /// The keys of a whole policy, checked.
+    pub fn from_file(file: KeysFile, version: Option<String>) -> Result<KeyStore, KeysError> {
         file.validate()?;
         let mut by_digest = HashMap::new();
+        let mut by_name = HashMap::new();
         for entry in &file.keys {
             let invalid = |message: &str| KeysError::Key {
                 name: entry.name.clone(),
@@ -70,18 +93,32 @@ impl KeyStore {
             }
             // Every other model: the key's own limits and any catch-all ("*") pool and price.
             let default_plan = Arc::new(file.plan(entry, "*")?);
-            let key = ApiKey {
+            let key = Arc::new(ApiKey {
                 name: entry.name.clone(),
                 digest,
                 shadow: entry.shadow,
+                disabled: entry.disabled,
+                models_with_limits: entry.models.keys().cloned().collect(),
                 plans,
                 default_plan,
-            };
-            if by_digest.insert(digest, Arc::new(key)).is_some() {
+            });
+            if by_digest.insert(digest, Arc::clone(&key)).is_some() {
                 return Err(invalid("the same API key appears twice"));
             }
+            if by_name.insert(entry.name.clone(), key).is_some() {
+                return Err(invalid("two keys have this name"));
+            }
         }
-        Ok(KeyStore { by_digest })
+        Ok(KeyStore {
+            by_digest,
+            by_name,
+            file: Arc::new(file),
+            version,
+        })
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Arc<ApiKey>> {
+        self.by_name.get(name)
     }
 
     /// Find the key a client presented. The map is keyed by SHA-256, so lookup time says
@@ -109,7 +146,7 @@ mod tests {
             path: "test".into(),
             message: e.to_string(),
         })?;
-        KeyStore::from_file(&file)
+        KeyStore::from_file(file, None)
     }
 
     /// A classic plan's Redis key and limits.

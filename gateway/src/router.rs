@@ -28,6 +28,8 @@ enum Route {
     Model(String),
     Health,
     Metrics,
+    /// What the client's key has used and has left in every scope.
+    Usage,
 }
 
 impl Route {
@@ -42,6 +44,7 @@ impl Route {
             "/v1/models" => Route::Models,
             "/health" => Route::Health,
             "/metrics" => Route::Metrics,
+            "/v1/usage" => Route::Usage,
             _ => Route::Model(path.strip_prefix("/v1/models/")?.to_string()),
         })
     }
@@ -59,6 +62,7 @@ impl Route {
             Route::Models | Route::Model(_) => "models",
             Route::Health => "health",
             Route::Metrics => "metrics",
+            Route::Usage => "usage",
         }
     }
 
@@ -215,6 +219,7 @@ async fn route(
     let result = match route {
         Route::Limited(dialect) => {
             let (response, reason) = pipeline::serve(app, dialect, request, request_id).await;
+            app.metrics.recent.record(response.status().as_u16());
             return (response, name, reason);
         }
         Route::CountTokens(dialect) => {
@@ -225,6 +230,7 @@ async fn route(
         Route::Model(id) => info::model(app, request.headers(), &id),
         Route::Health => Ok(info::health(app).await),
         Route::Metrics => Ok(info::metrics(app)),
+        Route::Usage => info::usage(app, request.headers()).await,
     };
     match result {
         Ok(response) => (response, name, "ok"),

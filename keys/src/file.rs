@@ -4,8 +4,8 @@
 use crate::limits::{entry_with_limits, LimitError};
 use crate::sha256;
 use llmrl_core::window::validate_window;
-use serde::Deserialize;
-use std::collections::{HashMap, HashSet};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use thiserror::Error;
 
@@ -16,6 +16,7 @@ entry_with_limits! {
     /// Limits of one model with its own counters, within a key: its per-minute limits replace
     /// the key's for this model; its day, concurrency and budget limits add to the key's.
     pub struct ModelEntry {
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub default_output_reservation: Option<u64>,
     }
 }
@@ -25,23 +26,31 @@ entry_with_limits! {
     pub struct KeyEntry {
         pub name: String,
         /// The API key itself, or...
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub key: Option<String>,
         /// ...its SHA-256 in hex, so the file need not hold the secret.
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub key_sha256: Option<String>,
         #[serde(default = "default_reservation")]
         pub default_output_reservation: u64,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         pub shadow: bool,
+        /// A disabled key is refused (401) but kept, with its usage, until enabled again.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pub disabled: bool,
         #[serde(default = "default_window")]
         pub window_ms: u64,
         /// The team the key belongs to (its limits apply too).
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub team: Option<String>,
         /// The organisation, for a key without a team (a team names its own).
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub org: Option<String>,
         /// The upstream account whose pool limits apply (else the team's, else the org's).
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub upstream: Option<String>,
-        #[serde(default)]
-        pub models: HashMap<String, ModelEntry>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        pub models: BTreeMap<String, ModelEntry>,
     }
 }
 
@@ -49,7 +58,9 @@ entry_with_limits! {
     /// A team: its limits are shared by all its keys.
     pub struct TeamEntry {
         pub name: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub org: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub upstream: Option<String>,
     }
 }
@@ -58,6 +69,7 @@ entry_with_limits! {
     /// An organisation: its limits are shared by all its teams and keys.
     pub struct OrgEntry {
         pub name: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub upstream: Option<String>,
     }
 }
@@ -72,7 +84,7 @@ entry_with_limits! {
 }
 
 /// A provider account behind the gateway.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamEntry {
     pub name: String,
@@ -81,11 +93,12 @@ pub struct UpstreamEntry {
 }
 
 /// A model's price in USD per million tokens.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
     pub input: f64,
     /// Cached prompt tokens (default: the input price).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cached_input: Option<f64>,
     pub output: f64,
 }
@@ -111,23 +124,23 @@ fn default_window() -> u64 {
     DEFAULT_WINDOW_MS
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeysFile {
     pub keys: Vec<KeyEntry>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub teams: Vec<TeamEntry>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orgs: Vec<OrgEntry>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upstreams: Vec<UpstreamEntry>,
     /// Per model (`"*"`: every other model).
-    #[serde(default)]
-    pub prices: HashMap<String, Price>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prices: BTreeMap<String, Price>,
     /// Whether cached prompt tokens count toward input-token limits when settling (`false`:
     /// Anthropic's rule, cache reads do not count toward ITPM). They are always priced. Unset:
     /// each API's own rule (OpenAI's routes count them, Anthropic's Messages does not).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count_cached_input: Option<bool>,
 }
 

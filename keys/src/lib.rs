@@ -7,6 +7,7 @@
 mod file;
 pub mod limits;
 mod plan;
+pub mod store;
 
 pub use file::{
     EntryError, FileError, KeyEntry, KeysFile, ModelEntry, OrgEntry, PoolEntry, Price, ReadError,

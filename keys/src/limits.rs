@@ -158,6 +158,15 @@ impl LimitFields {
     }
 }
 
+/// Written out only when set (a stored or exported entry shows what it limits, not every zero).
+pub(crate) fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+pub(crate) fn is_zero_offset(value: &i32) -> bool {
+    *value == 0
+}
+
 /// Declare a keys-file entry: its own fields plus every limit field (serde's `flatten` cannot be
 /// combined with `deny_unknown_fields`, which turns a typo into an error instead of no limit).
 macro_rules! entry_with_limits {
@@ -168,29 +177,33 @@ macro_rules! entry_with_limits {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Clone, Debug, serde::Deserialize)]
+        #[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
         #[serde(deny_unknown_fields)]
         pub struct $name {
             $($(#[$field_meta])* pub $field: $ty,)*
-            #[serde(default)]
+            #[serde(default, skip_serializing_if = "crate::limits::is_zero")]
             pub rpm: u64,
-            #[serde(default)]
+            #[serde(default, skip_serializing_if = "crate::limits::is_zero")]
             pub itpm: u64,
-            #[serde(default)]
+            #[serde(default, skip_serializing_if = "crate::limits::is_zero")]
             pub otpm: u64,
-            #[serde(default)]
+            #[serde(default, skip_serializing_if = "crate::limits::is_zero")]
             pub tpm: u64,
-            #[serde(default)]
+            #[serde(default, skip_serializing_if = "crate::limits::is_zero")]
             pub rpd: u64,
-            #[serde(default)]
+            #[serde(default, skip_serializing_if = "crate::limits::is_zero")]
             pub tpd: u64,
-            #[serde(default)]
+            #[serde(default, skip_serializing_if = "crate::limits::is_zero")]
             pub max_parallel_requests: u64,
+            #[serde(skip_serializing_if = "Option::is_none")]
             pub day_reset: Option<String>,
-            #[serde(default)]
+            #[serde(default, skip_serializing_if = "crate::limits::is_zero_offset")]
             pub utc_offset_minutes: i32,
+            #[serde(skip_serializing_if = "Option::is_none")]
             pub day_window_ms: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
             pub budget_usd: Option<f64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
             pub budget_period: Option<String>,
         }
 

@@ -426,6 +426,50 @@ impl KeysFile {
         })
     }
 
+    /// The scopes a team, an organisation or an upstream pool holds itself, with their Redis
+    /// keys as every plan names them (for reading or resetting its usage). An upstream's name
+    /// gives all its pools. A key's scopes are in its plans.
+    pub fn scopes_of(&self, owner: &Owner) -> Result<Vec<ScopeSpec>, PlanError> {
+        let invalid = |name: &str, e: crate::limits::LimitError| {
+            PlanError::Key(name.to_string(), e.to_string())
+        };
+        let mut scopes = Vec::new();
+        match owner {
+            Owner::Team(name) => {
+                if let Some(team) = self.team(name) {
+                    let tag = team
+                        .org
+                        .as_ref()
+                        .map_or_else(|| format!("t:{name}"), |org| format!("o:{org}"));
+                    let set = team.limit_fields().check().map_err(|e| invalid(name, e))?;
+                    let prefix = format!("llmrl:{{{tag}}}:t:{name}");
+                    owner_scopes(owner.clone(), &prefix, &set, MINUTE_MS, true, &mut scopes);
+                }
+            }
+            Owner::Org(name) => {
+                if let Some(org) = self.org(name) {
+                    let set = org.limit_fields().check().map_err(|e| invalid(name, e))?;
+                    let prefix = format!("llmrl:{{o:{name}}}:o:{name}");
+                    owner_scopes(owner.clone(), &prefix, &set, MINUTE_MS, true, &mut scopes);
+                }
+            }
+            Owner::Pool { upstream, pool } => {
+                let pools = self.upstream(upstream).into_iter().flat_map(|u| &u.pools);
+                for entry in pools.filter(|p| pool.is_empty() || p.name == *pool) {
+                    let set = entry.limit_fields().check().map_err(|e| invalid(pool, e))?;
+                    let prefix = format!("llmrl:{{u:{upstream}}}:p:{}", entry.name);
+                    let owner = Owner::Pool {
+                        upstream: upstream.clone(),
+                        pool: entry.name.clone(),
+                    };
+                    owner_scopes(owner, &prefix, &set, MINUTE_MS, true, &mut scopes);
+                }
+            }
+            Owner::Key(_) | Owner::KeyModel { .. } => {}
+        }
+        Ok(scopes)
+    }
+
     /// Model names with a plan of their own under `key` (its model entries and the models its
     /// upstream's pools name); every other model shares the plan of `"*"`-or-nothing.
     pub fn planned_models(&self, key: &KeyEntry) -> Vec<String> {
