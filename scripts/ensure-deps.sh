@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the system packages llmrl needs are present: redis-server / redis-cli (to run and
 # test the module), libclang (bindgen, used by the redis-module crate at build time), and
-# python3 with venv (the compatibility tests with the official openai package).
+# python3 with venv (the compatibility tests with the official openai package). With --test, also
+# what only the tests need: Debian's chromium and chromedriver (the dashboard's browser test).
 # As root with apt-get, missing ones are installed; otherwise we say exactly what to install.
 set -euo pipefail
 
@@ -15,6 +16,11 @@ if ! { ldconfig -p 2>/dev/null | grep -Eq '[[:space:]]libclang(-[0-9.]+)?\.so'; 
 fi
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     missing+=(python3 python3-venv)
+fi
+
+if [ "${1:-}" = --test ]; then
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then

@@ -63,6 +63,7 @@ pub async fn health(app: &App) -> Response<Body> {
         "redis": redis,
         "version": env!("CARGO_PKG_VERSION"),
         "keys": app.keys().len(),
+        "policy_version": app.keys().version,
         "upstream": if app.upstreams.openai.is_some() { "proxy" } else { "mock" },
         "anthropic_upstream": if app.upstreams.anthropic.is_some() { "proxy" } else { "mock" },
     });

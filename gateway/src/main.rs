@@ -140,6 +140,11 @@ async fn run(cli: Cli) -> Result<(), String> {
     let hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let admin_token = cli.admin_token.clone().filter(|t| !t.is_empty());
+    let admin_listener = match &admin_token {
+        Some(_) => Some(admin::bind(cli.admin_address()).await?),
+        None => None,
+    };
     let listener = TcpListener::bind(cli.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
@@ -147,11 +152,9 @@ async fn run(cli: Cli) -> Result<(), String> {
     let read_timeout = Duration::from_millis(cli.read_timeout_ms);
     let grace = Duration::from_millis(cli.shutdown_grace_ms);
     let max_connections = i64::try_from(cli.max_connections).unwrap_or(i64::MAX);
-    let admin_token = cli.admin_token.clone().filter(|t| !t.is_empty());
     let app = Arc::new(App::new(cli, keys, limiter, upstreams, policy_store));
-    if let Some(token) = admin_token {
-        let address = app.cli.admin_address();
-        admin::serve(Arc::clone(&app), address, admin::AdminToken::new(&token)).await?;
+    if let (Some(token), Some(listener)) = (admin_token, admin_listener) {
+        admin::serve(Arc::clone(&app), listener, admin::AdminToken::new(&token));
     }
     tracing::info!(
         listen = %app.cli.listen,

@@ -201,3 +201,48 @@ impl Metrics {
             .inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every metric the Grafana dashboard in `contrib/` queries is one the gateway exports.
+    #[test]
+    fn the_grafana_dashboard_queries_metrics_that_exist() {
+        let metrics = Metrics::new("gw-test");
+        metrics.count("chat", 429, "rpm");
+        metrics.redis_errors.with_label_values(&["check"]).inc();
+        metrics
+            .tokens_settled
+            .with_label_values(&["input", "refund"])
+            .inc();
+        metrics.limiter_seconds.observe(0.001);
+        metrics.input_estimate_error.observe(1.0);
+        let exported = metrics.render();
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../contrib/grafana/llmrl-gateway.json"
+        );
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut queried = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for (start, _) in expr.match_indices("llmrl_gateway_") {
+                    let name: String = expr[start..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    assert!(
+                        exported.contains(&format!("\n{name}{{")),
+                        "{name} (panel {}) is not exported",
+                        panel["title"]
+                    );
+                    queried += 1;
+                }
+            }
+        }
+        assert!(queried >= 10, "{queried}");
+    }
+}

@@ -38,9 +38,11 @@ def wait_for_port(port, process, timeout=20.0):
 
 
 @contextlib.contextmanager
-def stack(keys_text, *gateways):
+def stack(keys_text, *gateways, import_policy=False):
     """Redis with llmrl, then one gateway per argument list (its extra flags, and optionally
-    `{"env": {...}}` as the list's first item); yields the gateways' base URLs."""
+    `{"env": {...}}` as the list's first item); yields the gateways' base URLs. `import_policy`:
+    the keys are imported into Redis first (`llmrl-gateway admin import`), for gateways run with
+    `--policies redis`."""
     workdir = Path(tempfile.mkdtemp(prefix="llmrl-py-"))
     processes = []
     try:
@@ -54,6 +56,11 @@ def stack(keys_text, *gateways):
         wait_for_port(redis_port, redis)
         keys = workdir / "keys.toml"
         keys.write_text(keys_text)
+        if import_policy:
+            subprocess.run(
+                [GATEWAY, "admin", "--redis-url", f"redis://127.0.0.1:{redis_port}/", "import", str(keys)],
+                check=True, stdout=subprocess.DEVNULL,
+            )
         urls = []
         for flags in gateways or ([],):
             env = dict(os.environ)

@@ -29,7 +29,12 @@ pub enum Command {
 pub enum Action {
     /// Replace the stored policy with a keys file (TOML, or JSON if *.json); keys are stored as
     /// SHA-256 digests. Every node takes it within its poll interval.
-    Import { file: PathBuf },
+    Import {
+        file: PathBuf,
+        /// Only if no policy is stored yet (keep what is there, edits included).
+        #[arg(long)]
+        if_empty: bool,
+    },
     /// Print the stored policy as a JSON keys file (keys as digests).
     Export,
     /// API keys: add, list, set, disable, enable, delete.
@@ -146,7 +151,16 @@ async fn execute(cli: &Cli, action: Action) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let failed = |e: AdminError| e.to_string();
     match action {
-        Action::Import { file } => {
+        Action::Import { file, if_empty } => {
+            if if_empty {
+                if let Some(version) = store.version().await.map_err(|e| e.to_string())? {
+                    println!(
+                        "a policy is already stored in {:?} (version {version}); kept",
+                        store.key()
+                    );
+                    return Ok(());
+                }
+            }
             let keys = KeysFile::read(&file).map_err(|e| e.to_string())?;
             let count = keys.keys.len();
             let version = store.import(keys).await.map_err(|e| e.to_string())?;

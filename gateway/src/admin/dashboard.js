@@ -22,8 +22,12 @@ function el(tag, attributes, ...children) {
   return node;
 }
 
+function usd(value) {
+  return "$" + value.toFixed(value !== 0 && value < 10 ? 4 : 2);
+}
+
 function number(value, dimension) {
-  if (dimension === "spend_usd") return "$" + Number(value).toFixed(2);
+  if (dimension === "spend_usd") return usd(Number(value));
   return Number(value).toLocaleString("en-US");
 }
 
@@ -100,7 +104,7 @@ function draw(overview) {
     }
     if (spend > 0) break;
   }
-  document.getElementById("spend").textContent = "$" + spend.toFixed(2);
+  document.getElementById("spend").textContent = usd(spend);
   const status = document.getElementById("status");
   status.textContent = overview.error ? "limiter: " + overview.error
     : "live · " + new Date(overview.now_ms).toLocaleTimeString();

@@ -127,11 +127,19 @@ async fn handle(
     Ok(response)
 }
 
-/// Serve the admin listener until the process ends.
-pub async fn serve(app: Arc<App>, address: SocketAddr, token: AdminToken) -> Result<(), String> {
-    let listener = TcpListener::bind(address)
+/// Bind the admin listener (before the public one: once the public port answers, the admin
+/// port does too).
+pub async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(address)
         .await
-        .map_err(|e| format!("cannot listen on {address} (admin): {e}"))?;
+        .map_err(|e| format!("cannot listen on {address} (admin): {e}"))
+}
+
+/// Serve the admin listener until the process ends.
+pub fn serve(app: Arc<App>, listener: TcpListener, token: AdminToken) {
+    let Ok(address) = listener.local_addr() else {
+        return;
+    };
     if !address.ip().is_loopback() {
         tracing::warn!(%address, "the admin API listens beyond loopback: keep its token secret and the port firewalled");
     }
@@ -157,5 +165,4 @@ pub async fn serve(app: Arc<App>, address: SocketAddr, token: AdminToken) -> Res
             });
         }
     });
-    Ok(())
 }

@@ -1,0 +1,140 @@
+"""The admin dashboard in a real headless browser (Debian's chromium driven through its
+chromedriver by Selenium): after a burst of requests, the page shows the key's usage against
+its limit and the 429s, refreshing by itself. A screenshot goes to target/dashboard.png."""
+
+import json
+import os
+import urllib.request
+
+import openai
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from conftest import ROOT, free_port, stack
+
+TOKEN = "dashboard-test-token"
+KEYS = """
+[[keys]]
+name = "burst"
+key = "sk-burst"
+team = "ml-research"
+rpm = 3
+itpm = 5000
+
+[[keys]]
+name = "quiet"
+key = "sk-quiet"
+team = "ml-research"
+rpm = 60
+
+[[teams]]
+name = "ml-research"
+org = "acme"
+rpm = 100
+tpd = 2000000
+
+[[orgs]]
+name = "acme"
+budget_usd = 50
+budget_period = "month"
+
+[prices."*"]
+input = 2.5
+output = 10.0
+"""
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1400,1100"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def get_json(url):
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.load(response)
+
+
+@pytest.fixture(autouse=True)
+def offline_selenium(monkeypatch):
+    # Selenium must use the given driver and browser, never try to download its own.
+    monkeypatch.setenv("SE_OFFLINE", "true")
+
+
+def test_the_dashboard_shows_a_burst_live():
+    admin_port = free_port()
+    node = [{"env": {"LLMRL_ADMIN_TOKEN": TOKEN}}, "--policies", "redis",
+            "--admin-listen", f"127.0.0.1:{admin_port}"]
+    with stack(KEYS, node, import_policy=True) as (url,):
+        admin = f"http://127.0.0.1:{admin_port}"
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-burst", max_retries=0)
+        answered, limited = 0, 0
+        for _ in range(5):
+            try:
+                client.chat.completions.create(
+                    model="gpt-4o-mini", max_tokens=16,
+                    messages=[{"role": "user", "content": "Hello there"}])
+                answered += 1
+            except openai.RateLimitError:
+                limited += 1
+        assert (answered, limited) == (3, 2)
+
+        driver = browser()
+        try:
+            driver.get(f"{admin}/admin/#token={TOKEN}")
+            selector = '[data-entity="key:burst"] .bar[data-dimension="requests"]'
+            WebDriverWait(driver, 15).until(
+                lambda d: any(b.get_attribute("data-used") == "3"
+                              for b in d.find_elements(By.CSS_SELECTOR, selector)))
+            bar = driver.find_element(By.CSS_SELECTOR, selector)
+            assert bar.get_attribute("data-limit") == "3"
+            assert "3 / 3" in bar.text
+            # The team's and the organisation's rows count the same requests and spend.
+            team = driver.find_element(
+                By.CSS_SELECTOR, '[data-entity="team:ml-research"] .bar[data-dimension="requests"]')
+            assert team.get_attribute("data-used") == "3"
+            spend = driver.find_element(
+                By.CSS_SELECTOR, '[data-entity="org:acme"] .bar[data-dimension="spend_usd"]')
+            assert float(spend.get_attribute("data-used")) > 0
+            # The traffic chart fills once the node has closed the seconds of the burst.
+            WebDriverWait(driver, 10).until(
+                lambda d: d.find_element(By.ID, "limited-line").get_attribute("points") != "")
+            traffic = get_json(f"{admin}/admin/overview")["traffic"]
+            assert sum(s["admitted"] for s in traffic) == 3
+            assert sum(s["limited"] for s in traffic) == 2
+            # Live: a new request shows without reloading the page.
+            openai.OpenAI(base_url=f"{url}/v1", api_key="sk-quiet", max_retries=0) \
+                .chat.completions.create(model="gpt-4o-mini", max_tokens=8,
+                                         messages=[{"role": "user", "content": "hi"}])
+            WebDriverWait(driver, 10).until(
+                lambda d: d.find_element(
+                    By.CSS_SELECTOR, '[data-entity="team:ml-research"] .bar[data-dimension="requests"]'
+                ).get_attribute("data-used") == "4")
+            assert "live" in driver.find_element(By.ID, "status").text
+            os.makedirs(ROOT / "target", exist_ok=True)
+            driver.save_screenshot(str(ROOT / "target" / "dashboard.png"))
+            assert (ROOT / "target" / "dashboard.png").stat().st_size > 10_000
+        finally:
+            driver.quit()
+
+
+def test_the_dashboard_asks_for_the_token():
+    admin_port = free_port()
+    node = [{"env": {"LLMRL_ADMIN_TOKEN": TOKEN}}, "--admin-listen", f"127.0.0.1:{admin_port}"]
+    with stack(KEYS, node):
+        driver = browser()
+        try:
+            driver.get(f"http://127.0.0.1:{admin_port}/admin/")
+            WebDriverWait(driver, 10).until(
+                lambda d: "token" in d.find_element(By.ID, "status").text)
+            assert driver.find_element(By.ID, "login").is_displayed()
+            assert driver.find_elements(By.CSS_SELECTOR, ".bar") == []
+        finally:
+            driver.quit()
