@@ -69,7 +69,9 @@ fn all_follow(ports: &[u16], version: &str) -> Duration {
             sleep(Duration::from_millis(10));
         }
     }
-    started.elapsed()
+    let waited = started.elapsed();
+    eprintln!("version {version} on every node after {waited:?}");
+    waited
 }
 
 fn stored_version(redis: &RedisServer) -> String {

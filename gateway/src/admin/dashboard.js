@@ -37,7 +37,9 @@ function bar(scope, d) {
   const share = limit > 0 ? Math.min(1, used / limit) : 0;
   const fill = el("div", { class: "fill" + (share >= 1 ? " full" : share >= 0.8 ? " warn" : "") });
   fill.style.width = (share * 100).toFixed(1) + "%";
-  const label = d.dimension.replace("_", " ") + " · " + scope.window;
+  // A key's model, or an upstream's pool, says which of the entity's scopes this is.
+  const part = scope.scope.includes("/") ? scope.scope.split("/").slice(1).join("/") + ": " : "";
+  const label = part + d.dimension.replace("_", " ") + " · " + scope.window;
   return el("div", {
       class: "bar", "data-scope": scope.scope, "data-dimension": d.dimension,
       "data-window": scope.window, "data-used": String(used), "data-limit": String(limit),
@@ -84,8 +86,10 @@ function drawTraffic(seconds) {
 
 function draw(overview) {
   document.getElementById("node").textContent = overview.node;
-  document.getElementById("policy").textContent =
-    overview.policies + (overview.version ? " v" + overview.version : "");
+  // A stored policy's version is the Redis server's time of the change, in microseconds.
+  const changed = overview.version ? new Date(Number(overview.version) / 1000) : null;
+  document.getElementById("policy").textContent = overview.policies +
+    (changed && !isNaN(changed) ? ", changed " + changed.toLocaleString() : "");
   document.getElementById("in-flight").textContent = overview.in_flight;
   drawTraffic(overview.traffic);
   for (const kind of ["key", "team", "org", "upstream"]) {
