@@ -32,7 +32,7 @@ pub struct ScopeUsage {
 }
 
 /// How a window is shown.
-fn window_name(window: Window) -> String {
+pub fn window_name(window: Window) -> String {
     use llmrl_keys::limits::{BudgetPeriod, DayRule};
     let sliding = |ms: u64| {
         if ms == 60_000 {

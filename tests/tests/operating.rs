@@ -20,6 +20,10 @@ rpm = 100
 name = "file-only"
 key = "sk-op-file"
 
+[[keys]]
+name = "steady"
+key = "sk-op-steady"
+
 [[teams]]
 name = "t"
 rpm = 1000
@@ -101,6 +105,22 @@ fn a_change_reaches_every_node_within_a_second_and_keeps_usage() {
         node(&redis, &keys, free_port()),
     ];
     let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    // Traffic that no change concerns runs through every change: not one request dropped.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let steady = {
+        let (stop, ports) = (std::sync::Arc::clone(&stop), ports.clone());
+        std::thread::spawn(move || {
+            let mut statuses = Vec::new();
+            for port in ports.iter().cycle() {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                statuses.push(chat(*port, "sk-op-steady"));
+                sleep(Duration::from_millis(5));
+            }
+            statuses
+        })
+    };
     for (i, port) in ports.iter().cycle().take(5).enumerate() {
         assert_eq!(chat(*port, "sk-op-a"), 200, "request {i}");
     }
@@ -178,6 +198,11 @@ fn a_change_reaches_every_node_within_a_second_and_keeps_usage() {
         assert_eq!(refused.status, 401);
         assert!(refused.text().contains("disabled"), "{}", refused.text());
     }
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses = steady.join().unwrap();
+    assert!(statuses.len() > 20, "{}", statuses.len());
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
 
     // Redis restarts empty (no persistence): the nodes keep enforcing what they had...
     let before = stored_version(&redis);
@@ -362,7 +387,19 @@ fn the_admin_api_checks_every_change_and_keeps_secrets_out() {
     let usage = admin("GET", "/admin/usage/team/t", Some(TOKEN), None);
     assert_eq!(usage.status, 200, "{}", usage.text());
     assert_eq!(usage.json()["scopes"][0]["limits"][0]["used"], 4);
-    let reset = admin("POST", "/admin/usage/team/t/reset", Some(TOKEN), None);
+    let wrong_window = admin(
+        "POST",
+        "/admin/usage/team/t/reset?window=month",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(wrong_window.status, 404, "{}", wrong_window.text());
+    let reset = admin(
+        "POST",
+        "/admin/usage/team/t/reset?window=minute",
+        Some(TOKEN),
+        None,
+    );
     assert_eq!(reset.json()["scopes_reset"], 1);
     let usage = admin("GET", "/admin/usage/team/t", Some(TOKEN), None);
     assert_eq!(usage.json()["scopes"][0]["limits"][0]["used"], 0);
@@ -399,7 +436,7 @@ fn the_admin_api_checks_every_change_and_keeps_secrets_out() {
             .as_array()
             .unwrap()
             .len(),
-        2
+        3
     );
 }
 

@@ -96,7 +96,10 @@ pub async fn route(app: &App, request: Request<Incoming>) -> Response<Body> {
         (["policy"], _) => policy(app, &method, request).await,
         (["overview"], &Method::GET) => Ok(reply(StatusCode::OK, &dashboard::overview(app).await)),
         (["usage", kind, name], &Method::GET) => usage(app, kind, name).await,
-        (["usage", kind, name, "reset"], &Method::POST) => reset(app, kind, name).await,
+        (["usage", kind, name, "reset"], &Method::POST) => {
+            let window = query_value(request.uri().query(), "window");
+            reset(app, kind, name, window.as_deref()).await
+        }
         (["keys", name, action @ ("disable" | "enable")], &Method::POST) => {
             switch(app, name, *action == "disable").await
         }
@@ -252,12 +255,21 @@ async fn usage(app: &App, kind: &str, name: &str) -> Answer {
     ))
 }
 
-/// `POST /admin/usage/{kind}/{name}/reset`.
-async fn reset(app: &App, kind: &str, name: &str) -> Answer {
+/// A query parameter's value, decoded.
+fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| decode(&value.replace('+', " ")))
+}
+
+/// `POST /admin/usage/{kind}/{name}/reset[?window=...]`.
+async fn reset(app: &App, kind: &str, name: &str, window: Option<&str>) -> Answer {
     let limiter = limiter(app).map_err(|e| admin_error(&e))?;
     let keys = app.keys();
     let target = ops::target(&keys, kind, name).map_err(|e| admin_error(&e))?;
-    let removed = ops::reset(limiter, &keys, &target)
+    let removed = ops::reset(limiter, &keys, &target, window)
         .await
         .map_err(|e| admin_error(&e))?;
     tracing::info!(kind, name, removed, "usage reset");

@@ -55,7 +55,13 @@ pub enum Action {
     /// an upstream (`name` or `name/pool`).
     Usage { kind: String, name: String },
     /// Forget what a key, team, org or upstream pool has used (its own scopes only).
-    Reset { kind: String, name: String },
+    Reset {
+        kind: String,
+        name: String,
+        /// Only this window, as `usage` names it (`minute`, `day:-480`, `month`, `in flight`).
+        #[arg(long)]
+        window: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -203,10 +209,12 @@ async fn execute(cli: &Cli, action: Action) -> Result<(), String> {
             let scopes = ops::usage(&limiter, &keys, &target).await.map_err(failed)?;
             print_usage(&scopes);
         }
-        Action::Reset { kind, name } => {
+        Action::Reset { kind, name, window } => {
             let (limiter, keys) = usage_context(cli, &store).await?;
             let target = ops::target(&keys, &kind, &name).map_err(failed)?;
-            let removed = ops::reset(&limiter, &keys, &target).await.map_err(failed)?;
+            let removed = ops::reset(&limiter, &keys, &target, window.as_deref())
+                .await
+                .map_err(failed)?;
             println!("reset {kind} {name:?}: {removed} scope(s) cleared");
         }
     }

@@ -7,7 +7,7 @@ use crate::policy::{ApiKey, KeyStore};
 use crate::policy_store::{Expect, PolicyStore, StoreError};
 use crate::usage::{self, ScopeUsage};
 use llmrl_keys::store::{self as doc, Kind};
-use llmrl_keys::{Checks, KeysFile, Owner};
+use llmrl_keys::{Checks, KeysFile, Owner, Window};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -252,22 +252,35 @@ pub async fn usage(
 }
 
 /// Forget what a key or group has used (its own scopes only: a key's reset leaves its team's
-/// usage alone). Slots held by requests in flight go too. The number of Redis keys removed.
+/// usage alone), in every window or only in `window` (as usage names it: `minute`, `day:-480`,
+/// `month`, `in flight`...). Slots held by requests in flight go too. The number of Redis keys
+/// removed.
 pub async fn reset(
     limiter: &Limiter,
     keys: &KeyStore,
     target: &Target<'_>,
+    window: Option<&str>,
 ) -> Result<usize, AdminError> {
+    let chosen = |w: Window| window.is_none_or(|name| usage::window_name(w) == name);
     let mut redis_keys: Vec<String> = Vec::new();
     match target {
         Target::Key(key) => {
             for (_, plan) in key.plans() {
                 match &plan.checks {
-                    Checks::Single { redis_key, .. } => redis_keys.push(redis_key.clone()),
+                    Checks::Single {
+                        redis_key,
+                        window_ms,
+                        ..
+                    } => {
+                        if chosen(Window::Minute(*window_ms)) {
+                            redis_keys.push(redis_key.clone());
+                        }
+                    }
                     Checks::Multi(scopes) => redis_keys.extend(
                         scopes
                             .iter()
                             .filter(|s| matches!(s.owner, Owner::Key(_) | Owner::KeyModel { .. }))
+                            .filter(|s| chosen(s.window))
                             .map(|s| s.redis_key.clone()),
                     ),
                 }
@@ -278,8 +291,19 @@ pub async fn reset(
                 .file
                 .scopes_of(owner)
                 .map_err(|e| AdminError::Invalid(e.to_string()))?;
-            redis_keys.extend(scopes.into_iter().map(|s| s.redis_key));
+            redis_keys.extend(
+                scopes
+                    .into_iter()
+                    .filter(|s| chosen(s.window))
+                    .map(|s| s.redis_key),
+            );
         }
+    }
+    if redis_keys.is_empty() {
+        return Err(AdminError::NotFound(format!(
+            "no scope of its own{}",
+            window.map_or(String::new(), |w| format!(" counts over {w:?}"))
+        )));
     }
     redis_keys.sort();
     redis_keys.dedup();
