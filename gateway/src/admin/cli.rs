@@ -121,13 +121,13 @@ fn print_json(value: &Value) {
 /// A usage table, one row per limited dimension.
 fn print_usage(scopes: &[ScopeUsage]) {
     println!(
-        "{:<28} {:<12} {:<18} {:>14} {:>14} {:>14} {:>10}",
+        "{:<32} {:<12} {:<18} {:>14} {:>14} {:>14} {:>10}",
         "SCOPE", "WINDOW", "DIMENSION", "USED", "LIMIT", "REMAINING", "RESET"
     );
     for scope in scopes {
         for d in &scope.limits {
             println!(
-                "{:<28} {:<12} {:<18} {:>14} {:>14} {:>14} {:>9.1}s",
+                "{:<32} {:<12} {:<18} {:>14} {:>14} {:>14} {:>9.1}s",
                 scope.scope,
                 scope.window,
                 d.dimension,
