@@ -37,7 +37,7 @@ pub enum Action {
     },
     /// Print the stored policy as a JSON keys file (keys as digests).
     Export,
-    /// API keys: add, list, set, disable, enable, delete.
+    /// API keys: add, list, set, disable, enable (remove one with `delete key <name>`).
     Keys {
         #[command(subcommand)]
         action: KeysAction,
@@ -68,24 +68,15 @@ pub enum Action {
 pub enum KeysAction {
     /// Add a key with `field=value` limits (`rpm=60 team=ml-research`); prints the new API key
     /// once.
-    Add {
-        name: String,
-        fields: Vec<String>,
-    },
+    Add { name: String, fields: Vec<String> },
     /// Every key, as stored (digests only).
     List,
     /// Change a key's fields: `keys set demo rpm=120 itpm=` (`key=<new secret>` rotates it).
-    Set {
-        name: String,
-        fields: Vec<String>,
-    },
+    Set { name: String, fields: Vec<String> },
     /// Refuse the key (401) until enabled again; its usage is kept.
-    Disable {
-        name: String,
-    },
-    Enable {
-        name: String,
-    },
+    Disable { name: String },
+    /// Accept a disabled key again.
+    Enable { name: String },
 }
 
 /// `field=value` pairs as a JSON object: the value parsed as JSON when it is, else text; an
