@@ -87,15 +87,55 @@ fn fold(api: Api, so_far: Option<Usage>, value: &Value) -> Option<Usage> {
     }
 }
 
+/// The parts of an answer or event that can hold usage, and nothing else: the load generator
+/// shares the machine with the gateway it measures, so it skips the rest of each answer (an
+/// embedding, a Responses output tree) without building it.
+#[derive(serde::Deserialize)]
+struct UsageParts {
+    usage: Option<Value>,
+    response: Option<Holder>,
+    message: Option<Holder>,
+}
+
+#[derive(serde::Deserialize)]
+struct Holder {
+    usage: Option<Value>,
+}
+
+/// One JSON answer or event reduced to its usage-bearing parts, shaped as the original.
+fn usage_parts(json: &[u8]) -> Option<Value> {
+    let parts: UsageParts = serde_json::from_slice(json).ok()?;
+    let mut value = serde_json::Map::new();
+    let holder = |holder: Holder| {
+        let mut object = serde_json::Map::new();
+        if let Some(usage) = holder.usage {
+            object.insert("usage".into(), usage);
+        }
+        Value::Object(object)
+    };
+    if let Some(usage) = parts.usage {
+        value.insert("usage".into(), usage);
+    }
+    if let Some(response) = parts.response {
+        value.insert("response".into(), holder(response));
+    }
+    if let Some(message) = parts.message {
+        value.insert("message".into(), holder(message));
+    }
+    Some(Value::Object(value))
+}
+
 /// The usage a whole JSON answer, or the events of an SSE stream, report.
 pub fn usage(api: Api, bytes: &[u8]) -> Option<Usage> {
-    if let Ok(value) = serde_json::from_slice::<Value>(bytes) {
+    if let Some(value) = usage_parts(bytes) {
         return fold(api, None, &value);
     }
-    String::from_utf8_lossy(bytes)
-        .lines()
-        .filter_map(|line| line.strip_prefix("data: "))
-        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+    // Only events that mention usage can change what is known (the others keep it).
+    bytes
+        .split(|byte| *byte == b'\n')
+        .filter_map(|line| line.strip_prefix(b"data: "))
+        .filter(|data| data.windows(7).any(|w| w == b"\"usage\""))
+        .filter_map(usage_parts)
         .fold(None, |so_far, value| fold(api, so_far, &value))
 }
 
