@@ -393,3 +393,71 @@ org = "beta"
     assert_eq!(scope_used(&mut org_node, org, 0), 20);
     assert_eq!(scope_used(&mut pool_node, pool, 0), 20);
 }
+
+/// `llmrl-gateway admin --redis-cluster <seeds> ...`: exit code and stdout.
+fn cluster_admin(cluster: &Cluster, args: &[&str]) -> (i32, String) {
+    let output = Command::new(gateway_path())
+        .args(["admin", "--redis-cluster", &cluster.seeds()])
+        .args(args)
+        .output()
+        .expect("llmrl-gateway admin");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let errors = String::from_utf8_lossy(&output.stderr);
+    (
+        output.status.code().unwrap_or(-1),
+        format!("{text}{errors}"),
+    )
+}
+
+#[test]
+fn the_policy_stored_in_a_cluster_is_enforced_and_changed_live() {
+    let cluster = Cluster::start(3);
+    let keys = write_keys(
+        &cluster.nodes[0].dir,
+        "[[keys]]\nname = \"k\"\nkey = \"sk-cluster-policy\"\nteam = \"t\"\nrpm = 2\n\n\
+         [[teams]]\nname = \"t\"\norg = \"o\"\nrpm = 100\n\n[[orgs]]\nname = \"o\"\nrpd = 1000\n",
+    );
+    let (code, out) = cluster_admin(&cluster, &["import", &keys.display().to_string()]);
+    assert_eq!(code, 0, "{out}");
+    let gateway = Gateway::start(
+        cluster.nodes[0].port,
+        &keys,
+        &["--redis-cluster", &cluster.seeds(), "--policies", "redis"],
+    );
+    let chat = || {
+        post_chat(
+            gateway.port,
+            "sk-cluster-policy",
+            &chat_body("m", "hello", "\"max_tokens\":4"),
+        )
+        .status
+    };
+    assert_eq!([chat(), chat(), chat()], [200, 200, 429]);
+    let version = |port| http(port, "GET", "/health", None, None).json()["policy_version"].clone();
+    let before = version(gateway.port);
+    let (code, out) = cluster_admin(&cluster, &["keys", "set", "k", "rpm=3"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        eventually(Duration::from_secs(2), || version(gateway.port) != before),
+        "the node never took the change"
+    );
+    assert_eq!([chat(), chat()], [200, 429], "raised to 3, the 2 used kept");
+    let (code, table) = cluster_admin(&cluster, &["usage", "key", "k"]);
+    assert_eq!(code, 0, "{table}");
+    let row = |scope: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(scope) && l.contains(" requests "))
+            .unwrap_or_else(|| panic!("no {scope} in {table}"))
+            .split_whitespace()
+            .rev()
+            .skip(2)
+            .take(2)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    // The columns from the end: reset, remaining, limit, used.
+    assert_eq!(row("key:k "), ["3", "3"]);
+    assert_eq!(row("team:t "), ["100", "3"]);
+    assert_eq!(row("org:o "), ["1000", "3"]);
+}
