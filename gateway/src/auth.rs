@@ -15,17 +15,22 @@ fn unauthorized(message: &str) -> GatewayError {
         .with_code("invalid_api_key")
 }
 
+/// The token of `Authorization: Bearer <token>`, if that is how the request authenticates.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
+    let bytes = headers.get(AUTHORIZATION)?.as_bytes();
+    bytes
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
+        .and_then(|_| bytes.get(7..))
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !token.is_empty())
+}
+
 /// The key presented as `Authorization: Bearer <key>`, or as `x-api-key: <key>` (Anthropic's
 /// clients send that).
 fn presented(headers: &HeaderMap) -> Option<&[u8]> {
-    if let Some(header) = headers.get(AUTHORIZATION) {
-        let bytes = header.as_bytes();
-        return bytes
-            .get(..7)
-            .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
-            .and_then(|_| bytes.get(7..))
-            .map(<[u8]>::trim_ascii)
-            .filter(|token| !token.is_empty());
+    if headers.contains_key(AUTHORIZATION) {
+        return bearer_token(headers);
     }
     headers
         .get("x-api-key")

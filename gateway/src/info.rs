@@ -76,14 +76,16 @@ pub async fn usage(app: &App, headers: &HeaderMap) -> Result<Response<Body>, Gat
     let key = authenticate(&app.keys(), headers)?;
     let scopes = match &app.limiter {
         None => Vec::new(),
-        Some(limiter) => crate::usage::of_key(limiter, &key).await.map_err(|error| {
-            tracing::warn!(%error, "usage: the limiter is unavailable");
-            GatewayError::new(
+        Some(limiter) => crate::usage::of_key(limiter, &key, false)
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "usage: the limiter is unavailable");
+                GatewayError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorKind::LimiterUnavailable,
                 "Usage is unavailable: the rate limiter cannot be reached. Please retry shortly.",
             )
-        })?,
+            })?,
     };
     let body = json!({"object": "usage", "key": key.name, "shadow": key.shadow, "scopes": scopes});
     Ok(response::json(StatusCode::OK, body.to_string()))

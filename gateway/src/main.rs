@@ -252,11 +252,7 @@ async fn sample_traffic(app: Arc<App>) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         ticker.tick().await;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let in_flight = app.metrics.in_flight.get();
-        app.metrics.recent.tick(now_ms, in_flight);
+        app.metrics.recent.tick(app.metrics.in_flight.get());
     }
 }
 

@@ -33,6 +33,13 @@ pub struct Metrics {
     pub recent: Recent,
 }
 
+/// The wall clock, ms since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// How many seconds of traffic [`Recent`] keeps.
 pub const RECENT_SECONDS: usize = 300;
 
@@ -68,9 +75,9 @@ impl Recent {
     }
 
     /// Close the second that just ended (called once a second).
-    pub fn tick(&self, at_ms: u64, in_flight: i64) {
+    pub fn tick(&self, in_flight: i64) {
         let second = Second {
-            at_ms,
+            at_ms: unix_ms(),
             admitted: self.admitted.swap(0, Ordering::Relaxed),
             limited: self.limited.swap(0, Ordering::Relaxed),
             in_flight,

@@ -2,7 +2,10 @@
 //! every scope of its key, model, team, organisation and upstream pool, with their Redis keys
 //! (see `llmrl_keys::Plan`). Built once per keys-file load, never per request.
 
-use llmrl_keys::{sha256, FileError, KeysFile, Plan, PlanError, ReadError};
+use llmrl_core::protocol::Limits;
+use llmrl_keys::{
+    sha256, Checks, FileError, KeysFile, Owner, Plan, PlanError, ReadError, ScopeSpec, Window,
+};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -35,16 +38,86 @@ impl ApiKey {
         self.plans.keys().map(String::as_str)
     }
 
-    /// Every plan: each named model's, then every other model's (`None`).
-    pub fn plans(&self) -> impl Iterator<Item = (Option<&str>, &Arc<Plan>)> {
-        self.plans
-            .iter()
-            .map(|(model, plan)| (Some(model.as_str()), plan))
-            .chain(std::iter::once((None, &self.default_plan)))
+    /// Every counter its requests are checked against, over every model's plan (in model name
+    /// order, then every other model's), each once.
+    pub fn scopes(&self) -> Vec<KeyScope> {
+        let mut models: Vec<&String> = self.plans.keys().collect();
+        models.sort();
+        let plans = models
+            .into_iter()
+            .map(|model| (Some(model.as_str()), &self.plans[model]))
+            .chain(std::iter::once((None, &self.default_plan)));
+        let mut scopes: Vec<KeyScope> = Vec::new();
+        for (model, plan) in plans {
+            let found: Vec<KeyScope> = match &plan.checks {
+                Checks::Multi(specs) => specs.iter().cloned().map(KeyScope::Multi).collect(),
+                Checks::Single {
+                    redis_key,
+                    limits,
+                    window_ms,
+                } => {
+                    let owner = match model {
+                        Some(model) if self.models_with_limits.iter().any(|m| m == model) => {
+                            Owner::KeyModel {
+                                key: self.name.clone(),
+                                model: model.to_string(),
+                            }
+                        }
+                        _ => Owner::Key(self.name.clone()),
+                    };
+                    vec![KeyScope::Classic {
+                        redis_key: redis_key.clone(),
+                        limits: *limits,
+                        window_ms: *window_ms,
+                        owner,
+                    }]
+                }
+            };
+            for scope in found {
+                if !scopes.iter().any(|s| s.redis_key() == scope.redis_key()) {
+                    scopes.push(scope);
+                }
+            }
+        }
+        scopes
+    }
+}
+
+/// One counter a key's requests are checked against.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KeyScope {
+    /// A classic single-scope counter (`LLMRL.CHECK`).
+    Classic {
+        redis_key: String,
+        limits: Limits,
+        window_ms: u64,
+        owner: Owner,
+    },
+    /// A scope of a multi-scope plan (`LLMRL.MCHECK`).
+    Multi(ScopeSpec),
+}
+
+impl KeyScope {
+    pub fn redis_key(&self) -> &str {
+        match self {
+            KeyScope::Classic { redis_key, .. } => redis_key,
+            KeyScope::Multi(spec) => &spec.redis_key,
+        }
     }
 
-    pub fn has_model_limits(&self, model: &str) -> bool {
-        self.models_with_limits.iter().any(|m| m == model)
+    pub fn window(&self) -> Window {
+        match self {
+            KeyScope::Classic { window_ms, .. } => Window::Minute(*window_ms),
+            KeyScope::Multi(spec) => spec.window,
+        }
+    }
+
+    /// Whether the key holds it itself (not its team, organisation or pool).
+    pub fn is_own(&self) -> bool {
+        match self {
+            KeyScope::Classic { .. } => true,
+            KeyScope::Multi(spec) => matches!(spec.owner, Owner::Key(_) | Owner::KeyModel { .. }),
+        }
     }
 }
 

@@ -2,10 +2,10 @@
 //! for clients (`GET /v1/usage`), the admin API, the CLI and the dashboard.
 
 use crate::limiter::{Limiter, LimiterError};
-use crate::policy::ApiKey;
+use crate::policy::{ApiKey, KeyScope};
 use llmrl_core::protocol::{Check, Limits, MultiCheck, ScopeArgs};
 use llmrl_core::scope::{Clock, ScopeLimits};
-use llmrl_keys::{hash_tag, Checks, Fourth, Owner, ScopeSpec, Window};
+use llmrl_keys::{group_by_hash_tag, hash_tag, Fourth, Owner, ScopeSpec, Window};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -98,16 +98,12 @@ pub async fn of_scopes(
     limiter: &Limiter,
     specs: &[ScopeSpec],
 ) -> Result<Vec<ScopeUsage>, LimiterError> {
-    let mut tags: Vec<&str> = specs.iter().map(|s| hash_tag(&s.redis_key)).collect();
-    tags.dedup();
-    tags.sort_unstable();
-    tags.dedup();
     let mut usage = Vec::with_capacity(specs.len());
-    for tag in tags {
-        let group: Vec<&ScopeSpec> = specs
-            .iter()
-            .filter(|s| hash_tag(&s.redis_key) == tag)
-            .collect();
+    for members in group_by_hash_tag(specs) {
+        let group: Vec<&ScopeSpec> = members.iter().filter_map(|&i| specs.get(i)).collect();
+        let Some(tag) = group.first().map(|s| hash_tag(&s.redis_key)) else {
+            continue;
+        };
         // A scope that can never admit (it would cost 2 of a limit of 1): the peek is refused
         // as a whole, and a refused MPEEK reports every scope as it stands — nothing of the probe
         // charged, no slot counted. The probe's key is never created (a peek records nothing).
@@ -199,41 +195,32 @@ pub async fn of_classic(
     })
 }
 
-/// Every scope that applies to an API key, over all its models' plans (each scope once).
-pub async fn of_key(limiter: &Limiter, key: &ApiKey) -> Result<Vec<ScopeUsage>, LimiterError> {
+/// Every scope that applies to an API key, over all its models' plans (each scope once); with
+/// `own_only`, only those the key holds itself (not its team's, organisation's or pools').
+pub async fn of_key(
+    limiter: &Limiter,
+    key: &ApiKey,
+    own_only: bool,
+) -> Result<Vec<ScopeUsage>, LimiterError> {
+    let mut usage = Vec::new();
     let mut specs: Vec<ScopeSpec> = Vec::new();
-    let mut classic: Vec<(&str, Limits, u64, Owner)> = Vec::new();
-    for (model, plan) in key.plans() {
-        match &plan.checks {
-            Checks::Multi(scopes) => {
-                for spec in scopes {
-                    if !specs.iter().any(|s| s.redis_key == spec.redis_key) {
-                        specs.push(spec.clone());
-                    }
-                }
-            }
-            Checks::Single {
+    for scope in key.scopes() {
+        if own_only && !scope.is_own() {
+            continue;
+        }
+        match scope {
+            KeyScope::Classic {
                 redis_key,
                 limits,
                 window_ms,
+                owner,
             } => {
-                let limited = *limits != Limits::default();
-                if limited && !classic.iter().any(|(k, ..)| k == redis_key) {
-                    let owner = match model {
-                        Some(model) if key.has_model_limits(model) => Owner::KeyModel {
-                            key: key.name.clone(),
-                            model: model.to_string(),
-                        },
-                        _ => Owner::Key(key.name.clone()),
-                    };
-                    classic.push((redis_key, *limits, *window_ms, owner));
+                if limits != Limits::default() {
+                    usage.push(of_classic(limiter, &redis_key, limits, window_ms, &owner).await?);
                 }
             }
+            KeyScope::Multi(spec) => specs.push(spec),
         }
-    }
-    let mut usage = Vec::new();
-    for (redis_key, limits, window_ms, owner) in classic {
-        usage.push(of_classic(limiter, redis_key, limits, window_ms, &owner).await?);
     }
     usage.extend(of_scopes(limiter, &specs).await?);
     Ok(usage)

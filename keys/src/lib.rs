@@ -14,7 +14,8 @@ pub use file::{
     TeamEntry, UpstreamEntry, DEFAULT_OUTPUT_RESERVATION, DEFAULT_WINDOW_MS,
 };
 pub use plan::{
-    counted_input, hash_tag, key_slot, Checks, Fourth, Owner, Plan, PlanError, ScopeSpec, Window,
+    counted_input, group_by_hash_tag, hash_tag, key_slot, Checks, Fourth, Owner, Plan, PlanError,
+    ScopeSpec, Window,
 };
 
 use llmrl_core::protocol::Limits;

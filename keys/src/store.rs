@@ -86,10 +86,6 @@ pub enum StoreError {
         name: String,
         message: String,
     },
-    #[error("{kind} {name:?} does not exist")]
-    NotFound { kind: &'static str, name: String },
-    #[error("{kind} {name:?} already exists")]
-    Exists { kind: &'static str, name: String },
 }
 
 /// The entity of `kind` named `name`, as JSON (a key with its digest only).

@@ -1,7 +1,7 @@
 //! The admin API's routes (see `openapi.json`): the stored policy and each of its entities,
 //! usage of any scope, and the dashboard's overview.
 
-use super::{admin_error, dashboard, error, ops, reply};
+use super::{admin_error, dashboard, error, no_route, ops, reply};
 use crate::app::App;
 use crate::http::body;
 use crate::http::response::Body;
@@ -74,14 +74,6 @@ fn method_not_allowed(method: &Method, path: &str) -> Response<Body> {
 
 type Answer = Result<Response<Body>, Response<Body>>;
 
-fn unknown(path: &str) -> Response<Body> {
-    error(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("no admin route {path}; see /admin/openapi.json"),
-    )
-}
-
 pub async fn route(app: &App, request: Request<Incoming>) -> Response<Body> {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
@@ -105,22 +97,21 @@ pub async fn route(app: &App, request: Request<Incoming>) -> Response<Body> {
         }
         ([kind], _) => match Kind::parse(kind) {
             Some(kind) => collection(app, kind, &method, request).await,
-            None => Err(unknown(&path)),
+            None => Err(no_route(&path)),
         },
         ([kind, name], _) => match Kind::parse(kind) {
             Some(kind) => entity(app, kind, name, &method, request).await,
-            None => Err(unknown(&path)),
+            None => Err(no_route(&path)),
         },
-        _ => Err(unknown(&path)),
+        _ => Err(no_route(&path)),
     };
     outcome.unwrap_or_else(|response| response)
 }
 
 /// `POST /admin/keys/{name}/disable` or `/enable`.
 async fn switch(app: &App, name: &str, disabled: bool) -> Answer {
-    let change = json!({"disabled": if disabled { Value::Bool(true) } else { Value::Null }});
     let store = store(app).map_err(|e| admin_error(&e))?;
-    let key = ops::patch(store, Kind::Key, name, change)
+    let key = ops::set_disabled(store, name, disabled)
         .await
         .map_err(|e| admin_error(&e))?;
     Ok(written(app, StatusCode::OK, key).await)
@@ -203,14 +194,9 @@ async fn entity(
     method: &Method,
     request: Request<Incoming>,
 ) -> Answer {
-    let missing = || {
-        admin_error(&AdminError::NotFound(format!(
-            "{} {name:?} does not exist",
-            kind.singular()
-        )))
-    };
     if *method == Method::GET {
-        let value = llmrl_keys::store::entity(&app.keys().file, kind, name).ok_or_else(missing)?;
+        let value = llmrl_keys::store::entity(&app.keys().file, kind, name)
+            .ok_or_else(|| admin_error(&ops::not_found(kind, name)))?;
         return Ok(reply(StatusCode::OK, &value));
     }
     let store = store(app).map_err(|e| admin_error(&e))?;

@@ -175,17 +175,7 @@ async fn execute(cli: &Cli, action: Action) -> Result<(), String> {
         Action::Set { kind, name, fields } => {
             let kind = kind_of(&kind)?;
             let changes = fields_object(&fields)?;
-            let exists = store
-                .load_file()
-                .await
-                .ok()
-                .and_then(|(_, file)| llmrl_keys::store::entity(&file, kind, &name))
-                .is_some();
-            let value = if exists {
-                ops::patch(&store, kind, &name, changes).await
-            } else {
-                ops::put(&store, kind, &name, changes).await
-            };
+            let value = ops::set(&store, kind, &name, changes).await;
             print_json(&value.map_err(failed)?);
         }
         Action::Delete { kind, name } => {
@@ -290,20 +280,18 @@ async fn keys(store: &PolicyStore, action: KeysAction) -> Result<(), String> {
                 .map_err(failed)?;
             print_json(&value);
         }
-        KeysAction::Disable { name } => {
-            let change = serde_json::json!({"disabled": true});
-            ops::patch(store, Kind::Key, &name, change)
-                .await
-                .map_err(failed)?;
-            println!("key {name:?} disabled");
-        }
-        KeysAction::Enable { name } => {
-            let change = serde_json::json!({"disabled": null});
-            ops::patch(store, Kind::Key, &name, change)
-                .await
-                .map_err(failed)?;
-            println!("key {name:?} enabled");
-        }
+        KeysAction::Disable { name } => switch(store, &name, true).await?,
+        KeysAction::Enable { name } => switch(store, &name, false).await?,
     }
+    Ok(())
+}
+
+/// `keys disable` and `keys enable`.
+async fn switch(store: &PolicyStore, name: &str, disabled: bool) -> Result<(), String> {
+    ops::set_disabled(store, name, disabled)
+        .await
+        .map_err(|e| e.to_string())?;
+    let done = if disabled { "disabled" } else { "enabled" };
+    println!("key {name:?} {done}");
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 use super::ops;
 use crate::app::App;
+use crate::usage;
 use llmrl_keys::store::{names, Kind};
 use serde_json::{json, Value};
 
@@ -24,12 +25,17 @@ pub async fn overview(app: &App) -> Value {
                 let Ok(target) = ops::target(&keys, kind.singular(), &name) else {
                     continue;
                 };
-                match ops::usage(limiter, &keys, &target).await {
-                    Ok(mut scopes) => {
-                        if kind == Kind::Key {
-                            // A key's row shows its own scopes; its team's have their own row.
-                            scopes.retain(|s| s.scope.starts_with("key:"));
-                        }
+                // A key's row shows its own scopes; its team's and the rest have their own rows.
+                let usage = match &target {
+                    ops::Target::Key(key) => usage::of_key(limiter, key, true)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    ops::Target::Group(_) => ops::usage(limiter, &keys, &target)
+                        .await
+                        .map_err(|e| e.to_string()),
+                };
+                match usage {
+                    Ok(scopes) => {
                         let disabled =
                             kind == Kind::Key && keys.by_name(&name).is_some_and(|k| k.disabled);
                         entities.push(json!({
@@ -37,7 +43,7 @@ pub async fn overview(app: &App) -> Value {
                         }));
                     }
                     Err(error) => {
-                        problem = Some(error.to_string());
+                        problem = Some(error);
                         break 'kinds;
                     }
                 }
@@ -46,14 +52,11 @@ pub async fn overview(app: &App) -> Value {
     } else {
         problem = Some("this node runs without a limiter (--no-limiter)".to_string());
     }
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
     json!({
         "node": app.node,
         "policies": if app.policy_store.is_some() { "redis" } else { "file" },
         "version": keys.version,
-        "now_ms": now_ms,
+        "now_ms": crate::metrics::unix_ms(),
         "in_flight": app.metrics.in_flight.get(),
         "traffic": app.metrics.recent.seconds(),
         "entities": entities,

@@ -10,7 +10,6 @@ pub mod ops;
 use crate::app::App;
 use crate::http::response::{self, full, set_header, Body};
 use hyper::body::Incoming;
-use hyper::header::AUTHORIZATION;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -35,20 +34,8 @@ impl AdminToken {
     }
 
     fn admits(&self, request: &Request<Incoming>) -> bool {
-        let Some(presented) = request
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.as_bytes().get(7..))
-            .map(<[u8]>::trim_ascii)
-        else {
-            return false;
-        };
-        let scheme_ok = request
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.as_bytes().get(..7))
-            .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer "));
-        scheme_ok && bool::from(llmrl_keys::sha256(presented).ct_eq(&self.0))
+        crate::auth::bearer_token(request.headers())
+            .is_some_and(|token| bool::from(llmrl_keys::sha256(token).ct_eq(&self.0)))
     }
 }
 
@@ -61,6 +48,15 @@ fn error(status: StatusCode, kind: &str, message: impl std::fmt::Display) -> Res
     reply(
         status,
         &json!({"error": {"type": kind, "message": message.to_string()}}),
+    )
+}
+
+/// A path the admin API does not serve.
+fn no_route(path: &str) -> Response<Body> {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no admin route {path}; see /admin/openapi.json"),
     )
 }
 
@@ -107,11 +103,7 @@ async fn handle(
         return Ok(response);
     }
     if !path.starts_with("/admin/") {
-        return Ok(error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no admin route {path}; see /admin/openapi.json"),
-        ));
+        return Ok(no_route(&path));
     }
     if !token.admits(&request) {
         let mut response = error(

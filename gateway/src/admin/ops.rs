@@ -7,7 +7,7 @@ use crate::policy::{ApiKey, KeyStore};
 use crate::policy_store::{Expect, PolicyStore, StoreError};
 use crate::usage::{self, ScopeUsage};
 use llmrl_keys::store::{self as doc, Kind};
-use llmrl_keys::{Checks, KeysFile, Owner, Window};
+use llmrl_keys::{KeysFile, Owner, Window};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -40,7 +40,7 @@ impl From<StoreError> for AdminError {
     }
 }
 
-fn not_found(kind: Kind, name: &str) -> AdminError {
+pub fn not_found(kind: Kind, name: &str) -> AdminError {
     AdminError::NotFound(format!("{} {name:?} does not exist", kind.singular()))
 }
 
@@ -158,6 +158,44 @@ pub async fn patch(
     Ok(doc::entity(&file, kind, name).unwrap_or(Value::Null))
 }
 
+/// Change some fields of an entity, creating it from them if it does not exist yet (the CLI's
+/// `set`), decided and written as one change.
+pub async fn set(
+    store: &PolicyStore,
+    kind: Kind,
+    name: &str,
+    changes: Value,
+) -> Result<Value, AdminError> {
+    let (_, file) = change(store, |file| {
+        let mut entity = doc::entity(file, kind, name).unwrap_or(Value::Object(Default::default()));
+        doc::merge_patch(&mut entity, &changes);
+        doc::put(file, kind, name, entity).map_err(|e| AdminError::Invalid(e.to_string()))?;
+        Ok(vec![(kind, name.to_string())])
+    })
+    .await?;
+    Ok(doc::entity(&file, kind, name).unwrap_or(Value::Null))
+}
+
+/// Disable a key (refused with 401, its usage kept) or enable it again.
+pub async fn set_disabled(
+    store: &PolicyStore,
+    name: &str,
+    disabled: bool,
+) -> Result<Value, AdminError> {
+    let flag = if disabled {
+        Value::Bool(true)
+    } else {
+        Value::Null
+    };
+    patch(
+        store,
+        Kind::Key,
+        name,
+        serde_json::json!({ "disabled": flag }),
+    )
+    .await
+}
+
 /// Remove an entity (refused while others name it: the policy would not hold together).
 pub async fn delete(store: &PolicyStore, kind: Kind, name: &str) -> Result<(), AdminError> {
     change(store, |file| {
@@ -238,7 +276,9 @@ pub async fn usage(
     target: &Target<'_>,
 ) -> Result<Vec<ScopeUsage>, AdminError> {
     match target {
-        Target::Key(key) => usage::of_key(limiter, key).await.map_err(unavailable),
+        Target::Key(key) => usage::of_key(limiter, key, false)
+            .await
+            .map_err(unavailable),
         Target::Group(owner) => {
             let scopes = keys
                 .file
@@ -264,28 +304,12 @@ pub async fn reset(
     let chosen = |w: Window| window.is_none_or(|name| usage::window_name(w) == name);
     let mut redis_keys: Vec<String> = Vec::new();
     match target {
-        Target::Key(key) => {
-            for (_, plan) in key.plans() {
-                match &plan.checks {
-                    Checks::Single {
-                        redis_key,
-                        window_ms,
-                        ..
-                    } => {
-                        if chosen(Window::Minute(*window_ms)) {
-                            redis_keys.push(redis_key.clone());
-                        }
-                    }
-                    Checks::Multi(scopes) => redis_keys.extend(
-                        scopes
-                            .iter()
-                            .filter(|s| matches!(s.owner, Owner::Key(_) | Owner::KeyModel { .. }))
-                            .filter(|s| chosen(s.window))
-                            .map(|s| s.redis_key.clone()),
-                    ),
-                }
-            }
-        }
+        Target::Key(key) => redis_keys.extend(
+            key.scopes()
+                .iter()
+                .filter(|scope| scope.is_own() && chosen(scope.window()))
+                .map(|scope| scope.redis_key().to_string()),
+        ),
         Target::Group(owner) => {
             let scopes = keys
                 .file

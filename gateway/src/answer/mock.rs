@@ -9,16 +9,14 @@ use crate::http::response::{self, Body};
 use bytes::{Bytes, BytesMut};
 use hyper::{Response, StatusCode};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Output tokens per streamed chunk.
 const TOKENS_PER_CHUNK: usize = 4;
 
 fn unix_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::metrics::unix_ms() / 1000
 }
 
 pub async fn answer(

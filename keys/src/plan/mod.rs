@@ -157,8 +157,9 @@ pub fn key_slot(key: &str) -> u16 {
     crc % 16384
 }
 
-/// Scope indices grouped by hash tag, groups in order of first appearance.
-fn groups(scopes: &[ScopeSpec]) -> Vec<Vec<usize>> {
+/// Scope indices grouped by hash tag (each group one Redis Cluster slot), groups in order of
+/// first appearance.
+pub fn group_by_hash_tag(scopes: &[ScopeSpec]) -> Vec<Vec<usize>> {
     let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
     for (index, scope) in scopes.iter().enumerate() {
         let tag = hash_tag(&scope.redis_key);
@@ -395,7 +396,7 @@ impl KeysFile {
             }
             _ => false,
         };
-        let groups = groups(&scopes);
+        let groups = group_by_hash_tag(&scopes);
         let checks = if classic {
             let [rpm, itpm, otpm, _] = scopes.first().map_or([0; 4], |s| s.limits.summed);
             let scope = if model_entry.is_some() {

@@ -4,7 +4,6 @@
 use crate::decision::Decision;
 use hyper::header::{HeaderName, HeaderValue};
 use llmrl_core::period::civil_from_days;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Header names per decision figure (requests, input tokens, output tokens, tokens): limit,
 /// remaining, reset.
@@ -45,14 +44,8 @@ pub fn rfc3339(unix_ms: u64) -> String {
     )
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 pub fn rate_limit_headers(decision: &Decision) -> Vec<(HeaderName, HeaderValue)> {
-    let now = now_ms();
+    let now = crate::metrics::unix_ms();
     crate::dialect::rate_limit_headers(decision, &NAMES, |reset_ms| {
         rfc3339(now.saturating_add(reset_ms))
     })
