@@ -104,17 +104,33 @@ pub async fn create_key(
         object.insert("key".into(), Value::String(key.clone()));
         Some(key)
     };
-    let (_, file) = change(store, |file| {
+    let stored = edit_one(store, Kind::Key, name, |file| {
         if doc::entity(file, Kind::Key, name).is_some() {
             return Err(AdminError::Exists(format!("key {name:?} already exists")));
         }
-        doc::put(file, Kind::Key, name, body.clone())
-            .map_err(|e| AdminError::Invalid(e.to_string()))?;
-        Ok(vec![(Kind::Key, name.to_string())])
+        Ok(body.clone())
     })
     .await?;
-    let stored = doc::entity(&file, Kind::Key, name).unwrap_or(Value::Null);
     Ok((made, stored))
+}
+
+/// One entity changed: `edit` gives its new value from the policy as read; the value as stored.
+async fn edit_one<F>(
+    store: &PolicyStore,
+    kind: Kind,
+    name: &str,
+    mut edit: F,
+) -> Result<Value, AdminError>
+where
+    F: FnMut(&KeysFile) -> Result<Value, AdminError>,
+{
+    let (_, file) = change(store, |file| {
+        let value = edit(file)?;
+        doc::put(file, kind, name, value).map_err(|e| AdminError::Invalid(e.to_string()))?;
+        Ok(vec![(kind, name.to_string())])
+    })
+    .await?;
+    Ok(doc::entity(&file, kind, name).unwrap_or(Value::Null))
 }
 
 /// Create or replace an entity.
@@ -124,38 +140,47 @@ pub async fn put(
     name: &str,
     body: Value,
 ) -> Result<Value, AdminError> {
-    let (_, file) = change(store, |file| {
-        doc::put(file, kind, name, body.clone()).map_err(|e| AdminError::Invalid(e.to_string()))?;
-        Ok(vec![(kind, name.to_string())])
-    })
-    .await?;
-    Ok(doc::entity(&file, kind, name).unwrap_or(Value::Null))
+    edit_one(store, kind, name, |_| Ok(body.clone())).await
 }
 
-/// Change some fields of an entity (a JSON merge patch: `null` removes a field). A new plaintext
-/// `key` replaces the stored digest (rotating the key).
-pub async fn patch(
+/// An entity with `changes` merged in (a JSON merge patch: `null` removes a field); a new
+/// plaintext `key` replaces the stored digest (rotating the key). A missing entity starts empty
+/// when `create`, else is not found.
+async fn merge(
     store: &PolicyStore,
     kind: Kind,
     name: &str,
     changes: Value,
+    create: bool,
 ) -> Result<Value, AdminError> {
     if !changes.is_object() {
         return Err(AdminError::Invalid("a patch is a JSON object".into()));
     }
-    let (_, file) = change(store, |file| {
-        let mut entity = doc::entity(file, kind, name).ok_or_else(|| not_found(kind, name))?;
+    edit_one(store, kind, name, |file| {
+        let mut entity = match doc::entity(file, kind, name) {
+            Some(entity) => entity,
+            None if create => Value::Object(Default::default()),
+            None => return Err(not_found(kind, name)),
+        };
         if kind == Kind::Key && changes.get("key").is_some_and(Value::is_string) {
             if let Some(object) = entity.as_object_mut() {
                 object.remove("key_sha256");
             }
         }
         doc::merge_patch(&mut entity, &changes);
-        doc::put(file, kind, name, entity).map_err(|e| AdminError::Invalid(e.to_string()))?;
-        Ok(vec![(kind, name.to_string())])
+        Ok(entity)
     })
-    .await?;
-    Ok(doc::entity(&file, kind, name).unwrap_or(Value::Null))
+    .await
+}
+
+/// Change some fields of an existing entity (see [`merge`]).
+pub async fn patch(
+    store: &PolicyStore,
+    kind: Kind,
+    name: &str,
+    changes: Value,
+) -> Result<Value, AdminError> {
+    merge(store, kind, name, changes, false).await
 }
 
 /// Change some fields of an entity, creating it from them if it does not exist yet (the CLI's
@@ -166,14 +191,7 @@ pub async fn set(
     name: &str,
     changes: Value,
 ) -> Result<Value, AdminError> {
-    let (_, file) = change(store, |file| {
-        let mut entity = doc::entity(file, kind, name).unwrap_or(Value::Object(Default::default()));
-        doc::merge_patch(&mut entity, &changes);
-        doc::put(file, kind, name, entity).map_err(|e| AdminError::Invalid(e.to_string()))?;
-        Ok(vec![(kind, name.to_string())])
-    })
-    .await?;
-    Ok(doc::entity(&file, kind, name).unwrap_or(Value::Null))
+    merge(store, kind, name, changes, true).await
 }
 
 /// Disable a key (refused with 401, its usage kept) or enable it again.
