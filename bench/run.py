@@ -301,8 +301,42 @@ def module_section(procs, smoke, tmp):
             print(f"  -P {pipeline:<2} {name:<36} {measured['rps']:>12,.0f} rps  p50 {measured['p50_ms']:.3f} ms  "
                   f"p99 {measured['p99_ms']:.3f} ms  x{measured['ratio_to_incr']:.2f} INCR  "
                   f"server {fmt_us(measured['server_us_per_command'])} us/cmd", flush=True)
+    rounds = multi_rounds(port, n, redis.pid, refill, cases)
     procs.stop(redis)
-    return results
+    return results, rounds
+
+
+MULTI_ROUNDS = 5
+
+
+def multi_rounds(port, n, server_pid, refill, cases):
+    """CHECK, MCHECK with one scope and with four, pipelined, one after another in each of
+    five rounds: a pair meets the machine in the same state (rounds on this shared machine
+    differ by more than the commands do), and each ratio is the median of the rounds' ratios."""
+    commands = dict(cases)
+    check = "LLMRL.CHECK fresh keys, allow"
+    rounds = []
+    for _ in range(MULTI_ROUNDS):
+        measured = {}
+        for name in (check, MCHECK_ONE, MCHECK_FOUR):
+            refill(name)
+            measured[name] = benchmark(port, n, 16, commands[name], 1000, server_pid)
+        base = measured[check]
+        rounds.append({
+            "one_rps_ratio": measured[MCHECK_ONE]["rps"] / base["rps"],
+            "four_rps_ratio": measured[MCHECK_FOUR]["rps"] / base["rps"],
+            "one_cpu_ratio": measured[MCHECK_ONE]["server_us_per_command"] / base["server_us_per_command"]
+            if base["server_us_per_command"] else None,
+            "four_cpu_ratio": measured[MCHECK_FOUR]["server_us_per_command"] / base["server_us_per_command"]
+            if base["server_us_per_command"] else None,
+            "check_rps": base["rps"],
+            "check_us": base["server_us_per_command"],
+        })
+        r = rounds[-1]
+        print(f"  round {len(rounds)}: MCHECK 1 scope x{r['one_rps_ratio']:.2f} CHECK by req/s "
+              f"(server CPU x{r['one_cpu_ratio'] or 0:.2f}); 4 scopes server CPU x{r['four_cpu_ratio'] or 0:.2f}",
+              flush=True)
+    return rounds
 
 
 def memory_section(procs, smoke, tmp):
@@ -541,6 +575,21 @@ def markdown(results):
                 line += (f"; server CPU per command {cpu[one]:.2f} and {cpu[four]:.2f} us against CHECK's "
                          f"{cpu[check]:.2f} us ({cpu[one] / cpu[check]:.2f} x and {cpu[four] / cpu[check]:.2f} x)")
             lines.append(line)
+    rounds = results.get("multi_rounds") or []
+    if rounds:
+        def median(field):
+            values = [r[field] for r in rounds if r.get(field) is not None]
+            return statistics.median(values) if values else float("nan")
+
+        def listed(field):
+            return ", ".join(f"{r[field]:.2f}" for r in rounds if r.get(field) is not None)
+
+        lines += ["", f"Paired rounds (-P 16; CHECK, then MCHECK with 1 scope, then with 4, in each of {len(rounds)} "
+                  "rounds; the median of the rounds' ratios):", "",
+                  f"- **1 scope: {median('one_rps_ratio'):.2f} x CHECK by req/s** (rounds: {listed('one_rps_ratio')}); "
+                  f"server CPU per command {median('one_cpu_ratio'):.2f} x (rounds: {listed('one_cpu_ratio')})",
+                  f"- **4 scopes: server CPU per command {median('four_cpu_ratio'):.2f} x CHECK's** "
+                  f"(rounds: {listed('four_cpu_ratio')}); by req/s {median('four_rps_ratio'):.2f} x"]
     lines += ["", "## Module against the best Lua script, full windows", ""]
     for pipeline in (1, 16):
         rows = module_column(results, pipeline, "rps")
@@ -669,7 +718,7 @@ def main():
     started = time.monotonic()
     try:
         print("module vs INCR and Lua:", flush=True)
-        module = module_section(procs, args.smoke, tmp)
+        module, multi = module_section(procs, args.smoke, tmp)
         print("memory:", flush=True)
         memory = memory_section(procs, args.smoke, tmp)
         print("gateway:", flush=True)
@@ -681,7 +730,7 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results = {"date": date, "cores": os.cpu_count(), "smoke": args.smoke, "seconds": round(time.monotonic() - started, 1),
-               "module": module, "memory": memory, "gateway": gateway, "tokenizer": tokenizer}
+               "module": module, "multi_rounds": multi, "memory": memory, "gateway": gateway, "tokenizer": tokenizer}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

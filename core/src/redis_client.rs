@@ -1,7 +1,9 @@
 //! The contract over the `redis` client crate (feature `redis-client`): a request becomes a
 //! `redis::Cmd`, a reply value becomes a typed [`Verdict`].
 
-use crate::protocol::{parse_limit, Arg, Field, MultiVerdict, ReplyError, ScopeVerdict, Verdict};
+use crate::protocol::{
+    parse_limit, Arg, Field, MultiVerdict, ReplyError, ScopeVerdict, Verdict, MULTI_FIELDS,
+};
 use crate::scope::REPORTED;
 use redis::{Cmd, Value};
 
@@ -95,9 +97,6 @@ fn flag(value: Option<&Value>, index: usize) -> Result<bool, ReplyError> {
     }
 }
 
-/// Fields of the MCHECK reply before the optional `scopes` (with DETAIL).
-pub const MULTI_FIELDS: usize = 4 + 3 * REPORTED + 1;
-
 /// Decode the reply of MCHECK / MPEEK (RESP2: a flat positional array; the per-scope part, with
 /// DETAIL, a last nested array).
 pub fn multi_verdict(value: &Value) -> Result<MultiVerdict, ReplyError> {
@@ -141,7 +140,6 @@ pub fn multi_verdict(value: &Value) -> Result<MultiVerdict, ReplyError> {
         retry_after_ms: int(items.get(3), "retry_after_ms", 3)?,
         remaining: flat(4, "remaining")?,
         reset_ms: flat(4 + REPORTED, "reset_ms")?,
-        binding: flat(4 + 2 * REPORTED, "binding")?,
         ticket: u64::try_from(int(
             items.get(MULTI_FIELDS - 1),
             "ticket",

@@ -34,10 +34,9 @@ pub enum Entry {
 /// Borrow argument strings as byte slices: on the stack for the usual few, on the heap past
 /// [`INLINE_ARGS`].
 fn with_bytes<T>(args: &[*mut raw::RedisModuleString], f: impl FnOnce(&[&[u8]]) -> T) -> T {
-    let bytes: SmallVec<[&[u8]; INLINE_ARGS]> = args
-        .iter()
-        .map(|arg| RedisString::string_as_slice(*arg))
-        .collect();
+    // Filled in place: collecting would build the kilobyte of slots and then move it.
+    let mut bytes: SmallVec<[&[u8]; INLINE_ARGS]> = SmallVec::new();
+    bytes.extend(args.iter().map(|arg| RedisString::string_as_slice(*arg)));
     f(&bytes)
 }
 

@@ -11,7 +11,9 @@ use llmrl_core::scope::{Clock, ScopeEffect, ScopeState};
 use llmrl_core::window::{Effect, Window};
 use redis_module::key::{RedisKey, RedisKeyWritable};
 use redis_module::{raw, Context, RedisError, RedisString};
+use smallvec::SmallVec;
 use std::ffi::CStr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// How a Redis error from opening or typing a key reads as a command error.
 pub fn command_error(error: RedisError) -> CommandError {
@@ -145,12 +147,65 @@ pub fn commit_scope(
 
 /// The effects of one call, replicated as a single `LLMRL.MAPPLY numkeys key [key ...] effect
 /// [effect ...]` (each effect packed with its key's clock): one command for all scopes, so
-/// Redis looks it up once and replicas apply every scope of the call together. Each effect is
-/// packed into a Redis string as it is added; [`ScopeReplication::send`] hands them over.
+/// Redis looks it up once and replicas apply every scope of the call together. Effects are
+/// packed back to back on the stack as they are added; [`ScopeReplication::send`] hands them
+/// over.
 pub struct ScopeReplication<'a> {
     ctx: &'a Context,
     keys: PerScope<*mut raw::RedisModuleString>,
-    effects: PerScope<*mut raw::RedisModuleString>,
+    packed: SmallVec<[u8; 1024]>,
+    /// Where each effect ends in `packed`.
+    ends: PerScope<usize>,
+}
+
+/// `RedisModule_Replicate` with `LLMRL.MAPPLY`, `numkeys` (a kept string), the keys and the
+/// effects as buffers (format `s`, one `s` per key, one `b` per effect). Redis sizes its argv
+/// by the format's length, and strings built from buffers need no create/free round trip here:
+/// cheaper than a vector of strings (`v`), which reallocates the argv and needs every effect as
+/// a string, or a number (`l`), which Redis formats into a new string every time.
+macro_rules! replicate_mapply {
+    ($replicate:expr, $ctx:expr, $format:literal, [$($key:expr),+], [$($effect:expr),+]) => {{
+        let numkeys = numkeys_string([$($key),+].len());
+        if !numkeys.is_null() {
+            $replicate(
+                $ctx,
+                c"LLMRL.MAPPLY".as_ptr(),
+                $format.as_ptr(),
+                numkeys,
+                $($key,)+
+                $($effect.as_ptr(), $effect.len(),)+
+            );
+        }
+    }};
+}
+
+/// `"1"` to `"5"` as Redis strings, made once and kept for the process's life (replication
+/// only takes references to them).
+static NUMKEYS: [AtomicPtr<raw::RedisModuleString>; 5] = [
+    AtomicPtr::new(std::ptr::null_mut()),
+    AtomicPtr::new(std::ptr::null_mut()),
+    AtomicPtr::new(std::ptr::null_mut()),
+    AtomicPtr::new(std::ptr::null_mut()),
+    AtomicPtr::new(std::ptr::null_mut()),
+];
+
+/// The kept string for `count` (1 to 5), made on first use; null if Redis could not make it.
+fn numkeys_string(count: usize) -> *mut raw::RedisModuleString {
+    let Some(slot) = count.checked_sub(1).and_then(|i| NUMKEYS.get(i)) else {
+        return std::ptr::null_mut();
+    };
+    let kept = slot.load(Ordering::Relaxed);
+    if !kept.is_null() {
+        return kept;
+    }
+    // SAFETY: the API table is filled at load; a null context makes a string no context owns,
+    // so it outlives every command. Commands run on Redis's main thread only.
+    let Some(create) = (unsafe { raw::RedisModule_CreateStringFromLongLong }) else {
+        return std::ptr::null_mut();
+    };
+    let made = unsafe { create(std::ptr::null_mut(), count as std::os::raw::c_longlong) };
+    slot.store(made, Ordering::Relaxed);
+    made
 }
 
 impl<'a> ScopeReplication<'a> {
@@ -158,7 +213,8 @@ impl<'a> ScopeReplication<'a> {
         ScopeReplication {
             ctx,
             keys: PerScope::new(),
-            effects: PerScope::new(),
+            packed: SmallVec::new(),
+            ends: PerScope::new(),
         }
     }
 
@@ -167,19 +223,10 @@ impl<'a> ScopeReplication<'a> {
     }
 
     pub fn push(&mut self, key_name: &RedisString, clock: Clock, effect: &ScopeEffect) {
-        // SAFETY: the API table is filled once at load, before any command runs.
-        let Some(create) = (unsafe { raw::RedisModule_CreateString }) else {
-            return;
-        };
         let packed = scope_encoding::pack_effect(clock, effect);
-        let bytes = packed.as_slice();
-        // SAFETY: a valid context and buffer; the string is freed in `drop`.
-        let string = unsafe { create(self.ctx.ctx, bytes.as_ptr().cast(), bytes.len()) };
-        if string.is_null() {
-            return;
-        }
+        self.packed.extend_from_slice(packed.as_slice());
+        self.ends.push(self.packed.len());
         self.keys.push(key_name.inner);
-        self.effects.push(string);
     }
 
     /// Replicate what was added (nothing if nothing was). Dropping does the same, so a command
@@ -196,33 +243,92 @@ impl<'a> ScopeReplication<'a> {
                 .log_warning("llmrl: RedisModule_Replicate is unavailable");
             return;
         };
-        let mut argv: PerScope<*mut raw::RedisModuleString> = PerScope::new();
-        argv.extend_from_slice(&self.keys);
-        argv.extend_from_slice(&self.effects);
-        // SAFETY: every string is live for the call, which keeps its own references ("l":
-        // numkeys; "v": the keys and effects as an array of strings and its length).
+        let mut effects: PerScope<&[u8]> = PerScope::new();
+        let mut start = 0;
+        for &end in &self.ends {
+            effects.push(self.packed.get(start..end).unwrap_or_default());
+            start = end;
+        }
+        let ctx = self.ctx.ctx;
+        // SAFETY: every key string and effect buffer is live for the call, which copies the
+        // buffers and keeps its own references to the strings; each format names exactly the
+        // arguments that follow it.
         unsafe {
-            replicate(
-                self.ctx.ctx,
-                c"LLMRL.MAPPLY".as_ptr(),
-                c"lv".as_ptr(),
-                self.keys.len() as std::os::raw::c_longlong,
-                argv.as_ptr(),
-                argv.len(),
-            );
+            match (self.keys.as_slice(), effects.as_slice()) {
+                ([k], [e]) => replicate_mapply!(replicate, ctx, c"ssb", [*k], [e]),
+                ([k1, k2], [e1, e2]) => {
+                    replicate_mapply!(replicate, ctx, c"sssbb", [*k1, *k2], [e1, e2])
+                }
+                ([k1, k2, k3], [e1, e2, e3]) => {
+                    replicate_mapply!(replicate, ctx, c"ssssbbb", [*k1, *k2, *k3], [e1, e2, e3])
+                }
+                ([k1, k2, k3, k4], [e1, e2, e3, e4]) => replicate_mapply!(
+                    replicate,
+                    ctx,
+                    c"sssssbbbb",
+                    [*k1, *k2, *k3, *k4],
+                    [e1, e2, e3, e4]
+                ),
+                ([k1, k2, k3, k4, k5], [e1, e2, e3, e4, e5]) => replicate_mapply!(
+                    replicate,
+                    ctx,
+                    c"ssssssbbbbb",
+                    [*k1, *k2, *k3, *k4, *k5],
+                    [e1, e2, e3, e4, e5]
+                ),
+                (keys, effects) => self.replicate_vector(replicate, keys, effects),
+            }
+        }
+    }
+
+    /// More scopes than the formats above spell out: every effect as a string, one vector.
+    fn replicate_vector(
+        &self,
+        replicate: ReplicateFn,
+        keys: &[*mut raw::RedisModuleString],
+        effects: &[&[u8]],
+    ) {
+        // SAFETY: as in `replicate`; the strings created here are freed before returning.
+        unsafe {
+            let (Some(create), Some(free)) =
+                (raw::RedisModule_CreateString, raw::RedisModule_FreeString)
+            else {
+                return;
+            };
+            let mut argv: PerScope<*mut raw::RedisModuleString> = PerScope::new();
+            argv.extend_from_slice(keys);
+            for effect in effects {
+                argv.push(create(self.ctx.ctx, effect.as_ptr().cast(), effect.len()));
+            }
+            if argv.iter().any(|string| string.is_null()) {
+                self.ctx.log_warning("llmrl: could not replicate an MCHECK");
+            } else {
+                replicate(
+                    self.ctx.ctx,
+                    c"LLMRL.MAPPLY".as_ptr(),
+                    c"lv".as_ptr(),
+                    keys.len() as std::os::raw::c_longlong,
+                    argv.as_ptr(),
+                    argv.len(),
+                );
+            }
+            for string in argv.iter().skip(keys.len()).filter(|s| !s.is_null()) {
+                free(self.ctx.ctx, *string);
+            }
         }
     }
 }
 
+type ReplicateFn = unsafe extern "C" fn(
+    *mut raw::RedisModuleCtx,
+    *const std::os::raw::c_char,
+    *const std::os::raw::c_char,
+    ...
+) -> std::os::raw::c_int;
+
 impl Drop for ScopeReplication<'_> {
     fn drop(&mut self) {
         self.replicate();
-        // SAFETY: strings created by `push` and not freed elsewhere.
-        if let Some(free) = unsafe { raw::RedisModule_FreeString } {
-            for string in self.effects.drain(..) {
-                unsafe { free(self.ctx.ctx, string) };
-            }
-        }
     }
 }
 

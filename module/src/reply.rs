@@ -3,7 +3,7 @@
 //! this is on every request's path.
 
 use llmrl_core::multi::MultiDecision;
-use llmrl_core::protocol::VERDICT_FIELD_NAMES;
+use llmrl_core::protocol::{MULTI_FIELDS, MULTI_FIELD_NAMES, VERDICT_FIELD_NAMES};
 use llmrl_core::scope::{Limit, REPORTED};
 use llmrl_core::window::Decision;
 use redis_module::{raw, Context, ContextFlags};
@@ -111,58 +111,43 @@ fn reason_name(reason: Option<Limit>) -> &'static [u8] {
     reason.map_or("ok", Limit::reason).as_bytes()
 }
 
-/// The MCHECK / MPEEK reply, flat like CHECK's: `allowed reason scope retry_after_ms`, then per
-/// dimension (requests, input tokens, output tokens, cost, concurrency) the least remaining,
-/// its reset and its scope, then `ticket`; with DETAIL, a last field `scopes` with each scope's
-/// own `allowed reason retry_after_ms remaining... reset...`. Written straight out: this is on
-/// every request's path.
+/// The MCHECK / MPEEK reply, flat like CHECK's ([`MULTI_FIELD_NAMES`]): `allowed reason scope
+/// retry_after_ms`, then per dimension (requests, input tokens, output tokens, cost,
+/// concurrency) the least remaining, then its reset, then `ticket`; with DETAIL, a last field
+/// `scopes` with each scope's own `allowed reason retry_after_ms remaining... reset...`.
+/// Written straight out: this is on every request's path.
 pub fn multi_decision(ctx: &Context, d: &MultiDecision, detail: bool) {
     let resp3 = is_resp3(ctx);
-    let binding = d.binding.map(|b| b.map_or(-1, |i| i as i64));
-    let mut fields: [(&str, Value); MULTI_FIELDS] = [
-        ("allowed", Value::Int(i64::from(d.allowed))),
-        ("reason", Value::Str(reason_name(d.reason))),
-        ("scope", Value::Int(d.scope.map_or(-1, |i| i as i64))),
-        ("retry_after_ms", Value::Int(d.retry.as_i64())),
-        ("remaining_requests", Value::Int(0)),
-        ("remaining_input_tokens", Value::Int(0)),
-        ("remaining_output_tokens", Value::Int(0)),
-        ("remaining_cost", Value::Int(0)),
-        ("remaining_concurrency", Value::Int(0)),
-        ("reset_requests_ms", Value::Int(0)),
-        ("reset_input_tokens_ms", Value::Int(0)),
-        ("reset_output_tokens_ms", Value::Int(0)),
-        ("reset_cost_ms", Value::Int(0)),
-        ("reset_concurrency_ms", Value::Int(0)),
-        ("binding_requests", Value::Int(0)),
-        ("binding_input_tokens", Value::Int(0)),
-        ("binding_output_tokens", Value::Int(0)),
-        ("binding_cost", Value::Int(0)),
-        ("binding_concurrency", Value::Int(0)),
-        ("ticket", Value::Int(clamp_i64(d.ticket))),
-    ];
-    for d_index in 0..REPORTED {
-        if let Some(slot) = fields.get_mut(4 + d_index) {
-            slot.1 = Value::Int(figure(d.remaining.get(d_index).copied().flatten()));
-        }
-        if let Some(slot) = fields.get_mut(4 + REPORTED + d_index) {
-            slot.1 = Value::Int(d.reset_ms.get(d_index).map_or(0, |r| clamp_i64(*r)));
-        }
-        if let Some(slot) = fields.get_mut(4 + 2 * REPORTED + d_index) {
-            slot.1 = Value::Int(binding.get(d_index).copied().unwrap_or(-1));
-        }
+    let mut values = [0i64; MULTI_FIELDS];
+    for (slot, remaining) in values.iter_mut().skip(4).zip(&d.remaining) {
+        *slot = figure(*remaining);
     }
-    let count = fields.len() + usize::from(detail);
+    for (slot, reset) in values.iter_mut().skip(4 + REPORTED).zip(&d.reset_ms) {
+        *slot = clamp_i64(*reset);
+    }
+    let head = [
+        Value::Int(i64::from(d.allowed)),
+        Value::Str(reason_name(d.reason)),
+        Value::Int(d.scope.map_or(-1, |i| i as i64)),
+        Value::Int(d.retry.as_i64()),
+    ];
+    if let Some(ticket) = values.last_mut() {
+        *ticket = clamp_i64(d.ticket);
+    }
+    let count = MULTI_FIELDS + usize::from(detail);
     if resp3 {
         raw::reply_with_map(ctx.ctx, count as c_long);
     } else {
         raw::reply_with_array(ctx.ctx, count as c_long);
     }
-    for (name, v) in &fields {
+    for (index, name) in MULTI_FIELD_NAMES.iter().enumerate() {
         if resp3 {
             bulk(ctx, name.as_bytes());
         }
-        value(ctx, v);
+        match head.get(index) {
+            Some(v) => value(ctx, v),
+            None => integer(ctx, values.get(index).copied().unwrap_or(0)),
+        }
     }
     if !detail {
         return;
@@ -183,6 +168,3 @@ pub fn multi_decision(ctx: &Context, d: &MultiDecision, detail: bool) {
         record(ctx, resp3, fields.iter().map(|(n, v)| (*n, v)), false);
     }
 }
-
-/// Fields of the MCHECK reply before the optional `scopes`.
-pub const MULTI_FIELDS: usize = 4 + 3 * REPORTED + 1;

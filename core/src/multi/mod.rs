@@ -60,10 +60,8 @@ pub struct MultiDecision {
     pub retry: Retry,
     /// Per [`Limit::ALL`]: the least left over all scopes (`None`: unlimited everywhere)...
     pub remaining: [Option<u64>; REPORTED],
-    /// ...that scope's reset...
+    /// ...and that scope's reset.
     pub reset_ms: [u64; REPORTED],
-    /// ...and which scope it is.
-    pub binding: [Option<usize>; REPORTED],
     /// Each scope's own figures (with nothing charged when the request was refused).
     pub scopes: PerScope<ScopeDecision>,
     /// Identifies the admission for settling and releasing; 0 when refused.
@@ -174,9 +172,8 @@ pub fn decide(
     }
     let mut remaining = [None; REPORTED];
     let mut reset_ms = [0; REPORTED];
-    let mut binding = [None; REPORTED];
     for d in 0..REPORTED {
-        for (index, decision) in scopes.iter().enumerate() {
+        for decision in &scopes {
             let Some(left) = decision.remaining[d] else {
                 continue;
             };
@@ -188,7 +185,6 @@ pub fn decide(
             if better {
                 remaining[d] = Some(left);
                 reset_ms[d] = decision.reset_ms[d];
-                binding[d] = Some(index);
             }
         }
     }
@@ -204,7 +200,6 @@ pub fn decide(
         retry,
         remaining,
         reset_ms,
-        binding,
         scopes,
         ticket,
         at_ms,

@@ -124,6 +124,31 @@ impl<'a> MultiCorrection<'a> {
     }
 }
 
+/// Fields of the MCHECK / MPEEK reply before the optional `scopes` (with DETAIL).
+pub const MULTI_FIELDS: usize = 4 + 2 * REPORTED + 1;
+
+/// The names of those fields, in order (RESP3 clients get a map with these keys): per
+/// dimension the least remaining over all scopes, then its reset. Which scope holds it is in
+/// the DETAIL breakdown: every integer of a reply costs Redis about 240 instructions, and a
+/// pipelined one-scope MCHECK paid a sixth of its time for five indexes no gateway needed.
+pub const MULTI_FIELD_NAMES: [&str; MULTI_FIELDS] = [
+    "allowed",
+    "reason",
+    "scope",
+    "retry_after_ms",
+    "remaining_requests",
+    "remaining_input_tokens",
+    "remaining_output_tokens",
+    "remaining_cost",
+    "remaining_concurrency",
+    "reset_requests_ms",
+    "reset_input_tokens_ms",
+    "reset_output_tokens_ms",
+    "reset_cost_ms",
+    "reset_concurrency_ms",
+    "ticket",
+];
+
 /// One scope's part of an MCHECK reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScopeVerdict {
@@ -146,10 +171,8 @@ pub struct MultiVerdict {
     pub retry_after_ms: i64,
     /// Per dimension the least left over every scope (-1: unlimited everywhere)...
     pub remaining: [i64; REPORTED],
-    /// ...its reset...
+    /// ...and that scope's reset.
     pub reset_ms: [i64; REPORTED],
-    /// ...and the scope it is in (-1: none).
-    pub binding: [i64; REPORTED],
     pub ticket: u64,
     /// Each scope's own figures (only when asked for with DETAIL).
     pub scopes: Vec<ScopeVerdict>,

@@ -195,7 +195,6 @@ async fn admit_by_slot(
         retry_after_ms: 0,
         remaining: [-1; REPORTED],
         reset_ms: [0; REPORTED],
-        binding: [-1; REPORTED],
         ticket: admitted.first().map_or(0, |(_, ticket)| *ticket),
         scopes: figures.into_iter().map(|(_, figure)| figure).collect(),
     };
