@@ -493,6 +493,11 @@ def gateway_section(procs, smoke, tmp):
     print(f"  open loop at {policy_half:,.0f} rps (half the 5-scope policy's max): p50 {policy_open['p50_ms']:.3f}  "
           f"p99 {policy_open['p99_ms']:.3f}  p99.9 {policy_open['p999_ms']:.3f} ms", flush=True)
     bare_rps = summary["bare hyper"]["rps"]
+    # A control for the latency figures: the bare server at half its own maximum. What it shows
+    # is the floor this machine and load generator put under any server's tail.
+    bare_open = loadgen([bare], duration * 2, rate=round(max(bare_rps / 2, 10)))
+    print(f"  control: bare hyper in open loop at {bare_rps / 2:,.0f} rps (half its max): p50 {bare_open['p50_ms']:.3f}  "
+          f"p99 {bare_open['p99_ms']:.3f}  p99.9 {bare_open['p999_ms']:.3f} ms", flush=True)
     ratios = {
         "limiter_1_node_over_bare": summary["gateway, limiter, 1 node"]["rps"] / bare_rps,
         "limiter_1_node_over_no_limiter": summary["gateway, limiter, 1 node"]["rps"] / summary["gateway --no-limiter"]["rps"],
@@ -512,7 +517,8 @@ def gateway_section(procs, smoke, tmp):
             print(f"  {label}: median {ratios[label]:.2f} of the rounds' paired ratios "
                   f"({', '.join(f'{r:.2f}' for r in each)})", flush=True)
     return {"dialect_paired_ratios": paired, "closed_loop": summary, "open_loop_half": dict(open_loop, rate=round(half)),
-            "policy_open_loop_half": dict(policy_open, rate=round(policy_half)), "ratios": ratios,
+            "policy_open_loop_half": dict(policy_open, rate=round(policy_half)),
+            "bare_open_loop_half": dict(bare_open, rate=round(max(bare_rps / 2, 10))), "ratios": ratios,
             "redis_round_trip": round_trip}
 
 
@@ -545,6 +551,11 @@ def markdown(results):
         o = g["policy_open_loop_half"]
         lines += [f"Open loop with the 5-scope policy at {o['rate']:,} req/s (half its maximum): p50 {o['p50_ms']:.3f} ms, "
                   f"p99 {o['p99_ms']:.3f} ms, p99.9 {o['p999_ms']:.3f} ms.", ""]
+    if "bare_open_loop_half" in g:
+        o = g["bare_open_loop_half"]
+        lines += [f"Control: bare hyper in open loop at {o['rate']:,} req/s (half its maximum): p50 {o['p50_ms']:.3f} ms, "
+                  f"p99 {o['p99_ms']:.3f} ms, p99.9 {o['p999_ms']:.3f} ms — the tail this machine and load generator "
+                  "give a server that does nothing but answer.", ""]
     for name, value in g["ratios"].items():
         each = g.get("dialect_paired_ratios", {}).get(name)
         rounds = f" (median of the rounds' paired ratios: {', '.join(f'{r:.2f}' for r in each)})" if each else ""

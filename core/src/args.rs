@@ -6,15 +6,28 @@ use crate::window::{validate_window, Amounts, Row, Snapshot, MAX_ROWS};
 
 /// Parse a non-negative decimal integer: ASCII digits only, no sign, no spaces, fits in u64.
 pub fn parse_u64(bytes: &[u8], name: &'static str) -> Result<u64, CommandError> {
-    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
+    if bytes.is_empty() {
         return Err(CommandError::NotAnInteger(name));
     }
+    // One pass (every request parses a dozen of these). Past an overflow the scan goes on, so
+    // a later non-digit still reads as "not an integer".
     let mut value: u64 = 0;
-    for digit in bytes {
-        value = value
+    let mut overflowed = false;
+    for byte in bytes {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return Err(CommandError::NotAnInteger(name));
+        }
+        match value
             .checked_mul(10)
-            .and_then(|v| v.checked_add(u64::from(digit - b'0')))
-            .ok_or(CommandError::OutOfRange(name))?;
+            .and_then(|v| v.checked_add(u64::from(digit)))
+        {
+            Some(next) => value = next,
+            None => overflowed = true,
+        }
+    }
+    if overflowed {
+        return Err(CommandError::OutOfRange(name));
     }
     Ok(value)
 }
@@ -236,6 +249,20 @@ mod tests {
             b"\xff",
         ] {
             assert_eq!(parse_u64(bad, "x"), Err(CommandError::NotAnInteger("x")));
+        }
+    }
+
+    proptest::proptest! {
+        /// Against the standard library's parser: the same value, and the same kind of error
+        /// (anything but ASCII digits is "not an integer", even past an overflow).
+        #[test]
+        fn integers_parse_as_the_standard_library_does(text in "[0-9]{0,25}[a-z+ -]?[0-9]{0,3}") {
+            let expected = if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                Err(CommandError::NotAnInteger("x"))
+            } else {
+                text.parse::<u64>().map_err(|_| CommandError::OutOfRange("x"))
+            };
+            proptest::prop_assert_eq!(parse_u64(text.as_bytes(), "x"), expected);
         }
     }
 

@@ -58,6 +58,7 @@ pub struct MultiCheckArgs {
 }
 
 /// MCHECK's (and MPEEK's) arguments after the keys.
+#[inline]
 pub fn parse_mcheck(
     command: &'static str,
     numkeys: usize,

@@ -131,6 +131,7 @@ fn evaluate_scope(
 
 /// Decide `requests` (one per scope, in order) against the scopes' current `states` (`None`:
 /// a key that does not exist yet) at `now_ms` with leases of `lease_ms`.
+#[inline]
 pub fn decide(
     states: &[Option<&ScopeState>],
     requests: &[ScopeRequest],
