@@ -19,6 +19,7 @@ pub mod protocol;
 #[cfg(feature = "redis-client")]
 pub mod redis_client;
 pub mod scope;
+pub mod stack_bytes;
 pub mod window;
 
 #[cfg(test)]

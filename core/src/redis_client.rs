@@ -98,7 +98,7 @@ fn flag(value: Option<&Value>, index: usize) -> Result<bool, ReplyError> {
 }
 
 /// Decode the reply of MCHECK / MPEEK (RESP2: a flat positional array; the per-scope part, with
-/// DETAIL, a last nested array).
+/// DETAIL, a last nested array of arrays, or of packed strings with DETAIL PACKED).
 pub fn multi_verdict(value: &Value) -> Result<MultiVerdict, ReplyError> {
     let Value::Array(items) = value else {
         return Err(ReplyError::NotAnArray);
@@ -111,8 +111,10 @@ pub fn multi_verdict(value: &Value) -> Result<MultiVerdict, ReplyError> {
         Some(Value::Array(scope_items)) => scope_items
             .iter()
             .map(|scope| {
-                let Value::Array(fields) = scope else {
-                    return Err(ReplyError::NotAnArray);
+                let fields = match scope {
+                    Value::Array(fields) => fields,
+                    Value::BulkString(packed) => return ScopeVerdict::unpack(packed),
+                    _ => return Err(ReplyError::NotAnArray),
                 };
                 Ok(ScopeVerdict {
                     allowed: flag(fields.first(), 0)?,

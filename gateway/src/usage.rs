@@ -3,7 +3,7 @@
 
 use crate::limiter::{Limiter, LimiterError};
 use crate::policy::{ApiKey, KeyScope};
-use llmrl_core::protocol::{Check, Limits, MultiCheck, ScopeArgs};
+use llmrl_core::protocol::{Check, Detail, Limits, MultiCheck, ScopeArgs};
 use llmrl_core::scope::{Clock, ScopeLimits};
 use llmrl_keys::{group_by_hash_tag, hash_tag, Fourth, Owner, ScopeSpec, Window};
 use serde::Serialize;
@@ -132,7 +132,7 @@ pub async fn of_scopes(
                 input_tokens: 0,
                 output_tokens: 0,
                 lease_ms: Some(1),
-                detail: true,
+                detail: Detail::Packed,
             })
             .await?;
         for (spec, scope) in group.iter().zip(&verdict.scopes) {

@@ -18,9 +18,13 @@ const MCHECK_ARGS: [ArgDoc; 7] = [
     ArgDoc::int(c"input_tokens"),
     ArgDoc::int(c"output_tokens"),
     ArgDoc::int(c"ms").token(c"LEASE").optional(),
-    ArgDoc::flag(c"DETAIL"),
+    ArgDoc::block(c"detail", &DETAIL)
+        .token(c"DETAIL")
+        .optional(),
     ArgDoc::block(c"scope", &SCOPE).token(c"SCOPES").multiple(),
 ];
+/// `DETAIL [PACKED]`: each scope's figures, nested or one string a scope.
+const DETAIL: [ArgDoc; 1] = [ArgDoc::flag(c"PACKED")];
 /// One scope of MCHECK / MPEEK.
 const SCOPE: [ArgDoc; 7] = [
     ArgDoc::string(c"window"),

@@ -3,7 +3,9 @@
 //! this is on every request's path.
 
 use llmrl_core::multi::MultiDecision;
-use llmrl_core::protocol::{MULTI_FIELDS, MULTI_FIELD_NAMES, VERDICT_FIELD_NAMES};
+use llmrl_core::protocol::{
+    Detail, ScopeVerdict, MULTI_FIELDS, MULTI_FIELD_NAMES, VERDICT_FIELD_NAMES,
+};
 use llmrl_core::scope::{Limit, REPORTED};
 use llmrl_core::window::Decision;
 use redis_module::{raw, Context, ContextFlags};
@@ -114,9 +116,10 @@ fn reason_name(reason: Option<Limit>) -> &'static [u8] {
 /// The MCHECK / MPEEK reply, flat like CHECK's ([`MULTI_FIELD_NAMES`]): `allowed reason scope
 /// retry_after_ms`, then per dimension (requests, input tokens, output tokens, cost,
 /// concurrency) the least remaining, then its reset, then `ticket`; with DETAIL, a last field
-/// `scopes` with each scope's own `allowed reason retry_after_ms remaining... reset...`.
+/// `scopes` with each scope's own `allowed reason retry_after_ms remaining... reset...` (with
+/// DETAIL PACKED, each scope's as one comma-separated string).
 /// Written straight out: this is on every request's path.
-pub fn multi_decision(ctx: &Context, d: &MultiDecision, detail: bool) {
+pub fn multi_decision(ctx: &Context, d: &MultiDecision, detail: Detail) {
     let resp3 = is_resp3(ctx);
     let mut values = [0i64; MULTI_FIELDS];
     for (slot, remaining) in values.iter_mut().skip(4).zip(&d.remaining) {
@@ -134,7 +137,7 @@ pub fn multi_decision(ctx: &Context, d: &MultiDecision, detail: bool) {
     if let Some(ticket) = values.last_mut() {
         *ticket = clamp_i64(d.ticket);
     }
-    let count = MULTI_FIELDS + usize::from(detail);
+    let count = MULTI_FIELDS + usize::from(detail != Detail::Off);
     if resp3 {
         raw::reply_with_map(ctx.ctx, count as c_long);
     } else {
@@ -149,7 +152,7 @@ pub fn multi_decision(ctx: &Context, d: &MultiDecision, detail: bool) {
             None => integer(ctx, values.get(index).copied().unwrap_or(0)),
         }
     }
-    if !detail {
+    if detail == Detail::Off {
         return;
     }
     if resp3 {
@@ -158,6 +161,17 @@ pub fn multi_decision(ctx: &Context, d: &MultiDecision, detail: bool) {
     raw::reply_with_array(ctx.ctx, d.scopes.len() as c_long);
     for scope in &d.scopes {
         let (remaining, reset) = (scope.remaining.map(figure), scope.reset_ms.map(clamp_i64));
+        if detail == Detail::Packed {
+            let verdict = ScopeVerdict {
+                allowed: scope.allowed,
+                reason: scope.reason,
+                retry_after_ms: scope.retry.as_i64(),
+                remaining,
+                reset_ms: reset,
+            };
+            bulk(ctx, verdict.pack().as_slice());
+            continue;
+        }
         let fields = [
             ("allowed", Value::Int(i64::from(scope.allowed))),
             ("reason", Value::Str(reason_name(scope.reason))),

@@ -3,6 +3,7 @@
 //! replication of the new type.
 
 use llmrl_core::period::{Period, PeriodKind};
+use llmrl_core::protocol::ScopeVerdict;
 use llmrl_core::scope::Limit;
 use llmrl_core::window::Dimension;
 use llmrl_tests::*;
@@ -444,6 +445,86 @@ fn resp3_clients_get_maps() {
             "reset_ms"
         ]
     );
+}
+
+#[test]
+fn packed_detail_gives_each_scope_its_figures_in_one_string() {
+    let server = RedisServer::start(&[]);
+    let mut con = server.client();
+    let mut resp3 = server.client_resp3();
+    let packed_form = |args: &[&str]| -> Vec<String> {
+        let mut out = Vec::new();
+        for arg in args {
+            out.push(arg.to_string());
+            if *arg == "DETAIL" {
+                out.push("PACKED".to_string());
+            }
+        }
+        out
+    };
+    // Admitted three times, then refused by the team (3 RPM), then too large for the org.
+    for (input, output) in [
+        ("10", "5"),
+        ("10", "5"),
+        ("10", "5"),
+        ("10", "5"),
+        ("10", "200"),
+    ] {
+        let nested = three_scopes(input, output);
+        let packed = packed_form(&nested);
+        let (peek_nested, peek_packed) = (peek_of(&nested), peek_of(&as_strs(&packed)));
+        let expected = multi(&mut con, &as_strs(&peek_nested));
+        assert_eq!(expected.scopes.len(), 3);
+        same_figures(
+            &multi(&mut con, &as_strs(&peek_packed)).scopes,
+            &expected.scopes,
+        );
+        let reply = exec(&mut con, &as_strs(&peek_packed)).unwrap();
+        let redis::Value::Array(items) = &reply else {
+            panic!("{reply:?}")
+        };
+        let Some(redis::Value::Array(scopes)) = items.last() else {
+            panic!("{reply:?}")
+        };
+        for scope in scopes {
+            let redis::Value::BulkString(text) = scope else {
+                panic!("a packed scope is one string: {scope:?}")
+            };
+            assert_eq!(text.iter().filter(|b| **b == b',').count(), 12);
+        }
+        let map = exec(&mut resp3, &as_strs(&peek_packed)).unwrap();
+        let redis::Value::Map(pairs) = &map else {
+            panic!("{map:?}")
+        };
+        assert_eq!(
+            pairs.last().map(|(k, _)| k),
+            Some(&redis::Value::BulkString(b"scopes".to_vec()))
+        );
+        same_figures(&multi(&mut con, &as_strs(&packed)).scopes, &expected.scopes);
+    }
+}
+
+/// The same figures, but for the milliseconds that passed between two calls.
+fn same_figures(got: &[ScopeVerdict], expected: &[ScopeVerdict]) {
+    assert_eq!(got.len(), expected.len());
+    for (got, expected) in got.iter().zip(expected) {
+        assert_eq!(
+            (got.allowed, got.reason, got.remaining),
+            (expected.allowed, expected.reason, expected.remaining)
+        );
+        let close = |a: i64, b: i64| (a - b).abs() <= 50;
+        assert!(
+            close(got.retry_after_ms, expected.retry_after_ms),
+            "{got:?} {expected:?}"
+        );
+        for (a, b) in got.reset_ms.iter().zip(&expected.reset_ms) {
+            assert!(close(*a, *b), "{got:?} {expected:?}");
+        }
+    }
+}
+
+fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 #[test]

@@ -390,6 +390,15 @@ fn random_multi_scope_commands_never_break_the_server() {
                     if random.next().is_multiple_of(2) {
                         cmd.arg("LEASE").arg(*random.pick(&["1", "50", "60000", "0"]));
                     }
+                    match random.next() % 3 {
+                        0 => {}
+                        1 => {
+                            cmd.arg("DETAIL");
+                        }
+                        _ => {
+                            cmd.arg("DETAIL").arg("PACKED");
+                        }
+                    }
                     cmd.arg(if well_formed { "SCOPES" } else { *random.pick(&["SCOPES", "LEASE", "x"]) });
                     for (_, window) in &chosen {
                         cmd.arg(*window);

@@ -1,7 +1,7 @@
 //! Arguments of the multi-scope commands, free of Redis types so they can be tested and fuzzed.
 //! Every command starts `numkeys key [key ...]`; `args` here are the arguments after the keys.
 //!
-//! - `LLMRL.MCHECK numkeys key... input_tokens output_tokens [LEASE ms] [DETAIL] SCOPES
+//! - `LLMRL.MCHECK numkeys key... input_tokens output_tokens [LEASE ms] [DETAIL [PACKED]] SCOPES
 //!   {window rpm itpm otpm cost_limit cost_charge concurrency} × numkeys` — each scope's seven
 //!   values as seven arguments, or packed in one, comma-separated
 //!   (`60000,60,30000,10000,0,0,4`): every argument costs Redis a string object to create and
@@ -49,11 +49,25 @@ fn parse_clock(bytes: &[u8]) -> Result<Clock, CommandError> {
         .map_err(|_| CommandError::InvalidClock)
 }
 
+/// How the reply gives each scope's own figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Detail {
+    /// Not at all: the least remaining over all scopes is the reply.
+    #[default]
+    Off,
+    /// `DETAIL`: per scope an array of its figures (a map for RESP3 clients).
+    Nested,
+    /// `DETAIL PACKED`: per scope one string of its thirteen figures, comma-separated
+    /// ([`crate::protocol::ScopeVerdict::pack`]) — a reply element costs Redis and every client
+    /// a parse, and a scope's nested figures are sixteen of them.
+    Packed,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct MultiCheckArgs {
     pub lease_ms: Option<u64>,
-    /// Reply with each scope's own figures too.
-    pub detail: bool,
+    /// Whether and how to reply with each scope's own figures too.
+    pub detail: Detail,
     pub scopes: PerScope<ScopeRequest>,
 }
 
@@ -80,12 +94,21 @@ pub fn parse_mcheck(
         _ => (None, rest),
     };
     let (detail, rest) = match rest {
-        [option, tail @ ..] if option.eq_ignore_ascii_case(b"DETAIL") => (true, tail),
-        _ => (false, rest),
+        [option, packed, tail @ ..]
+            if option.eq_ignore_ascii_case(b"DETAIL") && packed.eq_ignore_ascii_case(b"PACKED") =>
+        {
+            (Detail::Packed, tail)
+        }
+        [option, tail @ ..] if option.eq_ignore_ascii_case(b"DETAIL") => (Detail::Nested, tail),
+        _ => (Detail::Off, rest),
     };
     let values = match rest {
         [keyword, values @ ..] if keyword.eq_ignore_ascii_case(b"SCOPES") => values,
-        _ => return Err(CommandError::Syntax("expected [LEASE ms] [DETAIL] SCOPES")),
+        _ => {
+            return Err(CommandError::Syntax(
+                "expected [LEASE ms] [DETAIL [PACKED]] SCOPES",
+            ))
+        }
     };
     // One argument per scope (packed) or seven: the count tells which.
     let per_scope = if values.len() == numkeys {
@@ -259,8 +282,18 @@ mod tests {
         );
         assert_eq!(parsed.scopes[2].cost, [1, 100, 50, 1234]);
         let detail = split("1 a 1 2 LEASE 5 detail SCOPES 600 1 0 0 0 0 0");
-        assert!(parse_mcheck("x", 1, &detail[2..]).unwrap().detail);
-        assert!(!parsed.detail);
+        assert_eq!(
+            parse_mcheck("x", 1, &detail[2..]).unwrap().detail,
+            Detail::Nested
+        );
+        let packed = split("1 a 1 2 DETAIL packed SCOPES 600 1 0 0 0 0 0");
+        assert_eq!(
+            parse_mcheck("x", 1, &packed[2..]).unwrap().detail,
+            Detail::Packed
+        );
+        let misplaced = split("1 a 1 2 PACKED DETAIL SCOPES 600 1 0 0 0 0 0");
+        assert!(parse_mcheck("x", 1, &misplaced[2..]).is_err());
+        assert_eq!(parsed.detail, Detail::Off);
         let no_lease = split("1 a 1 2 scopes 600 1 0 0 0 0 0");
         assert_eq!(parse_mcheck("x", 1, &no_lease[2..]).unwrap().lease_ms, None);
         // Each scope's values packed in one argument: the same request.
@@ -297,7 +330,7 @@ mod tests {
             ),
             (
                 "1 a 1 2 600 1 0 0 0 0 0",
-                CommandError::Syntax("expected [LEASE ms] [DETAIL] SCOPES"),
+                CommandError::Syntax("expected [LEASE ms] [DETAIL [PACKED]] SCOPES"),
             ),
             (
                 "1 a 1 2 SCOPES 601 1 0 0 0 0 0",

@@ -1,8 +1,10 @@
 //! The multi-scope commands as a client sees them: MCHECK/MPEEK arguments, MSETTLE/MCANCEL
 //! arguments, and the typed reply (decoded by `redis_client::multi_verdict`).
 
-use super::{Arg, Usage};
+use super::{Arg, ReplyError, Usage};
+pub use crate::multi::args::Detail;
 use crate::scope::{Clock, Limit, ScopeLimits, REPORTED};
+use crate::stack_bytes::StackBytes;
 
 /// One scope of an MCHECK: its key, clock, limits (0: unlimited) and what this request costs in
 /// its fourth dimension.
@@ -47,8 +49,8 @@ pub struct MultiCheck<'a> {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub lease_ms: Option<u64>,
-    /// Ask for each scope's own figures too (a longer reply).
-    pub detail: bool,
+    /// Ask for each scope's own figures too (a longer reply), and in which form.
+    pub detail: Detail,
 }
 
 impl<'a> MultiCheck<'a> {
@@ -62,8 +64,10 @@ impl<'a> MultiCheck<'a> {
         if let Some(ms) = self.lease_ms {
             args.extend([Arg::Text("LEASE"), Arg::Int(ms)]);
         }
-        if self.detail {
-            args.push(Arg::Text("DETAIL"));
+        match self.detail {
+            Detail::Off => {}
+            Detail::Nested => args.push(Arg::Text("DETAIL")),
+            Detail::Packed => args.extend([Arg::Text("DETAIL"), Arg::Text("PACKED")]),
         }
         args.push(Arg::Text("SCOPES"));
         args.extend(self.scopes.iter().map(|scope| packed_scope(scope)));
@@ -160,6 +164,72 @@ pub struct ScopeVerdict {
     pub reset_ms: [i64; REPORTED],
 }
 
+/// Values of a packed scope figure string: `allowed,reason,retry_after_ms`, then the five
+/// remaining figures and the five resets.
+pub const PACKED_FIGURES: usize = 3 + 2 * REPORTED;
+
+/// The longest packed figure string: thirteen numbers of up to 20 characters, commas.
+const MAX_PACKED_FIGURES: usize = PACKED_FIGURES * 21;
+
+/// A scope's figures packed in one string (`DETAIL PACKED`), on the stack.
+pub type PackedFigures = StackBytes<MAX_PACKED_FIGURES>;
+
+impl ScopeVerdict {
+    /// `1,ok,0,59,-1,-1,-1,-1,1000,0,0,0,0`: the order of the nested form, flattened.
+    pub fn pack(&self) -> PackedFigures {
+        let mut packed = PackedFigures::default();
+        let mut number = itoa::Buffer::new();
+        packed.push(if self.allowed { b"1," } else { b"0," });
+        packed.push(self.reason.map_or("ok", Limit::reason).as_bytes());
+        for value in std::iter::once(self.retry_after_ms)
+            .chain(self.remaining)
+            .chain(self.reset_ms)
+        {
+            packed.push(b",");
+            packed.push(number.format(value).as_bytes());
+        }
+        packed
+    }
+
+    /// The figures [`ScopeVerdict::pack`] wrote.
+    pub fn unpack(packed: &[u8]) -> Result<ScopeVerdict, ReplyError> {
+        let wrong = |index: usize, expected: &'static str| ReplyError::Field {
+            index,
+            name: "scopes",
+            expected,
+        };
+        let mut fields = packed.split(|byte| *byte == b',');
+        let allowed = match fields.next() {
+            Some(b"1") => true,
+            Some(b"0") => false,
+            _ => return Err(wrong(0, "0 or 1")),
+        };
+        let reason = fields
+            .next()
+            .and_then(parse_limit)
+            .ok_or(wrong(1, "a known reason"))?;
+        let mut numbers = [0i64; 1 + 2 * REPORTED];
+        for (index, slot) in numbers.iter_mut().enumerate() {
+            *slot = fields
+                .next()
+                .and_then(|field| std::str::from_utf8(field).ok())
+                .and_then(|text| text.parse().ok())
+                .ok_or(wrong(2 + index, "an integer"))?;
+        }
+        if fields.next().is_some() {
+            return Err(wrong(PACKED_FIGURES, "the end"));
+        }
+        let [retry_after_ms, r0, r1, r2, r3, r4, t0, t1, t2, t3, t4] = numbers;
+        Ok(ScopeVerdict {
+            allowed,
+            reason,
+            retry_after_ms,
+            remaining: [r0, r1, r2, r3, r4],
+            reset_ms: [t0, t1, t2, t3, t4],
+        })
+    }
+}
+
 /// The reply of MCHECK / MPEEK.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MultiVerdict {
@@ -192,6 +262,44 @@ pub fn parse_limit(text: &[u8]) -> Option<Option<Limit>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Packed figures read back as they were, whatever the numbers.
+        #[test]
+        fn packed_figures_round_trip(
+            allowed: bool,
+            reason in 0usize..=REPORTED,
+            retry_after_ms: i64,
+            remaining: [i64; REPORTED],
+            reset_ms: [i64; REPORTED],
+        ) {
+            let verdict = ScopeVerdict {
+                allowed,
+                reason: Limit::ALL.get(reason).copied(),
+                retry_after_ms,
+                remaining,
+                reset_ms,
+            };
+            proptest::prop_assert_eq!(ScopeVerdict::unpack(verdict.pack().as_slice()), Ok(verdict));
+        }
+    }
+
+    #[test]
+    fn packed_figures_are_strict() {
+        let good = b"1,ok,0,59,-1,-1,-1,-1,1000,0,0,0,0";
+        assert!(ScopeVerdict::unpack(good).is_ok());
+        for bad in [
+            &b""[..],
+            b"1,ok,0,59,-1,-1,-1,-1,1000,0,0,0",
+            b"1,ok,0,59,-1,-1,-1,-1,1000,0,0,0,0,",
+            b"1,ok,0,59,-1,-1,-1,-1,1000,0,0,0,0,7",
+            b"2,ok,0,59,-1,-1,-1,-1,1000,0,0,0,0",
+            b"1,rpd,0,59,-1,-1,-1,-1,1000,0,0,0,0",
+            b"1,ok,0,5x,-1,-1,-1,-1,1000,0,0,0,0",
+        ] {
+            assert!(ScopeVerdict::unpack(bad).is_err(), "{bad:?}");
+        }
+    }
     use crate::protocol::tests::texts;
 
     #[test]
@@ -224,7 +332,7 @@ mod tests {
             input_tokens: 100,
             output_tokens: 50,
             lease_ms: Some(30_000),
-            detail: true,
+            detail: Detail::Packed,
         };
         let args = texts(check.args());
         let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
@@ -232,7 +340,7 @@ mod tests {
         assert_eq!(&args[1..3], ["{o}:key", "{o}:org"]);
         let parsed = parse_mcheck("x", numkeys, &bytes[1 + numkeys..]).unwrap();
         assert_eq!(parsed.lease_ms, Some(30_000));
-        assert!(parsed.detail);
+        assert_eq!(parsed.detail, Detail::Packed);
         assert_eq!(parsed.scopes[1].clock, day);
         assert_eq!(parsed.scopes[1].cost, [1, 100, 50, 1234]);
         assert_eq!(parsed.scopes[0].limits, scopes[0].limits);

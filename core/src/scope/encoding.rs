@@ -13,6 +13,7 @@ use super::{
 };
 use crate::encoding::{unpack_numbers, DecodeError};
 use crate::period::{Period, PeriodKind, MAX_OFFSET_MINUTES};
+use crate::stack_bytes::StackBytes;
 use crate::window::{Snapshot, Window, WindowError, MAX_ROWS};
 
 /// The most leases a decoded key may hold (a concurrency limit beyond it is not meaningful for
@@ -161,16 +162,7 @@ pub const PACKED_SCOPE_EFFECT_VERSION: u8 = 2;
 pub const MAX_PACKED_SCOPE_EFFECT: usize = 1 + EFFECT_NUMBERS * 10;
 
 /// A packed scope effect, on the stack (it is built for every scope of every admission).
-pub struct PackedScopeEffect {
-    bytes: [u8; MAX_PACKED_SCOPE_EFFECT],
-    len: usize,
-}
-
-impl PackedScopeEffect {
-    pub fn as_slice(&self) -> &[u8] {
-        self.bytes.get(..self.len).unwrap_or(&self.bytes)
-    }
-}
+pub type PackedScopeEffect = StackBytes<MAX_PACKED_SCOPE_EFFECT>;
 
 /// An effect with the clock of the key it applies to (a replica may have to create the key),
 /// packed as [`pack_numbers`] would, without allocating.
@@ -209,17 +201,12 @@ pub fn pack_effect(clock: Clock, effect: &ScopeEffect) -> PackedScopeEffect {
         u64::from(effect.release.is_some()),
         effect.release.unwrap_or(0),
     ];
-    let mut packed = PackedScopeEffect {
-        bytes: [0; MAX_PACKED_SCOPE_EFFECT],
-        len: 1,
-    };
-    if let Some(version) = packed.bytes.first_mut() {
-        *version = PACKED_SCOPE_EFFECT_VERSION;
-    }
+    let mut packed = PackedScopeEffect::default();
+    packed.push(&[PACKED_SCOPE_EFFECT_VERSION]);
     // Written with one bounds check per number: the buffer holds 10 bytes (a u64's longest
     // LEB128) for each.
     for number in numbers {
-        let Some(out) = packed.bytes.get_mut(packed.len..packed.len + 10) else {
+        let Some(out) = packed.spare(10) else {
             break;
         };
         let mut rest = number;
@@ -234,9 +221,8 @@ pub fn pack_effect(clock: Clock, effect: &ScopeEffect) -> PackedScopeEffect {
             }
             *slot = byte | 0x80;
         }
-        packed.len += written;
+        packed.advance(written);
     }
-    packed.len = packed.len.min(MAX_PACKED_SCOPE_EFFECT);
     packed
 }
 

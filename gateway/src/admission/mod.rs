@@ -12,7 +12,8 @@ use crate::limiter::{Limiter, LimiterError};
 use hyper::header::HeaderValue;
 use hyper::StatusCode;
 use llmrl_core::protocol::{
-    Check, MultiCheck, MultiCorrection, MultiVerdict, ScopeArgs, ScopeVerdict, Usage as Correction,
+    Check, Detail, MultiCheck, MultiCorrection, MultiVerdict, ScopeArgs, ScopeVerdict,
+    Usage as Correction,
 };
 use llmrl_core::scope::REPORTED;
 use llmrl_keys::{Checks, Plan, Price, ScopeSpec};
@@ -137,7 +138,7 @@ async fn mcheck(
         input_tokens: reserved.input_tokens,
         output_tokens: reserved.output_tokens,
         lease_ms,
-        detail: true,
+        detail: Detail::Packed,
     };
     limiter.mcheck(&check).await
 }
