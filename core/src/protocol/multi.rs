@@ -19,11 +19,13 @@ pub struct ScopeArgs<'a> {
 /// A scope's seven values packed in one argument: `window,rpm,itpm,otpm,cost_limit,
 /// cost_charge,concurrency`, the window in ms or a period (`day:-480`).
 fn packed_scope(scope: &ScopeArgs<'_>) -> Arg<'static> {
-    use std::fmt::Write;
-    let mut packed = match scope.clock {
-        Clock::Sliding(window_ms) => window_ms.to_string(),
-        Clock::Calendar(period) => period.name(),
-    };
+    // Built for every scope of every request: numbers written with itoa, not `fmt`.
+    let mut packed = String::with_capacity(64);
+    let mut number = itoa::Buffer::new();
+    match scope.clock {
+        Clock::Sliding(window_ms) => packed.push_str(number.format(window_ms)),
+        Clock::Calendar(period) => packed.push_str(&period.name()),
+    }
     let [rpm, itpm, otpm, cost_limit] = scope.limits.summed;
     for value in [
         rpm,
@@ -33,7 +35,8 @@ fn packed_scope(scope: &ScopeArgs<'_>) -> Arg<'static> {
         scope.cost_charge,
         scope.limits.concurrency,
     ] {
-        let _ = write!(packed, ",{value}");
+        packed.push(',');
+        packed.push_str(number.format(value));
     }
     Arg::Owned(packed)
 }
@@ -212,8 +215,7 @@ impl ScopeVerdict {
         for (index, slot) in numbers.iter_mut().enumerate() {
             *slot = fields
                 .next()
-                .and_then(|field| std::str::from_utf8(field).ok())
-                .and_then(|text| text.parse().ok())
+                .and_then(parse_i64)
                 .ok_or(wrong(2 + index, "an integer"))?;
         }
         if fields.next().is_some() {
@@ -227,6 +229,31 @@ impl ScopeVerdict {
             remaining: [r0, r1, r2, r3, r4],
             reset_ms: [t0, t1, t2, t3, t4],
         })
+    }
+}
+
+/// A decimal i64 as a reply writes it (`-1`, `60000`); anything else is `None`.
+fn parse_i64(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    // Accumulated negative: i64::MIN has no positive counterpart.
+    let mut value: i64 = 0;
+    for byte in digits {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_sub(i64::from(digit))?;
+    }
+    if negative {
+        Some(value)
+    } else {
+        value.checked_neg()
     }
 }
 
@@ -281,6 +308,15 @@ mod tests {
                 reset_ms,
             };
             proptest::prop_assert_eq!(ScopeVerdict::unpack(verdict.pack().as_slice()), Ok(verdict));
+        }
+    }
+
+    proptest::proptest! {
+        /// Integers of packed figures read as the standard library reads them.
+        #[test]
+        fn packed_integers_parse_as_the_standard_library_does(text in "-?[0-9]{0,21}[a+ ]?") {
+            let expected = if text.bytes().any(|b| b == b'+') { None } else { text.parse::<i64>().ok() };
+            proptest::prop_assert_eq!(parse_i64(text.as_bytes()), expected);
         }
     }
 

@@ -19,23 +19,41 @@ const CONCURRENCY_RETRY_MS: u64 = 1_000;
 
 /// OpenAI's reset format: `12ms` under a second, else Go-style `1s`, `9.816s`, `6m0s`, `1h2m3s`.
 pub fn duration(ms: u64) -> String {
+    // On every answer's headers: one string, numbers written with itoa.
+    let mut out = String::with_capacity(16);
+    let mut number = itoa::Buffer::new();
     if ms < 1000 {
-        return format!("{ms}ms");
+        out.push_str(number.format(ms));
+        out.push_str("ms");
+        return out;
     }
-    let hours = ms / 3_600_000;
-    let minutes = ms / 60_000 % 60;
-    let millis = ms % 60_000;
-    let seconds = if millis.is_multiple_of(1000) {
-        format!("{}s", millis / 1000)
-    } else {
-        let text = format!("{}.{:03}", millis / 1000, millis % 1000);
-        format!("{}s", text.trim_end_matches('0'))
-    };
-    match (hours, minutes) {
-        (0, 0) => seconds,
-        (0, m) => format!("{m}m{seconds}"),
-        (h, m) => format!("{h}h{m}m{seconds}"),
+    let (hours, minutes, millis) = (ms / 3_600_000, ms / 60_000 % 60, ms % 60_000);
+    if hours > 0 {
+        out.push_str(number.format(hours));
+        out.push('h');
     }
+    if hours > 0 || minutes > 0 {
+        out.push_str(number.format(minutes));
+        out.push('m');
+    }
+    out.push_str(number.format(millis / 1000));
+    let fraction = millis % 1000;
+    if fraction > 0 {
+        out.push('.');
+        let digits = [fraction / 100, fraction / 10 % 10, fraction % 10];
+        let shown = if digits[2] > 0 {
+            3
+        } else if digits[1] > 0 {
+            2
+        } else {
+            1
+        };
+        for digit in digits.iter().take(shown) {
+            out.push(char::from(b'0' + *digit as u8));
+        }
+    }
+    out.push('s');
+    out
 }
 
 fn dollars(micro_usd: u64) -> String {
@@ -146,5 +164,31 @@ mod tests {
         assert_eq!(duration(360_000), "6m0s");
         assert_eq!(duration(61_500), "1m1.5s");
         assert_eq!(duration(3_723_000), "1h2m3s");
+    }
+
+    /// What `duration` wrote before it avoided `format!`: the reference it must still match.
+    fn formatted(ms: u64) -> String {
+        if ms < 1000 {
+            return format!("{ms}ms");
+        }
+        let (hours, minutes, millis) = (ms / 3_600_000, ms / 60_000 % 60, ms % 60_000);
+        let seconds = if millis.is_multiple_of(1000) {
+            format!("{}s", millis / 1000)
+        } else {
+            let text = format!("{}.{:03}", millis / 1000, millis % 1000);
+            format!("{}s", text.trim_end_matches('0'))
+        };
+        match (hours, minutes) {
+            (0, 0) => seconds,
+            (0, m) => format!("{m}m{seconds}"),
+            (h, m) => format!("{h}h{m}m{seconds}"),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn durations_match_the_reference(ms in proptest::prop_oneof![0u64..200_000_000, proptest::num::u64::ANY]) {
+            proptest::prop_assert_eq!(duration(ms), formatted(ms));
+        }
     }
 }
