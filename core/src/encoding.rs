@@ -4,6 +4,7 @@
 //! Layout (RDB encoding version 1): `window_ms head rpm itpm otpm row_count` then three counters
 //! (requests, input tokens, output tokens) per row, oldest row first.
 
+use crate::stack_bytes::StackBytes;
 use crate::window::{Snapshot, Window, WindowError, MAX_ROWS};
 use thiserror::Error;
 
@@ -96,21 +97,17 @@ pub const MAX_PACKED_EFFECT: usize = 1 + EFFECT_NUMBERS * 10;
 /// Pack an effect's numbers as one short binary argument (a version byte, then unsigned LEB128):
 /// typically ~30 bytes, which Redis keeps in a single allocation, instead of 11 formatted integer
 /// arguments — replication was a quarter of an admitted CHECK's cost.
-pub fn pack_effect(numbers: &[u64; EFFECT_NUMBERS]) -> ([u8; MAX_PACKED_EFFECT], usize) {
-    let mut out = [0u8; MAX_PACKED_EFFECT];
-    out[0] = PACKED_EFFECT_VERSION;
-    let mut len = 1;
+pub fn pack_effect(numbers: &[u64; EFFECT_NUMBERS]) -> PackedEffect {
+    let mut packed = PackedEffect::default();
+    packed.push(&[PACKED_EFFECT_VERSION]);
     for &number in numbers {
-        // 11 numbers of at most 10 bytes each always fit: `len` stays below the array size.
-        leb128(number, |byte| {
-            if let Some(slot) = out.get_mut(len) {
-                *slot = byte;
-            }
-            len += 1;
-        });
+        packed.push_leb128(number);
     }
-    (out, len.min(MAX_PACKED_EFFECT))
+    packed
 }
+
+/// A packed effect, on the stack.
+pub type PackedEffect = StackBytes<MAX_PACKED_EFFECT>;
 
 /// Emit `number` as unsigned LEB128, a byte at a time.
 pub(crate) fn leb128(number: u64, mut emit: impl FnMut(u8)) {
@@ -235,7 +232,8 @@ mod packed_tests {
             ],
         ];
         for numbers in samples {
-            let (bytes, len) = pack_effect(&numbers);
+            let packed = pack_effect(&numbers);
+            let (bytes, len) = (packed.as_slice(), packed.as_slice().len());
             assert_eq!(unpack_effect(&bytes[..len]), Ok(numbers));
             // Cut short, or with a trailing byte: refused.
             assert!(unpack_effect(&bytes[..len - 1]).is_err());
@@ -243,9 +241,9 @@ mod packed_tests {
             longer.push(0);
             assert!(unpack_effect(&longer).is_err());
         }
-        let (typical, len) = pack_effect(&samples[2]);
-        assert!(len <= 30, "{len} bytes");
-        assert_eq!(typical[0], 1);
+        let typical = pack_effect(&samples[2]);
+        assert!(typical.as_slice().len() <= 30, "{:?}", typical.as_slice());
+        assert_eq!(typical.as_slice().first(), Some(&1));
         assert_eq!(unpack_effect(&[]), Err(PackedEffectError::Malformed));
         assert_eq!(unpack_effect(&[2, 0]), Err(PackedEffectError::Version));
         // An 11-byte number, and a 10th byte above 1, overflow u64.

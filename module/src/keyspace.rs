@@ -371,12 +371,11 @@ fn replicate_effect(ctx: &Context, key_name: &RedisString, window_ms: u64, effec
         refund[1],
         refund[2],
     ];
-    let (packed, len) = pack_effect(&numbers);
     replicate(
         ctx,
         c"LLMRL.APPLY",
         key_name,
-        packed.get(..len).unwrap_or(&packed),
+        pack_effect(&numbers).as_slice(),
     );
 }
 

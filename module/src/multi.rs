@@ -7,8 +7,10 @@ use crate::reply;
 use crate::stats;
 use llmrl_core::args::parse_u64;
 use llmrl_core::error::CommandError;
-use llmrl_core::multi::args::{parse_mcancel, parse_mcheck, parse_msettle, CorrectionArgs};
-use llmrl_core::multi::{decide, plan_correction, PerScope};
+use llmrl_core::multi::args::{
+    parse_mcancel, parse_mcheck_into, parse_msettle, CorrectionArgs, MultiCheckArgs,
+};
+use llmrl_core::multi::{decide_into, plan_correction, MultiDecision, PerScope};
 use llmrl_core::scope::encoding::{decode, unpack_effect};
 use llmrl_core::scope::{Clock, ScopeEffect, ScopeState};
 use redis_module::key::RedisKeyWritable;
@@ -50,7 +52,9 @@ fn check(ctx: &Context, keys: &Keys, args: &[&[u8]], record: bool) -> Result<(),
     } else {
         "llmrl.mpeek"
     };
-    let request = parse_mcheck(name, keys.len(), args)?;
+    // Filled in place (see `parse_mcheck_into` and `decide_into`).
+    let mut request = MultiCheckArgs::default();
+    parse_mcheck_into(name, keys.len(), args, &mut request)?;
     distinct(keys)?;
     let now = keyspace::now_ms()?;
     let open = open_all(ctx, keys);
@@ -60,7 +64,8 @@ fn check(ctx: &Context, keys: &Keys, args: &[&[u8]], record: bool) -> Result<(),
     } else {
         request.lease_ms.or(Some(1))
     };
-    let decision = decide(&states(&open)?, &request.scopes, now, lease)?;
+    let mut decision = MultiDecision::default();
+    decide_into(&states(&open)?, &request.scopes, now, lease, &mut decision)?;
     if record {
         stats::MCHECKS.incr();
         if decision.allowed {

@@ -79,8 +79,8 @@ fn fuzz_packed_apply() {
         strategy,
         |(numbers, at, byte, cut)| {
             let numbers: [u64; EFFECT_NUMBERS] = numbers.try_into().expect("11 numbers");
-            let (packed, len) = pack_effect(&numbers);
-            let packed = &packed[..len];
+            let packed = pack_effect(&numbers);
+            let packed = packed.as_slice();
             let decimal: Vec<Vec<u8>> =
                 numbers.iter().map(|n| n.to_string().into_bytes()).collect();
             let decimal: Vec<&[u8]> = decimal.iter().map(Vec::as_slice).collect();

@@ -63,7 +63,7 @@ pub enum Detail {
     Packed,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct MultiCheckArgs {
     pub lease_ms: Option<u64>,
     /// Whether and how to reply with each scope's own figures too.
@@ -72,12 +72,25 @@ pub struct MultiCheckArgs {
 }
 
 /// MCHECK's (and MPEEK's) arguments after the keys.
-#[inline]
 pub fn parse_mcheck(
     command: &'static str,
     numkeys: usize,
     args: &[&[u8]],
 ) -> Result<MultiCheckArgs, CommandError> {
+    let mut parsed = MultiCheckArgs::default();
+    parse_mcheck_into(command, numkeys, args, &mut parsed)?;
+    Ok(parsed)
+}
+
+/// [`parse_mcheck`] into `out`: the module's path, where the scopes are written once where they
+/// stay instead of being built and then copied.
+#[inline]
+pub fn parse_mcheck_into(
+    command: &'static str,
+    numkeys: usize,
+    args: &[&[u8]],
+    out: &mut MultiCheckArgs,
+) -> Result<(), CommandError> {
     let [input, output, rest @ ..] = args else {
         return Err(CommandError::WrongArity(command));
     };
@@ -118,7 +131,9 @@ pub fn parse_mcheck(
     } else {
         return Err(CommandError::WrongArity(command));
     };
-    let mut scopes = PerScope::new();
+    out.lease_ms = lease_ms;
+    out.detail = detail;
+    out.scopes.clear();
     for scope in values.chunks_exact(per_scope) {
         let fields = match scope {
             [packed] => unpack_scope(packed)?,
@@ -126,7 +141,7 @@ pub fn parse_mcheck(
                 .map_err(|_| CommandError::WrongArity(command))?,
         };
         let [window, rpm, itpm, otpm, cost_limit, cost_charge, concurrency] = fields;
-        scopes.push(ScopeRequest {
+        out.scopes.push(ScopeRequest {
             clock: parse_clock(window)?,
             limits: ScopeLimits {
                 summed: [
@@ -140,11 +155,7 @@ pub fn parse_mcheck(
             cost: [1, input, output, parse_u64(cost_charge, "cost_charge")?],
         });
     }
-    Ok(MultiCheckArgs {
-        lease_ms,
-        detail,
-        scopes,
-    })
+    Ok(())
 }
 
 /// The seven values of a packed scope, `window,rpm,itpm,otpm,cost_limit,cost_charge,concurrency`.

@@ -49,7 +49,7 @@ pub enum MultiError {
 }
 
 /// The decision over every scope.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MultiDecision {
     pub allowed: bool,
     /// The limit that refused (of the refusing scope with the longest wait); `None` if allowed.
@@ -131,16 +131,30 @@ fn evaluate_scope(
 
 /// Decide `requests` (one per scope, in order) against the scopes' current `states` (`None`:
 /// a key that does not exist yet) at `now_ms` with leases of `lease_ms`.
-#[inline]
 pub fn decide(
     states: &[Option<&ScopeState>],
     requests: &[ScopeRequest],
     now_ms: u64,
     lease_ms: Option<u64>,
 ) -> Result<MultiDecision, MultiError> {
+    let mut decision = MultiDecision::default();
+    decide_into(states, requests, now_ms, lease_ms, &mut decision)?;
+    Ok(decision)
+}
+
+/// [`decide`] into `out`: the module's path, where each scope's figures are written once where
+/// they stay (returned, the decision's kilobyte would be copied on the way).
+#[inline]
+pub fn decide_into(
+    states: &[Option<&ScopeState>],
+    requests: &[ScopeRequest],
+    now_ms: u64,
+    lease_ms: Option<u64>,
+    out: &mut MultiDecision,
+) -> Result<(), MultiError> {
     let at_ms = operation_time(now_ms, states);
     let state_of = |index: usize| states.get(index).copied().flatten();
-    let mut scopes: PerScope<ScopeDecision> = PerScope::new();
+    out.scopes.clear();
     let mut retry = Retry::Now;
     let mut deciding = None;
     for (index, request) in requests.iter().enumerate() {
@@ -151,19 +165,19 @@ pub fn decide(
         if request.limits.concurrency > 0 && lease_ms.is_none() {
             return Err(MultiError::LeaseRequired { index });
         }
-        let decision = evaluate_scope(state, request, at_ms, true)?;
-        if decision.retry.longer_than(retry) {
-            retry = decision.retry;
+        let scope = evaluate_scope(state, request, at_ms, true)?;
+        if scope.retry.longer_than(retry) {
+            retry = scope.retry;
             deciding = Some(index);
         }
-        scopes.push(decision);
+        out.scopes.push(scope);
     }
     let allowed = retry == Retry::Now;
     if !allowed {
         // All or nothing: the scopes that would have admitted report themselves uncharged.
-        for (index, (decision, request)) in scopes.iter_mut().zip(requests).enumerate() {
-            if decision.allowed {
-                *decision = evaluate_scope(state_of(index), request, at_ms, false)?;
+        for (index, (scope, request)) in out.scopes.iter_mut().zip(requests).enumerate() {
+            if scope.allowed {
+                *scope = evaluate_scope(state_of(index), request, at_ms, false)?;
             }
         }
     }
@@ -174,38 +188,37 @@ pub fn decide(
     let mut remaining = [None; REPORTED];
     let mut reset_ms = [0; REPORTED];
     for d in 0..REPORTED {
-        for decision in &scopes {
-            let Some(left) = decision.remaining[d] else {
+        for scope in &out.scopes {
+            let Some(left) = scope.remaining[d] else {
                 continue;
             };
             // The least left; on a tie, the later reset (never promise capacity too early).
             let better = match remaining[d] {
                 None => true,
-                Some(best) => left < best || left == best && decision.reset_ms[d] > reset_ms[d],
+                Some(best) => left < best || left == best && scope.reset_ms[d] > reset_ms[d],
             };
             if better {
                 remaining[d] = Some(left);
-                reset_ms[d] = decision.reset_ms[d];
+                reset_ms[d] = scope.reset_ms[d];
             }
         }
     }
-    let ticket = if allowed {
+    out.allowed = allowed;
+    out.reason = deciding
+        .and_then(|i| out.scopes.get(i))
+        .and_then(|d| d.reason);
+    out.scope = deciding;
+    out.retry = retry;
+    out.remaining = remaining;
+    out.reset_ms = reset_ms;
+    out.ticket = if allowed {
         new_ticket(at_ms, states)
     } else {
         0
     };
-    Ok(MultiDecision {
-        allowed,
-        reason: deciding.and_then(|i| scopes.get(i)).and_then(|d| d.reason),
-        scope: deciding,
-        retry,
-        remaining,
-        reset_ms,
-        scopes,
-        ticket,
-        at_ms,
-        lease_deadline_ms: at_ms.saturating_add(lease_ms.unwrap_or(0)),
-    })
+    out.at_ms = at_ms;
+    out.lease_deadline_ms = at_ms.saturating_add(lease_ms.unwrap_or(0));
+    Ok(())
 }
 
 impl MultiDecision {

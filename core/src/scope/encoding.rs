@@ -203,25 +203,8 @@ pub fn pack_effect(clock: Clock, effect: &ScopeEffect) -> PackedScopeEffect {
     ];
     let mut packed = PackedScopeEffect::default();
     packed.push(&[PACKED_SCOPE_EFFECT_VERSION]);
-    // Written with one bounds check per number: the buffer holds 10 bytes (a u64's longest
-    // LEB128) for each.
     for number in numbers {
-        let Some(out) = packed.spare(10) else {
-            break;
-        };
-        let mut rest = number;
-        let mut written = 0;
-        for slot in out.iter_mut() {
-            let byte = (rest & 0x7f) as u8;
-            rest >>= 7;
-            written += 1;
-            if rest == 0 {
-                *slot = byte;
-                break;
-            }
-            *slot = byte | 0x80;
-        }
-        packed.advance(written);
+        packed.push_leb128(number);
     }
     packed
 }

@@ -89,9 +89,10 @@ pub enum WindowError {
 }
 
 /// When a denied request could be admitted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Retry {
     /// Admitted now.
+    #[default]
     Now,
     /// Admitted after this many ms if no other traffic arrives.
     After(u64),
