@@ -21,7 +21,7 @@ impl<const N: usize> StackBytes<N> {
     }
 
     /// Append `text`; what would not fit is left out (each user sizes `N` for its longest
-    /// content).
+    /// content: ten bytes for each LEB128 number).
     pub fn push(&mut self, text: &[u8]) {
         if let Some(out) = self.bytes.get_mut(self.len..self.len + text.len()) {
             out.copy_from_slice(text);
@@ -29,39 +29,14 @@ impl<const N: usize> StackBytes<N> {
         }
     }
 
-    /// The next `n` unwritten bytes, for a writer that fills them in place and then calls
-    /// [`StackBytes::advance`]; `None` if fewer are left.
-    pub fn spare(&mut self, n: usize) -> Option<&mut [u8]> {
-        self.bytes.get_mut(self.len..self.len + n)
-    }
-
-    pub fn advance(&mut self, written: usize) {
-        self.len = (self.len + written).min(N);
-    }
-
-    /// Append `number` as unsigned LEB128, what packed effects are made of. Users size `N` for
-    /// ten bytes a number (a u64's longest); most numbers of an effect are below 128, one byte.
+    /// Append `number` as unsigned LEB128, what packed effects are made of. Most numbers of an
+    /// effect are below 128: one byte, written without the byte-at-a-time encoder.
     pub fn push_leb128(&mut self, number: u64) {
         if number < 0x80 {
             self.push(&[number as u8]);
-            return;
+        } else {
+            crate::encoding::leb128(number, |byte| self.push(&[byte]));
         }
-        let Some(out) = self.spare(10) else {
-            return;
-        };
-        let mut rest = number;
-        let mut written = 0;
-        for slot in out.iter_mut() {
-            let byte = (rest & 0x7f) as u8;
-            rest >>= 7;
-            written += 1;
-            if rest == 0 {
-                *slot = byte;
-                break;
-            }
-            *slot = byte | 0x80;
-        }
-        self.advance(written);
     }
 }
 
@@ -77,7 +52,6 @@ mod tests {
         assert_eq!(bytes.as_slice(), b"ab");
         bytes.push(b"cd");
         assert_eq!(bytes.as_slice(), b"abcd");
-        assert!(bytes.spare(1).is_none());
     }
 
     proptest::proptest! {

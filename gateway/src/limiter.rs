@@ -169,24 +169,39 @@ impl Limiter {
     /// One LLMRL.MCANCEL: undo an admission (the compensation when a later slot refuses).
     pub async fn mcancel(&self, correction: &MultiCorrection<'_>) -> Result<(), LimiterError> {
         let cmd = command(MultiCorrection::CANCEL, correction.cancel_args());
-        let key = correction.keys.first().copied();
-        self.query_routed(&cmd, key).await.map(|_| ())
+        self.correct(cmd, correction).await
     }
 
     /// One LLMRL.MCHECK.
     pub async fn mcheck(&self, check: &MultiCheck<'_>) -> Result<MultiVerdict, LimiterError> {
-        let key = check.scopes.first().map(|scope| scope.key);
-        let reply = self
-            .query_routed(&command(MultiCheck::NAME, check.args()), key)
-            .await?;
-        Ok(multi_verdict(&reply)?)
+        self.multi_check(MultiCheck::NAME, check).await
     }
 
     /// One LLMRL.MSETTLE (never retried, like SETTLE).
     pub async fn msettle(&self, correction: &MultiCorrection<'_>) -> Result<(), LimiterError> {
         let cmd = command(MultiCorrection::SETTLE, correction.settle_args());
+        self.correct(cmd, correction).await
+    }
+
+    /// MSETTLE or MCANCEL, routed by the correction's first key.
+    async fn correct(
+        &self,
+        cmd: Cmd,
+        correction: &MultiCorrection<'_>,
+    ) -> Result<(), LimiterError> {
         let key = correction.keys.first().copied();
         self.query_routed(&cmd, key).await.map(|_| ())
+    }
+
+    /// MCHECK or MPEEK (`name`), routed by the first scope's key.
+    async fn multi_check(
+        &self,
+        name: &str,
+        check: &MultiCheck<'_>,
+    ) -> Result<MultiVerdict, LimiterError> {
+        let key = check.scopes.first().map(|scope| scope.key);
+        let reply = self.query_routed(&command(name, check.args()), key).await?;
+        Ok(multi_verdict(&reply)?)
     }
 
     /// One LLMRL.PEEK: CHECK's decision, recording nothing.
@@ -199,11 +214,7 @@ impl Limiter {
 
     /// One LLMRL.MPEEK: MCHECK's decision, recording nothing.
     pub async fn mpeek(&self, check: &MultiCheck<'_>) -> Result<MultiVerdict, LimiterError> {
-        let key = check.scopes.first().map(|scope| scope.key);
-        let reply = self
-            .query_routed(&command(MultiCheck::PEEK, check.args()), key)
-            .await?;
-        Ok(multi_verdict(&reply)?)
+        self.multi_check(MultiCheck::PEEK, check).await
     }
 
     /// Delete one key (a scope's usage).

@@ -301,7 +301,8 @@ impl<'a> ScopeReplication<'a> {
                 argv.push(create(self.ctx.ctx, effect.as_ptr().cast(), effect.len()));
             }
             if argv.iter().any(|string| string.is_null()) {
-                self.ctx.log_warning("llmrl: could not replicate an MCHECK");
+                self.ctx
+                    .log_warning("llmrl: could not replicate a multi-scope change");
             } else {
                 replicate(
                     self.ctx.ctx,
