@@ -24,6 +24,7 @@ import datetime
 import io
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -442,21 +443,68 @@ def tokenizer_section(smoke):
     return t
 
 
+def cpu_seconds(process):
+    """User + system CPU seconds a running process has used so far (/proc, clock-tick resolution)."""
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds():
+    """CPU seconds of every child process waited for so far (here: each finished load generator)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measured_loadgen(servers, redis, nodes, duration, **kwargs):
+    """`loadgen`, plus the CPU each request cost (µs) in the load generator, the servers it targets
+    and Redis: where a 2-core machine's time goes, which bounds any ratio between two targets."""
+    before = ([cpu_seconds(p) for p in servers], cpu_seconds(redis), children_cpu_seconds())
+    result = loadgen(nodes, duration, **kwargs)
+    after = ([cpu_seconds(p) for p in servers], cpu_seconds(redis), children_cpu_seconds())
+    per_request = 1e6 / max(result["total"], 1)
+    result["cpu_us"] = {
+        "load generator": (after[2] - before[2]) * per_request,
+        "server": (sum(after[0]) - sum(before[0])) * per_request,
+        "redis": (after[1] - before[1]) * per_request,
+    }
+    return result
+
+
+def cpu_budget(bare, policy):
+    """What 0.5 x bare hyper's rate would ask of the five-scope gateway on these same cores: every
+    process shares them, so at equal CPU use a target's rate scales as 1 / its CPU per request."""
+    def total(run):
+        return sum(run["cpu_us"].values())
+
+    bare_us, policy_us = total(bare), total(policy)
+    cpu = policy["cpu_us"]
+    allowed = 2 * bare_us - cpu["load generator"] - cpu["redis"]
+    text = (f"bare hyper's requests cost {bare_us:.1f} us of CPU in all (load generator "
+            f"{bare['cpu_us']['load generator']:.1f}, server {bare['cpu_us']['server']:.1f}); 0.5 x its rate "
+            f"allows {2 * bare_us:.1f} us. The 5-scope policy's cost {policy_us:.1f} us (load generator "
+            f"{cpu['load generator']:.1f}, gateway {cpu['server']:.1f}, Redis {cpu['redis']:.1f}): with the same "
+            f"load generator and Redis, 0.5 x would leave the gateway {allowed:.1f} us a request. Cores busy: "
+            f"bare {bare['rps'] * bare_us / 1e6:.2f}, 5-scope {policy['rps'] * policy_us / 1e6:.2f}.")
+    return {"bare_us": bare_us, "policy_us": policy_us, "gateway_allowed_us": allowed, "text": text}
+
+
 def gateway_section(procs, smoke, tmp):
     keys = Path(tmp) / "bench-keys.toml"
     keys.write_text(BENCH_KEYS)
     redis_port = free_port()
-    procs.start(["redis-server", "--port", redis_port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", tmp, "--loadmodule", MODULE], redis_port)
+    redis = procs.start(["redis-server", "--port", redis_port, "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                         "no", "--dir", tmp, "--loadmodule", MODULE], redis_port)
+    server_at = {}
 
     def gateway(*extra):
         port = free_port()
-        procs.start([GATEWAY, "--listen", f"127.0.0.1:{port}", "--redis-url", f"redis://127.0.0.1:{redis_port}/",
-                     "--keys-file", keys, "--mock-tokens", "16", *extra], port)
+        server_at[port] = procs.start([GATEWAY, "--listen", f"127.0.0.1:{port}", "--redis-url",
+                                       f"redis://127.0.0.1:{redis_port}/", "--keys-file", keys, "--mock-tokens", "16",
+                                       *extra], port)
         return port
 
     bare = free_port()
-    procs.start([BARE, f"127.0.0.1:{bare}"], bare)
+    server_at[bare] = procs.start([BARE, f"127.0.0.1:{bare}"], bare)
     no_limiter = gateway("--no-limiter")
     limited = gateway()
     three = [limited, gateway(), gateway()]
@@ -473,14 +521,17 @@ def gateway_section(procs, smoke, tmp):
         for name, nodes in targets.items():
             key = "sk-bench-policy" if name == POLICY_TARGET else "sk-bench"
             api = DIALECT_TARGETS[name][0] if name in DIALECT_TARGETS else ("chat", "gpt-4o-mini", False)
-            runs[name].append(loadgen(nodes, duration, key=key, api=api))
+            servers = [server_at[node] for node in nodes]
+            runs[name].append(measured_loadgen(servers, redis, nodes, duration, key=key, api=api))
     summary = {}
     for name, results in runs.items():
         best = sorted(results, key=lambda r: r["rps"])[len(results) // 2]
         summary[name] = dict(best, rps_runs=[r["rps"] for r in results])
+        cpu = best["cpu_us"]
         print(f"  {name:<28} {best['rps']:>10,.0f} rps  p50 {best['p50_ms']:.3f}  p99 {best['p99_ms']:.3f}  "
-              f"p99.9 {best['p999_ms']:.3f} ms   (runs: {', '.join(f'{r:,.0f}' for r in summary[name]['rps_runs'])})",
-              flush=True)
+              f"p99.9 {best['p999_ms']:.3f} ms   (runs: {', '.join(f'{r:,.0f}' for r in summary[name]['rps_runs'])})"
+              f"  CPU us/req: load generator {cpu['load generator']:.1f}, server {cpu['server']:.1f}, "
+              f"Redis {cpu['redis']:.1f}", flush=True)
     round_trip = limiter_round_trip(limited)
     print(f"  Redis round trip seen by the 1-node gateway ({round_trip['count']:,} CHECKs at full load): "
           f"p99 <= {round_trip['p99_ms']} ms, p99.9 <= {round_trip['p999_ms']} ms, max <= {round_trip['max_ms']} ms", flush=True)
@@ -506,6 +557,8 @@ def gateway_section(procs, smoke, tmp):
         "policy_5_scopes_1_node_over_bare": summary[POLICY_TARGET]["rps"] / bare_rps,
         "policy_5_scopes_over_single_scope": summary[POLICY_TARGET]["rps"] / summary["gateway, limiter, 1 node"]["rps"],
     }
+    budget = cpu_budget(summary["bare hyper"], summary[POLICY_TARGET])
+    print(f"  CPU budget: {budget['text']}", flush=True)
     paired = {}
     for name, (api, baseline) in DIALECT_TARGETS.items():
         if baseline:
@@ -516,7 +569,7 @@ def gateway_section(procs, smoke, tmp):
             paired[label] = each
             print(f"  {label}: median {ratios[label]:.2f} of the rounds' paired ratios "
                   f"({', '.join(f'{r:.2f}' for r in each)})", flush=True)
-    return {"dialect_paired_ratios": paired, "closed_loop": summary, "open_loop_half": dict(open_loop, rate=round(half)),
+    return {"dialect_paired_ratios": paired, "closed_loop": summary, "cpu_budget": budget, "open_loop_half": dict(open_loop, rate=round(half)),
             "policy_open_loop_half": dict(policy_open, rate=round(policy_half)),
             "bare_open_loop_half": dict(bare_open, rate=round(max(bare_rps / 2, 10))), "ratios": ratios,
             "redis_round_trip": round_trip}
@@ -541,9 +594,16 @@ def markdown(results):
         lines.append(f"| {m['keys']:,} {kind.replace('_', ' ')} | {m['used_memory_per_key']:.0f} | {m['memory_usage']} |")
     g = results["gateway"]
     lines += ["", "## Gateway (llmrl-loadgen, closed loop, 64 clients; median of interleaved runs)", "",
-              "| target | req/s | p50 ms | p99 ms | p99.9 ms |", "|---|---|---|---|---|"]
+              "CPU µs/req: each process's CPU time over the run (/proc; the load generator's from its rusage) "
+              "divided by the requests answered.", "",
+              "| target | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req: load generator | server | Redis |",
+              "|---|---|---|---|---|---|---|---|"]
     for name, r in g["closed_loop"].items():
-        lines.append(f"| {name} | {r['rps']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['p999_ms']:.3f} |")
+        cpu = r.get("cpu_us", {})
+        lines.append(f"| {name} | {r['rps']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['p999_ms']:.3f} | "
+                     f"{fmt_us(cpu.get('load generator'))} | {fmt_us(cpu.get('server'))} | {fmt_us(cpu.get('redis'))} |")
+    if "cpu_budget" in g:
+        lines += ["", f"CPU budget: {g['cpu_budget']['text']}"]
     o = g["open_loop_half"]
     lines += ["", f"Open loop at {o['rate']:,} req/s (half the 1-node maximum): p50 {o['p50_ms']:.3f} ms, "
               f"p99 {o['p99_ms']:.3f} ms, p99.9 {o['p999_ms']:.3f} ms.", ""]

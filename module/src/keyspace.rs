@@ -230,8 +230,14 @@ impl<'a> ScopeReplication<'a> {
     }
 
     /// Replicate what was added (nothing if nothing was). Dropping does the same, so a command
-    /// that fails half-way still replicates the scopes it already changed.
-    pub fn send(self) {}
+    /// that fails half-way still replicates the scopes it already changed. By reference: moving
+    /// the kilobyte of packed effects into a consuming `send` cost a copy per command.
+    pub fn send(&mut self) {
+        self.replicate();
+        self.keys.clear();
+        self.ends.clear();
+        self.packed.clear();
+    }
 
     fn replicate(&self) {
         if self.keys.is_empty() {
