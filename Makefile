@@ -52,6 +52,7 @@ test: test-deps
 
 # The full benchmark (a few minutes): bench/results/<timestamp>.json and .md, latest.md/.svg.
 bench: deps
+	@scripts/ensure-deps.sh --bench
 	$(CARGO) build --release --workspace
 	python3 bench/run.py
 

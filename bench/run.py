@@ -206,6 +206,15 @@ def benchmark(port, n, pipeline, command, keys=1000, server_pid=None):
 MCHECK_ONE = "LLMRL.MCHECK 1 scope, fresh keys"
 MCHECK_FOUR = "LLMRL.MCHECK 4 scopes, fresh keys"
 REPLY_CONTROL = "LRANGE of 10 integers (reply-size control)"
+CHECK_FRESH = "LLMRL.CHECK fresh keys, allow"
+# The commands the multi-scope targets compare, as redis-benchmark sends them.
+CHECK_COMMAND = ["LLMRL.CHECK", "fresh:__rand_int__", 0, 0, 0, 100, 20]
+# Each scope's values packed in one argument, as the gateway sends them.
+MCHECK_ONE_COMMAND = ["LLMRL.MCHECK", 1, "m1:__rand_int__", 100, 20, "SCOPES", "60000,0,0,0,0,0,0"]
+# Key per minute, key per day, team per minute, organisation per month with a spend.
+MCHECK_FOUR_COMMAND = ["LLMRL.MCHECK", 4, "mk:__rand_int__", "md:__rand_int__", "mt:__rand_int__", "mo:__rand_int__",
+                       100, 20, "SCOPES", "60000,0,0,0,0,0,0", "day,0,0,0,0,0,0",
+                       "60000,0,0,0,0,0,0", "month,0,0,0,1000000000000,2600,0"]
 
 
 def fmt_us(value):
@@ -255,7 +264,7 @@ def module_section(procs, smoke, tmp):
                         for i in range(prefill)])
         elif "empty" in case or "fresh" in case or "scope" in case:
             # Empty when the case starts (unlimited, so they fill up as it runs).
-            prefixes = {"LLMRL.CHECK fresh keys, allow": ["fresh"], "Lua sorted-set log, empty": ["zempty"],
+            prefixes = {CHECK_FRESH: ["fresh"], "Lua sorted-set log, empty": ["zempty"],
                         "Lua hash buckets, empty": ["hempty"], MCHECK_ONE: ["m1"],
                         MCHECK_FOUR: ["mk", "md", "mt", "mo"]}[case]
             pipe(port, [resp("DEL", f"{prefix}:{i:012d}") for prefix in prefixes for i in range(prefill)])
@@ -265,13 +274,9 @@ def module_section(procs, smoke, tmp):
         # A control, not a contender: a cheap read with a ten-element reply like CHECK's, to
         # separate what the reply's size costs from what the command costs.
         (REPLY_CONTROL, ["LRANGE", "ten:__rand_int__", 0, 9]),
-        ("LLMRL.CHECK fresh keys, allow", ["LLMRL.CHECK", "fresh:__rand_int__", 0, 0, 0, 100, 20]),
-        # Each scope's values packed in one argument, as the gateway sends them.
-        (MCHECK_ONE, ["LLMRL.MCHECK", 1, "m1:__rand_int__", 100, 20, "SCOPES", "60000,0,0,0,0,0,0"]),
-        # Key per minute, key per day, team per minute, organisation per month with a spend.
-        (MCHECK_FOUR, ["LLMRL.MCHECK", 4, "mk:__rand_int__", "md:__rand_int__", "mt:__rand_int__", "mo:__rand_int__",
-                       100, 20, "SCOPES", "60000,0,0,0,0,0,0", "day,0,0,0,0,0,0",
-                       "60000,0,0,0,0,0,0", "month,0,0,0,1000000000000,2600,0"]),
+        (CHECK_FRESH, CHECK_COMMAND),
+        (MCHECK_ONE, MCHECK_ONE_COMMAND),
+        (MCHECK_FOUR, MCHECK_FOUR_COMMAND),
         ("LLMRL.CHECK full windows, allow", ["LLMRL.CHECK", "full:__rand_int__", 0, 0, 0, 100, 20]),
         ("LLMRL.CHECK full windows, deny", ["LLMRL.CHECK", "full:__rand_int__", 1, 0, 0, 100, 20]),
         ("Lua sorted-set log, empty", ["EVALSHA", shas["sorted_set_log"], 1, "zempty:__rand_int__", 0, 0, 0, 100, 20, 60000]),
@@ -310,12 +315,44 @@ def module_section(procs, smoke, tmp):
 MULTI_ROUNDS = 5
 
 
+def instruction_section(procs, smoke, tmp):
+    """Instructions redis-server runs per command (callgrind, counted inside processInputBuffer:
+    reading, parsing, running the command, writing its reply), pipelined 16 deep over 10 keys so
+    that, as in the timed runs, creating keys and moving their expiry are rare. Unlike req/s and
+    CPU time these counts do not move with what else the shared machine is doing."""
+    if shutil.which("valgrind") is None:
+        raise RuntimeError("valgrind is missing: run scripts/ensure-deps.sh --bench")
+    n = 400 if smoke else 4000
+    counts = {}
+    for name, command in (("INCR", ["INCR", "incr:__rand_int__"]), (CHECK_FRESH, CHECK_COMMAND),
+                          (MCHECK_ONE, MCHECK_ONE_COMMAND), (MCHECK_FOUR, MCHECK_FOUR_COMMAND)):
+        port = free_port()
+        out = Path(tmp) / f"callgrind-{port}.out"
+        server = procs.start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                              "--toggle-collect=processInputBuffer", "redis-server", "--port", port, "--bind",
+                              "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp, "--loadmodule", MODULE],
+                             port)
+        subprocess.run(["redis-benchmark", "-p", str(port), "-c", "1", "-n", str(n), "-r", "10", "-P", "16",
+                        *map(str, command)], capture_output=True, check=True)
+        # SHUTDOWN closes the connection without a reply; callgrind writes its counts on exit.
+        subprocess.run(["redis-cli", "-p", str(port), "SHUTDOWN", "NOSAVE"], capture_output=True)
+        server.wait(timeout=120)
+        procs.stop(server)
+        totals = [line for line in out.read_text().splitlines() if line.startswith("totals:")]
+        counts[name] = int(totals[0].split()[1]) / n
+        print(f"  {name:<36} {counts[name]:>10,.0f} instructions per command", flush=True)
+    check = counts[CHECK_FRESH]
+    print(f"  MCHECK 1 scope: CHECK's count / its own = {check / counts[MCHECK_ONE]:.2f}; "
+          f"4 scopes: {counts[MCHECK_FOUR] / check:.2f} x CHECK's", flush=True)
+    return {"commands": n, "per_command": counts}
+
+
 def multi_rounds(port, n, server_pid, refill, cases):
     """CHECK, MCHECK with one scope and with four, pipelined, one after another in each of
     five rounds: a pair meets the machine in the same state (rounds on this shared machine
     differ by more than the commands do), and each ratio is the median of the rounds' ratios."""
     commands = dict(cases)
-    check = "LLMRL.CHECK fresh keys, allow"
+    check = CHECK_FRESH
     rounds = []
     for _ in range(MULTI_ROUNDS):
         measured = {}
@@ -638,7 +675,7 @@ def markdown(results):
     for pipeline in (1, 16):
         rps = module_column(results, pipeline, "rps")
         cpu = module_column(results, pipeline, "server_us_per_command")
-        check, one, four = "LLMRL.CHECK fresh keys, allow", MCHECK_ONE, MCHECK_FOUR
+        check, one, four = CHECK_FRESH, MCHECK_ONE, MCHECK_FOUR
         if all(n in rps for n in (check, one, four)):
             line = (f"- -P {pipeline}: 1 scope {rps[one] / rps[check]:.2f} x CHECK by req/s; "
                     f"4 scopes (key/minute, key/day, team/minute, org/month with spend) {rps[four] / rps[check]:.2f} x")
@@ -661,6 +698,14 @@ def markdown(results):
                   f"server CPU per command {median('one_cpu_ratio'):.2f} x (rounds: {listed('one_cpu_ratio')})",
                   f"- **4 scopes: server CPU per command {median('four_cpu_ratio'):.2f} x CHECK's** "
                   f"(rounds: {listed('four_cpu_ratio')}); by req/s {median('four_rps_ratio'):.2f} x"]
+    counted = results.get("instructions")
+    if counted:
+        per = counted["per_command"]
+        lines += ["", f"Instructions redis-server runs per command (callgrind inside processInputBuffer, "
+                  f"{counted['commands']:,} commands pipelined 16 deep over 10 keys; deterministic, unlike the "
+                  "timings): " + ", ".join(f"{name} {count:,.0f}" for name, count in per.items()) + ".",
+                  f"CHECK's count over MCHECK's with one scope: **{per[CHECK_FRESH] / per[MCHECK_ONE]:.2f}**; "
+                  f"four scopes: {per[MCHECK_FOUR] / per[CHECK_FRESH]:.2f} x CHECK's."]
     lines += ["", "## Module against the best Lua script, full windows", ""]
     for pipeline in (1, 16):
         rows = module_column(results, pipeline, "rps")
@@ -790,6 +835,8 @@ def main():
     try:
         print("module vs INCR and Lua:", flush=True)
         module, multi = module_section(procs, args.smoke, tmp)
+        print("instructions per command (callgrind):", flush=True)
+        instructions = instruction_section(procs, args.smoke, tmp)
         print("memory:", flush=True)
         memory = memory_section(procs, args.smoke, tmp)
         print("gateway:", flush=True)
@@ -801,7 +848,7 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results = {"date": date, "cores": os.cpu_count(), "smoke": args.smoke, "seconds": round(time.monotonic() - started, 1),
-               "module": module, "multi_rounds": multi, "memory": memory, "gateway": gateway, "tokenizer": tokenizer}
+               "module": module, "multi_rounds": multi, "instructions": instructions, "memory": memory, "gateway": gateway, "tokenizer": tokenizer}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

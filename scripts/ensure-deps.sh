@@ -2,7 +2,8 @@
 # Make sure the system packages llmrl needs are present: redis-server / redis-cli (to run and
 # test the module), libclang (bindgen, used by the redis-module crate at build time), and
 # python3 with venv (the compatibility tests with the official openai package). With --test, also
-# what only the tests need: Debian's chromium and chromedriver (the dashboard's browser test).
+# what only the tests need: Debian's chromium and chromedriver (the dashboard's browser test);
+# with --test or --bench, valgrind (the benchmark's instruction counts).
 # As root with apt-get, missing ones are installed; otherwise we say exactly what to install.
 set -euo pipefail
 
@@ -21,6 +22,10 @@ fi
 if [ "${1:-}" = --test ]; then
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+fi
+# The benchmark (and its smoke run in the tests) counts instructions per command with callgrind.
+if [ "${1:-}" = --test ] || [ "${1:-}" = --bench ]; then
+    command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then
