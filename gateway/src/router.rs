@@ -4,7 +4,7 @@
 use crate::app::App;
 use crate::dialect::{self, anthropic, openai, Dialect};
 use crate::error::{ErrorKind, GatewayError};
-use crate::http::cors::{Cors, EXPOSED_HEADERS};
+use crate::http::cors::Cors;
 use crate::http::response::{self, set_header, Body};
 use crate::info;
 use crate::pipeline;
@@ -101,11 +101,6 @@ pub async fn handle(
     set_header(&mut response, "x-request-id", &request_id);
     // Anthropic's clients read `request-id`.
     set_header(&mut response, "request-id", &request_id);
-    set_header(
-        &mut response,
-        "access-control-expose-headers",
-        EXPOSED_HEADERS,
-    );
     cors.decorate(origin.as_deref(), &mut response);
     let status = response.status().as_u16();
     app.metrics.count(route, status, reason);

@@ -1,8 +1,8 @@
-//! CORS for browser clients (`--cors-allow-origin`): preflights answered, the allowed origin on
-//! every answer. Off unless configured.
+//! CORS for browser clients (`--cors-allow-origin`): preflights answered, the allowed origin and
+//! the readable headers on every answer to it. Off unless configured.
 
 use super::response::{full, set_header, Body};
-use hyper::header::{HeaderMap, ORIGIN};
+use hyper::header::{HeaderMap, HeaderValue, ACCESS_CONTROL_EXPOSE_HEADERS, ORIGIN};
 use hyper::{Response, StatusCode};
 
 /// Headers a browser may read from our answers (rate-limit state, retry hints, ids).
@@ -67,10 +67,16 @@ impl Cors {
         response
     }
 
-    /// Mark an answer readable by the requesting origin ([`Cors::allowed_origin`]), if allowed.
+    /// Mark an answer readable by the requesting origin ([`Cors::allowed_origin`]), if allowed,
+    /// with the headers its scripts may read. Only then: a browser reads Expose-Headers only
+    /// beside Allow-Origin, and every other client would just carry its 600 bytes.
     pub fn decorate(&self, origin: Option<&str>, response: &mut Response<Body>) {
         if let Some(origin) = origin {
             set_header(response, "access-control-allow-origin", origin);
+            response.headers_mut().insert(
+                ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static(EXPOSED_HEADERS),
+            );
             if origin != "*" {
                 set_header(response, "vary", "Origin");
             }
