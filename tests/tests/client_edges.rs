@@ -222,12 +222,15 @@ fn cors_is_off_by_default_and_answers_browsers_when_on() {
     assert_eq!(stranger.header("access-control-allow-origin"), None);
 
     let body = chat_body("gpt-4o", "hi", "");
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: https://other.example\r\n\
-         Authorization: Bearer sk-open\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let response = raw_http(open.port, request.as_bytes()).unwrap();
+    let chat_from = |origin: &str| {
+        let request = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: {origin}\r\n\
+             Authorization: Bearer sk-open\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        raw_http(open.port, request.as_bytes()).unwrap()
+    };
+    let response = chat_from("https://other.example");
     assert_eq!(response.status, 200);
     assert_eq!(
         response.header("access-control-allow-origin"),
@@ -237,12 +240,7 @@ fn cors_is_off_by_default_and_answers_browsers_when_on() {
         .header("access-control-expose-headers")
         .is_some_and(|h| h.contains("x-ratelimit-remaining-requests")));
     // An origin not listed gets no CORS headers at all.
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: https://evil.example\r\n\
-         Authorization: Bearer sk-open\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let response = raw_http(open.port, request.as_bytes()).unwrap();
+    let response = chat_from("https://evil.example");
     assert_eq!(response.status, 200);
     assert_eq!(response.header("access-control-allow-origin"), None);
     assert_eq!(response.header("access-control-expose-headers"), None);
