@@ -97,11 +97,13 @@ fn flag(value: Option<&Value>, index: usize) -> Result<bool, ReplyError> {
     }
 }
 
-/// Decode the reply of MCHECK / MPEEK (RESP2: a flat positional array; the per-scope part, with
-/// DETAIL, a last nested array of arrays, or of packed strings with DETAIL PACKED).
+/// Decode the reply of MCHECK / MPEEK (RESP2: a flat positional array, with DETAIL a last nested
+/// array of arrays; with DETAIL PACKED one string, [`MultiVerdict::unpack`]).
 pub fn multi_verdict(value: &Value) -> Result<MultiVerdict, ReplyError> {
-    let Value::Array(items) = value else {
-        return Err(ReplyError::NotAnArray);
+    let items = match value {
+        Value::Array(items) => items,
+        Value::BulkString(packed) => return MultiVerdict::unpack(packed),
+        _ => return Err(ReplyError::NotAnArray),
     };
     if items.len() != MULTI_FIELDS && items.len() != MULTI_FIELDS + 1 {
         return Err(ReplyError::FieldCount(items.len()));
@@ -111,10 +113,8 @@ pub fn multi_verdict(value: &Value) -> Result<MultiVerdict, ReplyError> {
         Some(Value::Array(scope_items)) => scope_items
             .iter()
             .map(|scope| {
-                let fields = match scope {
-                    Value::Array(fields) => fields,
-                    Value::BulkString(packed) => return ScopeVerdict::unpack(packed),
-                    _ => return Err(ReplyError::NotAnArray),
+                let Value::Array(fields) = scope else {
+                    return Err(ReplyError::NotAnArray);
                 };
                 Ok(ScopeVerdict {
                     allowed: flag(fields.first(), 0)?,

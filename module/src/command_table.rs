@@ -23,7 +23,7 @@ const MCHECK_ARGS: [ArgDoc; 7] = [
         .optional(),
     ArgDoc::block(c"scope", &SCOPE).token(c"SCOPES").multiple(),
 ];
-/// `DETAIL [PACKED]`: each scope's figures, nested or one string a scope.
+/// `DETAIL [PACKED]`: each scope's figures, nested, or the whole reply packed in one string.
 const DETAIL: [ArgDoc; 1] = [ArgDoc::flag(c"PACKED")];
 /// One scope of MCHECK / MPEEK.
 const SCOPE: [ArgDoc; 7] = [
