@@ -178,6 +178,12 @@ def full_key_load(name, head_bucket):
     return resp(*args)
 
 
+def redis_with_module(port, tmp):
+    """redis-server on loopback with the module, persisting nothing: every benchmark's Redis."""
+    return ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", tmp, "--loadmodule", MODULE]
+
+
 def main_thread_cpu_ns(pid):
     """CPU time of a process's main thread (Redis runs every command there), in ns."""
     try:
@@ -207,7 +213,8 @@ MCHECK_ONE = "LLMRL.MCHECK 1 scope, fresh keys"
 MCHECK_FOUR = "LLMRL.MCHECK 4 scopes, fresh keys"
 REPLY_CONTROL = "LRANGE of 10 integers (reply-size control)"
 CHECK_FRESH = "LLMRL.CHECK fresh keys, allow"
-# The commands the multi-scope targets compare, as redis-benchmark sends them.
+# The commands the multi-scope targets compare (and their baseline), as redis-benchmark sends them.
+INCR_COMMAND = ["INCR", "incr:__rand_int__"]
 CHECK_COMMAND = ["LLMRL.CHECK", "fresh:__rand_int__", 0, 0, 0, 100, 20]
 # Each scope's values packed in one argument, as the gateway sends them.
 MCHECK_ONE_COMMAND = ["LLMRL.MCHECK", 1, "m1:__rand_int__", 100, 20, "SCOPES", "60000,0,0,0,0,0,0"]
@@ -223,8 +230,7 @@ def fmt_us(value):
 
 def module_section(procs, smoke, tmp):
     port = free_port()
-    redis = procs.start(["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                         "--dir", tmp, "--loadmodule", MODULE], port)
+    redis = procs.start(redis_with_module(port, tmp), port)
     n = 2000 if smoke else 300000
     prefill = 1000
     shas = {}
@@ -270,7 +276,7 @@ def module_section(procs, smoke, tmp):
             pipe(port, [resp("DEL", f"{prefix}:{i:012d}") for prefix in prefixes for i in range(prefill)])
 
     cases = [
-        ("INCR", ["INCR", "incr:__rand_int__"]),
+        ("INCR", INCR_COMMAND),
         # A control, not a contender: a cheap read with a ten-element reply like CHECK's, to
         # separate what the reply's size costs from what the command costs.
         (REPLY_CONTROL, ["LRANGE", "ten:__rand_int__", 0, 9]),
@@ -324,14 +330,12 @@ def instruction_section(procs, smoke, tmp):
         raise RuntimeError("valgrind is missing: run scripts/ensure-deps.sh --bench")
     n = 400 if smoke else 4000
     counts = {}
-    for name, command in (("INCR", ["INCR", "incr:__rand_int__"]), (CHECK_FRESH, CHECK_COMMAND),
+    for name, command in (("INCR", INCR_COMMAND), (CHECK_FRESH, CHECK_COMMAND),
                           (MCHECK_ONE, MCHECK_ONE_COMMAND), (MCHECK_FOUR, MCHECK_FOUR_COMMAND)):
         port = free_port()
         out = Path(tmp) / f"callgrind-{port}.out"
         server = procs.start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                              "--toggle-collect=processInputBuffer", "redis-server", "--port", port, "--bind",
-                              "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp, "--loadmodule", MODULE],
-                             port)
+                              "--toggle-collect=processInputBuffer", *redis_with_module(port, tmp)], port)
         subprocess.run(["redis-benchmark", "-p", str(port), "-c", "1", "-n", str(n), "-r", "10", "-P", "16",
                         *map(str, command)], capture_output=True, check=True)
         # SHUTDOWN closes the connection without a reply; callgrind writes its counts on exit.
@@ -379,8 +383,7 @@ def multi_rounds(port, n, server_pid, refill, cases):
 
 def memory_section(procs, smoke, tmp):
     port = free_port()
-    redis = procs.start(["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                         "--dir", tmp, "--loadmodule", MODULE], port)
+    redis = procs.start(redis_with_module(port, tmp), port)
     count = 2000 if smoke else 100000
     out = {}
     for kind in ("full", "one_bucket", "calendar_scope", "scope_100_leases"):
@@ -529,8 +532,7 @@ def gateway_section(procs, smoke, tmp):
     keys = Path(tmp) / "bench-keys.toml"
     keys.write_text(BENCH_KEYS)
     redis_port = free_port()
-    redis = procs.start(["redis-server", "--port", redis_port, "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                         "no", "--dir", tmp, "--loadmodule", MODULE], redis_port)
+    redis = procs.start(redis_with_module(redis_port, tmp), redis_port)
     server_at = {}
 
     def gateway(*extra):

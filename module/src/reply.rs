@@ -202,8 +202,7 @@ fn packed_multi_decision(ctx: &Context, d: &MultiDecision) {
             remaining: scope.remaining.map(figure),
             reset_ms: scope.reset_ms.map(clamp_i64),
         };
-        packed.push(b';');
-        packed.extend_from_slice(verdict.pack().as_slice());
+        MultiVerdict::pack_scope(&mut packed, &verdict);
     }
     bulk(ctx, &packed);
 }

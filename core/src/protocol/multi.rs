@@ -4,7 +4,6 @@
 use super::{Arg, ReplyError, Usage};
 pub use crate::multi::args::Detail;
 use crate::scope::{Clock, Limit, ScopeLimits, REPORTED};
-use crate::stack_bytes::StackBytes;
 
 /// One scope of an MCHECK: its key, clock, limits (0: unlimited) and what this request costs in
 /// its fourth dimension.
@@ -171,30 +170,16 @@ pub struct ScopeVerdict {
 /// remaining figures and the five resets.
 pub const PACKED_FIGURES: usize = 3 + 2 * REPORTED;
 
-/// The longest packed figure string: thirteen numbers of up to 20 characters, commas.
-const MAX_PACKED_FIGURES: usize = PACKED_FIGURES * 21;
-
-/// A scope's figures packed in one string (`DETAIL PACKED`), on the stack.
-pub type PackedFigures = StackBytes<MAX_PACKED_FIGURES>;
-
 impl ScopeVerdict {
-    /// `1,ok,0,59,-1,-1,-1,-1,1000,0,0,0,0`: the order of the nested form, flattened.
-    pub fn pack(&self) -> PackedFigures {
-        let mut packed = PackedFigures::default();
-        let mut number = itoa::Buffer::new();
-        packed.push(if self.allowed { b"1," } else { b"0," });
-        packed.push(self.reason.map_or("ok", Limit::reason).as_bytes());
-        for value in std::iter::once(self.retry_after_ms)
+    /// Append `1,ok,0,59,-1,-1,-1,-1,1000,0,0,0,0`: the order of the nested form, flattened.
+    pub fn pack_into(&self, out: &mut Vec<u8>) {
+        let numbers = std::iter::once(self.retry_after_ms)
             .chain(self.remaining)
-            .chain(self.reset_ms)
-        {
-            packed.push(b",");
-            packed.push(number.format(value).as_bytes());
-        }
-        packed
+            .chain(self.reset_ms);
+        pack_fields(out, self.allowed, self.reason, numbers);
     }
 
-    /// The figures [`ScopeVerdict::pack`] wrote.
+    /// The figures [`ScopeVerdict::pack_into`] wrote.
     pub fn unpack(packed: &[u8]) -> Result<ScopeVerdict, ReplyError> {
         let (allowed, reason, numbers) = unpack_fields(packed, |_| "scopes")?;
         let [retry_after_ms, r0, r1, r2, r3, r4, t0, t1, t2, t3, t4] = numbers;
@@ -205,6 +190,22 @@ impl ScopeVerdict {
             remaining: [r0, r1, r2, r3, r4],
             reset_ms: [t0, t1, t2, t3, t4],
         })
+    }
+}
+
+/// `allowed,reason`, then `numbers`, comma-separated: what [`unpack_fields`] reads.
+fn pack_fields(
+    out: &mut Vec<u8>,
+    allowed: bool,
+    reason: Option<Limit>,
+    numbers: impl IntoIterator<Item = i64>,
+) {
+    let mut number = itoa::Buffer::new();
+    out.extend_from_slice(if allowed { b"1," } else { b"0," });
+    out.extend_from_slice(reason.map_or("ok", Limit::reason).as_bytes());
+    for value in numbers {
+        out.push(b',');
+        out.extend_from_slice(number.format(value).as_bytes());
     }
 }
 
@@ -291,7 +292,7 @@ const PACKED_HEAD_FIELDS: usize = MULTI_FIELDS;
 impl MultiVerdict {
     /// The reply with `DETAIL PACKED`: one string, the fifteen fields of [`MULTI_FIELD_NAMES`]
     /// comma-separated (the scope -1 when none decided), then for each scope `;` and its packed
-    /// figures ([`ScopeVerdict::pack`]):
+    /// figures ([`ScopeVerdict::pack_into`]):
     /// `1,ok,-1,0,59,-1,-1,-1,-1,60000,0,0,0,0,113517...;1,ok,0,59,-1,-1,-1,-1,60000,0,0,0,0`.
     /// A reply element costs Redis a write and every client a parse; this is one.
     pub fn pack(&self) -> Vec<u8> {
@@ -299,30 +300,29 @@ impl MultiVerdict {
             Vec::with_capacity((PACKED_HEAD_FIELDS + self.scopes.len() * PACKED_FIGURES) * 8);
         self.pack_head(&mut out);
         for scope in &self.scopes {
-            out.push(b';');
-            out.extend_from_slice(scope.pack().as_slice());
+            MultiVerdict::pack_scope(&mut out, scope);
         }
         out
     }
 
     /// The head of [`MultiVerdict::pack`] (the scopes are left to the caller).
     pub fn pack_head(&self, out: &mut Vec<u8>) {
-        let mut number = itoa::Buffer::new();
-        out.extend_from_slice(if self.allowed { b"1," } else { b"0," });
-        out.extend_from_slice(self.reason.map_or("ok", Limit::reason).as_bytes());
         let scope = self
             .scope
             .map_or(-1, |i| i64::try_from(i).unwrap_or(i64::MAX));
         let ticket = i64::try_from(self.ticket).unwrap_or(i64::MAX);
-        for value in [scope, self.retry_after_ms]
+        let numbers = [scope, self.retry_after_ms]
             .into_iter()
             .chain(self.remaining)
             .chain(self.reset_ms)
-            .chain([ticket])
-        {
-            out.push(b',');
-            out.extend_from_slice(number.format(value).as_bytes());
-        }
+            .chain([ticket]);
+        pack_fields(out, self.allowed, self.reason, numbers);
+    }
+
+    /// Append one scope of [`MultiVerdict::pack`] after its head or the scope before it.
+    pub fn pack_scope(out: &mut Vec<u8>, scope: &ScopeVerdict) {
+        out.push(b';');
+        scope.pack_into(out);
     }
 
     /// The reply [`MultiVerdict::pack`] wrote; anything else is an error.
@@ -367,21 +367,10 @@ mod tests {
     proptest::proptest! {
         /// Packed figures read back as they were, whatever the numbers.
         #[test]
-        fn packed_figures_round_trip(
-            allowed: bool,
-            reason in 0usize..=REPORTED,
-            retry_after_ms: i64,
-            remaining: [i64; REPORTED],
-            reset_ms: [i64; REPORTED],
-        ) {
-            let verdict = ScopeVerdict {
-                allowed,
-                reason: Limit::ALL.get(reason).copied(),
-                retry_after_ms,
-                remaining,
-                reset_ms,
-            };
-            proptest::prop_assert_eq!(ScopeVerdict::unpack(verdict.pack().as_slice()), Ok(verdict));
+        fn packed_figures_round_trip(verdict in verdict_strategy()) {
+            let mut packed = Vec::new();
+            verdict.pack_into(&mut packed);
+            proptest::prop_assert_eq!(ScopeVerdict::unpack(&packed), Ok(verdict));
         }
     }
 
