@@ -1,0 +1,88 @@
+//! Token counting with OpenAI's encodings (`o200k_base`, `cl100k_base`), exactly as OpenAI's
+//! tiktoken counts, and fast enough to run on every request of a gateway.
+//!
+//! The byte-pair encoder is `bpe-openai`'s (linear time: a 1 MiB one-"word" prompt is never
+//! quadratic). Around it this crate does two things differently from `bpe_openai::Tokenizer`:
+//!
+//! - **Per-thread regex caches.** The pre-tokenizer's regex is searched once per piece of text
+//!   (about once per word). `bpe-openai` searches through the regex's shared cache pool, whose
+//!   fast path serves only the first thread that used it; every other thread — every tokio worker
+//!   but one — takes a slower path of the pool per piece. Here each thread keeps its own cache.
+//! - **Whole pieces looked up first**, as tiktoken does: most pieces (" the", "ing") are one
+//!   token of the vocabulary, found with a hash lookup instead of running the encoder.
+//!
+//! Together about 1.9 x faster on a typical chat request on one thread (see `make bench`'s
+//! Tokenizer table). Counts equal `bpe-openai`'s and tiktoken's: tests compare them on a corpus
+//! and on random text.
+
+mod pretokenizer;
+
+use pretokenizer::Pretokenizer;
+use rustc_hash::FxHashSet;
+use std::sync::LazyLock;
+
+/// One of OpenAI's encodings, ready to count.
+pub struct Encoding {
+    bpe: &'static bpe_openai::Tokenizer,
+    pretokenizer: Pretokenizer,
+    /// Every token's bytes: a piece found here is exactly one token.
+    whole: FxHashSet<&'static [u8]>,
+}
+
+impl Encoding {
+    fn new(bpe: &'static bpe_openai::Tokenizer, pretokenizer: Pretokenizer) -> Encoding {
+        let tokens = u32::try_from(bpe.bpe.num_tokens()).unwrap_or(u32::MAX);
+        Encoding {
+            bpe,
+            pretokenizer,
+            whole: (0..tokens)
+                .map(|token| bpe.bpe.token_bytes(token))
+                .collect(),
+        }
+    }
+
+    /// How many tokens `text` encodes to.
+    pub fn count(&self, text: &str) -> usize {
+        let mut tokens = 0;
+        self.pretokenizer.for_each_piece(text, |piece| {
+            tokens += if self.whole.contains(piece) {
+                1
+            } else {
+                self.bpe.bpe.count(piece)
+            };
+        });
+        tokens
+    }
+
+    /// The underlying `bpe-openai` tokenizer, to encode and decode.
+    pub fn tokenizer(&self) -> &'static bpe_openai::Tokenizer {
+        self.bpe
+    }
+}
+
+static O200K_BASE: LazyLock<Encoding> = LazyLock::new(|| {
+    Encoding::new(
+        bpe_openai::o200k_base(),
+        Pretokenizer::new(pretokenizer::Patterns::O200K),
+    )
+});
+
+static CL100K_BASE: LazyLock<Encoding> = LazyLock::new(|| {
+    Encoding::new(
+        bpe_openai::cl100k_base(),
+        Pretokenizer::new(pretokenizer::Patterns::CL100K),
+    )
+});
+
+/// GPT-4o and later models' encoding.
+pub fn o200k_base() -> &'static Encoding {
+    &O200K_BASE
+}
+
+/// GPT-4's and GPT-3.5's encoding (and the text-embedding-3 models').
+pub fn cl100k_base() -> &'static Encoding {
+    &CL100K_BASE
+}
+
+#[cfg(test)]
+mod tests;
