@@ -770,9 +770,9 @@ PROFILE_NOTES = """\
   the Redis round trip (the socket write that also wakes Redis, parsing the reply, the timeout
   timer), 30% writing the HTTP response (kernel), the rest parsing HTTP and JSON, headers and
   metrics. The tokenizer is now llmrl-tokens: bpe-openai's encoder behind a pre-tokenizer
-  with a regex cache per thread (bpe-openai's own regex shares a cache pool whose fast path
-  serves one thread) that looks whole pieces up first, about 3 x faster per chat request than
-  tiktoken-rs (see the Tokenizer table). The bare server and the
+  that splits ASCII text by hand, keeps a regex cache per thread for the rest (bpe-openai's
+  own regex shares a cache pool whose fast path serves one thread) and looks whole pieces up
+  first: several times faster per chat request (see the Tokenizer table). The bare server and the
   gateway without the limiter do the same HTTP work, the limiter adds the round trip and the
   headers; Redis and the load generator share the same 2 cores.
 - Open loop: the load generator keeps 64 keep-alive connections and measures each request from

@@ -1,6 +1,7 @@
 //! Splitting text into the pieces the byte-pair encoder sees, as tiktoken's regex does, with a
 //! regex cache of each thread's own.
 
+use crate::ascii::{self, Flavor};
 use regex_automata::meta::{Cache, Regex};
 use regex_automata::{Anchored, Input};
 use std::cell::RefCell;
@@ -12,6 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// pattern matched says whether to drop that last character.
 pub struct Patterns {
     pub patterns: &'static [(&'static str, bool)],
+    /// The same patterns by hand, for ASCII text.
+    pub flavor: Flavor,
 }
 
 impl Patterns {
@@ -31,6 +34,7 @@ impl Patterns {
             ("\\s+\\s", true),
             ("\\s+", false),
         ],
+        flavor: Flavor::O200k,
     };
 
     pub const CL100K: Patterns = Patterns {
@@ -42,6 +46,7 @@ impl Patterns {
             ("\\s+\\s", true),
             ("\\s+", false),
         ],
+        flavor: Flavor::Cl100k,
     };
 }
 
@@ -61,6 +66,7 @@ pub struct Pretokenizer {
     regex: Regex,
     /// Per pattern: whether its match ends with one look-ahead character to drop.
     lookahead: Vec<bool>,
+    flavor: Flavor,
 }
 
 impl Pretokenizer {
@@ -72,11 +78,12 @@ impl Pretokenizer {
             // Constant patterns, checked by every test.
             regex: Regex::new_many(&sources).expect("the pre-tokenization patterns compile"),
             lookahead,
+            flavor: patterns.flavor,
         }
     }
 
     /// Calls `piece` with each piece of `text`, in order.
-    pub fn for_each_piece(&self, text: &str, mut piece: impl FnMut(&[u8])) {
+    pub fn for_each_piece<'t>(&self, text: &'t str, mut piece: impl FnMut(&'t [u8])) {
         let split_here = |caches: &RefCell<Vec<(usize, Cache)>>| {
             let mut caches = caches.try_borrow_mut().ok()?;
             let at = match caches.iter().position(|(id, _)| *id == self.id) {
@@ -97,32 +104,52 @@ impl Pretokenizer {
         }
     }
 
-    fn split(&self, cache: &mut Cache, text: &str, piece: &mut impl FnMut(&[u8])) {
+    fn split<'t>(&self, cache: &mut Cache, text: &'t str, piece: &mut impl FnMut(&'t [u8])) {
+        let bytes = text.as_bytes();
         let mut start = 0;
-        while start < text.len() {
-            let rest = text.get(start..).unwrap_or_default();
-            let input = Input::new(rest).anchored(Anchored::Yes);
-            // Every character matches some pattern; were one not to, the rest is not counted,
-            // as in bpe-openai.
-            let Some(found) = self.regex.search_with(cache, &input) else {
+        while start < bytes.len() {
+            let Some(end) = ascii::piece_end(bytes, start, self.flavor)
+                .or_else(|| self.regex_piece_end(cache, text, start))
+            else {
                 return;
             };
-            let mut end = start + found.end();
-            if self.lookahead.get(found.pattern().as_usize()) == Some(&true) {
-                let last = rest
-                    .get(..found.end())
-                    .and_then(|matched| matched.chars().next_back())
-                    .map_or(0, char::len_utf8);
-                // The look-ahead pattern matches at least two characters; keep progress anyway.
-                if end - last > start {
-                    end -= last;
-                }
-            }
-            if end <= start {
-                return;
-            }
-            piece(text.as_bytes().get(start..end).unwrap_or_default());
+            piece(bytes.get(start..end).unwrap_or_default());
             start = end;
         }
+    }
+
+    /// The end of the piece at `start` as the regex finds it.
+    fn regex_piece_end(&self, cache: &mut Cache, text: &str, start: usize) -> Option<usize> {
+        let rest = text.get(start..)?;
+        let input = Input::new(rest).anchored(Anchored::Yes);
+        // Every character matches some pattern; were one not to, the rest is not counted, as
+        // in bpe-openai.
+        let found = self.regex.search_with(cache, &input)?;
+        let mut end = start + found.end();
+        if self.lookahead.get(found.pattern().as_usize()) == Some(&true) {
+            let last = rest
+                .get(..found.end())
+                .and_then(|matched| matched.chars().next_back())
+                .map_or(0, char::len_utf8);
+            // The look-ahead pattern matches at least two characters; keep progress anyway.
+            if end - last > start {
+                end -= last;
+            }
+        }
+        (end > start).then_some(end)
+    }
+
+    /// The pieces of `text` as the regex alone finds them: what the hand-written ASCII path
+    /// must agree with.
+    #[cfg(test)]
+    pub fn regex_pieces<'t>(&self, text: &'t str) -> Vec<&'t str> {
+        let mut cache = self.regex.create_cache();
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        while let Some(end) = self.regex_piece_end(&mut cache, text, start) {
+            pieces.extend(text.get(start..end));
+            start = end;
+        }
+        pieces
     }
 }

@@ -113,3 +113,54 @@ proptest! {
         );
     }
 }
+
+/// Text mostly of ASCII — every ASCII character, the contractions in both cases, runs of
+/// spaces and line breaks — with a few wider characters that could continue an ASCII run: a
+/// letter, a combining mark, the long s (a case fold of `s`), a no-break space, a digit, a dash.
+fn ascii_text_strategy() -> impl Strategy<Value = String> {
+    let ascii = (0u8..128).prop_map(|byte| char::from(byte).to_string());
+    let atoms = prop::sample::select(vec![
+        "'s", "'S", "'t", "'re", "'RE", "'ve", "'m", "'ll", "'LL", "'d", "'r", "'l", "  ", "   ",
+        "\r\n", "\n\n", " \n ", "//", "abc", "ABC", "Abc", "123", "1234", " x", " .", "é",
+        "\u{301}", "ſ", "\u{a0}", "٣", "—", "中",
+    ])
+    .prop_map(str::to_string);
+    prop::collection::vec(prop_oneof![3 => ascii, 2 => atoms], 0..40)
+        .prop_map(|atoms| atoms.concat())
+}
+
+fn pieces<'t>(encoding: &Encoding, text: &'t str) -> Vec<&'t str> {
+    let mut pieces = Vec::new();
+    encoding.pretokenizer.for_each_piece(text, |piece| {
+        pieces.push(std::str::from_utf8(piece).expect("pieces end on character boundaries"))
+    });
+    pieces
+}
+
+#[test]
+fn ascii_pieces_equal_the_regexs_on_the_corpus() {
+    for text in corpus() {
+        for (name, encoding) in encodings() {
+            assert_eq!(
+                pieces(encoding, &text),
+                encoding.pretokenizer.regex_pieces(&text),
+                "{name}"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    /// The hand-written ASCII path splits exactly as the regex does.
+    #[test]
+    fn ascii_pieces_equal_the_regexs(text in ascii_text_strategy()) {
+        for (name, encoding) in encodings() {
+            prop_assert_eq!(
+                pieces(encoding, &text),
+                encoding.pretokenizer.regex_pieces(&text),
+                "{}", name
+            );
+        }
+    }
+}
