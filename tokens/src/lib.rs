@@ -24,6 +24,9 @@ use pretokenizer::Pretokenizer;
 use rustc_hash::FxHashSet;
 use std::sync::LazyLock;
 
+/// The longest piece looked up as a whole token.
+const WHOLE_PIECE_MAX: usize = 16;
+
 /// One of OpenAI's encodings, ready to count.
 pub struct Encoding {
     bpe: &'static bpe_openai::Tokenizer,
@@ -48,7 +51,9 @@ impl Encoding {
     pub fn count(&self, text: &str) -> usize {
         let mut tokens = 0;
         self.pretokenizer.for_each_piece(text, |piece| {
-            tokens += if self.whole.contains(piece) {
+            // Longer pieces (a run of CJK, a long word) are seldom one token: hashing them
+            // first would only add to the encoder's work.
+            tokens += if piece.len() <= WHOLE_PIECE_MAX && self.whole.contains(piece) {
                 1
             } else {
                 self.bpe.bpe.count(piece)
