@@ -60,7 +60,9 @@ impl<'a> MultiCheck<'a> {
     pub const PEEK: &'static str = "LLMRL.MPEEK";
 
     pub fn args(&self) -> Vec<Arg<'a>> {
-        let mut args: Vec<Arg<'a>> = keys(self.scopes).collect();
+        // numkeys, the keys, two token counts, LEASE ms, DETAIL PACKED, SCOPES, the scopes.
+        let mut args: Vec<Arg<'a>> = Vec::with_capacity(2 * self.scopes.len() + 8);
+        args.extend(keys(self.scopes));
         args.push(Arg::Int(self.input_tokens));
         args.push(Arg::Int(self.output_tokens));
         if let Some(ms) = self.lease_ms {
