@@ -54,8 +54,8 @@ fn fastest(rounds: u32, mut f: impl FnMut() -> usize) -> (Duration, usize) {
     (best, count)
 }
 
-/// `requests` chat requests counted on each of `threads` threads at once: the wall time and
-/// the tokens counted on one thread.
+/// `requests` chat requests counted on each of `threads` threads at once (the caller times
+/// it): the tokens one thread counted, after checking every thread counted the same.
 fn chat_on_threads(count: Counter, requests: u32, threads: usize) -> usize {
     let one = || -> usize {
         (0..requests)

@@ -1,7 +1,7 @@
 //! Input token counting with OpenAI's own encodings (`o200k_base`, `cl100k_base`), built once
 //! and shared by every request.
 //!
-//! The counting is `llmrl-tokens` (`bpe-openai`'s linear-time BPE with a per-thread
+//! The counting is `llmrl-tokens` (`bpe-openai`'s linear-time BPE behind our own
 //! pre-tokenizer): exactly as OpenAI's tiktoken counts, never quadratic on a long piece without
 //! whitespace — a 1 MiB one-"word" prompt takes ~10 ms instead of ~0.5 s. Which model uses which
 //! encoding comes from tiktoken-rs's table, which follows OpenAI's own. Large inputs are counted

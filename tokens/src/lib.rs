@@ -31,7 +31,8 @@ const WHOLE_PIECE_MAX: usize = 16;
 pub struct Encoding {
     bpe: &'static bpe_openai::Tokenizer,
     pretokenizer: Pretokenizer,
-    /// Every token's bytes: a piece found here is exactly one token.
+    /// The bytes of every token of up to [`WHOLE_PIECE_MAX`] bytes (no longer piece is looked
+    /// up): a piece found here is exactly one token.
     whole: FxHashSet<&'static [u8]>,
 }
 
@@ -43,6 +44,7 @@ impl Encoding {
             pretokenizer,
             whole: (0..tokens)
                 .map(|token| bpe.bpe.token_bytes(token))
+                .filter(|bytes| bytes.len() <= WHOLE_PIECE_MAX)
                 .collect(),
         }
     }
