@@ -211,18 +211,24 @@ def benchmark(port, n, pipeline, command, keys=1000, server_pid=None):
 
 
 MCHECK_ONE = "LLMRL.MCHECK 1 scope, fresh keys"
+MCHECK_ONE_ARRAY = "LLMRL.MCHECK 1 scope, array reply, fresh keys"
 MCHECK_FOUR = "LLMRL.MCHECK 4 scopes, fresh keys"
 REPLY_CONTROL = "LRANGE of 10 integers (reply-size control)"
 CHECK_FRESH = "LLMRL.CHECK fresh keys, allow"
 # The commands the multi-scope targets compare (and their baseline), as redis-benchmark sends them.
 INCR_COMMAND = ["INCR", "incr:__rand_int__"]
 CHECK_COMMAND = ["LLMRL.CHECK", "fresh:__rand_int__", 0, 0, 0, 100, 20]
-# Each scope's values packed in one argument, as the gateway sends them.
-MCHECK_ONE_COMMAND = ["LLMRL.MCHECK", 1, "m1:__rand_int__", 100, 20, "SCOPES", "60000,0,0,0,0,0,0"]
+# As the gateway sends it: each scope's values packed in one argument, the reply packed in one
+# string (PACKED), no SCOPES keyword.
+MCHECK_ONE_COMMAND = ["LLMRL.MCHECK", 1, "m1:__rand_int__", 100, 20, "PACKED", "60000,0,0,0,0,0,0"]
+# The same check answered with the fifteen-field array (what a client gets without PACKED).
+MCHECK_ONE_ARRAY_COMMAND = ["LLMRL.MCHECK", 1, "ma:__rand_int__", 100, 20, "60000,0,0,0,0,0,0"]
 # Key per minute, key per day, team per minute, organisation per month with a spend.
 MCHECK_FOUR_COMMAND = ["LLMRL.MCHECK", 4, "mk:__rand_int__", "md:__rand_int__", "mt:__rand_int__", "mo:__rand_int__",
-                       100, 20, "SCOPES", "60000,0,0,0,0,0,0", "day,0,0,0,0,0,0",
+                       100, 20, "PACKED", "60000,0,0,0,0,0,0", "day,0,0,0,0,0,0",
                        "60000,0,0,0,0,0,0", "month,0,0,0,1000000000000,2600,0"]
+# CHECK, then the multi-scope checks set against it.
+MULTI_CASES = (MCHECK_ONE, MCHECK_ONE_ARRAY, MCHECK_FOUR)
 
 
 def fmt_us(value):
@@ -272,7 +278,7 @@ def module_section(procs, smoke, tmp):
         elif "empty" in case or "fresh" in case or "scope" in case:
             # Empty when the case starts (unlimited, so they fill up as it runs).
             prefixes = {CHECK_FRESH: ["fresh"], "Lua sorted-set log, empty": ["zempty"],
-                        "Lua hash buckets, empty": ["hempty"], MCHECK_ONE: ["m1"],
+                        "Lua hash buckets, empty": ["hempty"], MCHECK_ONE: ["m1"], MCHECK_ONE_ARRAY: ["ma"],
                         MCHECK_FOUR: ["mk", "md", "mt", "mo"]}[case]
             pipe(port, [resp("DEL", f"{prefix}:{i:012d}") for prefix in prefixes for i in range(prefill)])
 
@@ -283,6 +289,7 @@ def module_section(procs, smoke, tmp):
         (REPLY_CONTROL, ["LRANGE", "ten:__rand_int__", 0, 9]),
         (CHECK_FRESH, CHECK_COMMAND),
         (MCHECK_ONE, MCHECK_ONE_COMMAND),
+        (MCHECK_ONE_ARRAY, MCHECK_ONE_ARRAY_COMMAND),
         (MCHECK_FOUR, MCHECK_FOUR_COMMAND),
         ("LLMRL.CHECK full windows, allow", ["LLMRL.CHECK", "full:__rand_int__", 0, 0, 0, 100, 20]),
         ("LLMRL.CHECK full windows, deny", ["LLMRL.CHECK", "full:__rand_int__", 1, 0, 0, 100, 20]),
@@ -332,7 +339,8 @@ def instruction_section(procs, smoke, tmp):
     n = 400 if smoke else 4000
     counts = {}
     for name, command in (("INCR", INCR_COMMAND), (CHECK_FRESH, CHECK_COMMAND),
-                          (MCHECK_ONE, MCHECK_ONE_COMMAND), (MCHECK_FOUR, MCHECK_FOUR_COMMAND)):
+                          (MCHECK_ONE, MCHECK_ONE_COMMAND), (MCHECK_ONE_ARRAY, MCHECK_ONE_ARRAY_COMMAND),
+                          (MCHECK_FOUR, MCHECK_FOUR_COMMAND)):
         port = free_port()
         out = Path(tmp) / f"callgrind-{port}.out"
         server = procs.start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
@@ -347,13 +355,14 @@ def instruction_section(procs, smoke, tmp):
         counts[name] = int(totals[0].split()[1]) / n
         print(f"  {name:<36} {counts[name]:>10,.0f} instructions per command", flush=True)
     check = counts[CHECK_FRESH]
-    print(f"  MCHECK 1 scope: CHECK's count / its own = {check / counts[MCHECK_ONE]:.2f}; "
+    print(f"  MCHECK 1 scope: CHECK's count / its own = {check / counts[MCHECK_ONE]:.2f} "
+          f"(array reply {check / counts[MCHECK_ONE_ARRAY]:.2f}); "
           f"4 scopes: {counts[MCHECK_FOUR] / check:.2f} x CHECK's", flush=True)
     return {"commands": n, "per_command": counts}
 
 
 def multi_rounds(port, n, server_pid, refill, cases):
-    """CHECK, MCHECK with one scope and with four, pipelined, one after another in each of
+    """CHECK, MCHECK with one scope (packed and array replies) and with four, pipelined, one after another in each of
     five rounds: a pair meets the machine in the same state (rounds on this shared machine
     differ by more than the commands do), and each ratio is the median of the rounds' ratios."""
     commands = dict(cases)
@@ -361,24 +370,28 @@ def multi_rounds(port, n, server_pid, refill, cases):
     rounds = []
     for _ in range(MULTI_ROUNDS):
         measured = {}
-        for name in (check, MCHECK_ONE, MCHECK_FOUR):
+        for name in (check, *MULTI_CASES):
             refill(name)
             measured[name] = benchmark(port, n, 16, commands[name], 1000, server_pid)
         base = measured[check]
+
+        def ratios(name):
+            cpu = measured[name]["server_us_per_command"]
+            return (measured[name]["rps"] / base["rps"],
+                    cpu / base["server_us_per_command"] if cpu and base["server_us_per_command"] else None)
+
+        (one_rps, one_cpu), (array_rps, array_cpu), (four_rps, four_cpu) = map(ratios, MULTI_CASES)
         rounds.append({
-            "one_rps_ratio": measured[MCHECK_ONE]["rps"] / base["rps"],
-            "four_rps_ratio": measured[MCHECK_FOUR]["rps"] / base["rps"],
-            "one_cpu_ratio": measured[MCHECK_ONE]["server_us_per_command"] / base["server_us_per_command"]
-            if base["server_us_per_command"] else None,
-            "four_cpu_ratio": measured[MCHECK_FOUR]["server_us_per_command"] / base["server_us_per_command"]
-            if base["server_us_per_command"] else None,
+            "one_rps_ratio": one_rps, "one_cpu_ratio": one_cpu,
+            "one_array_rps_ratio": array_rps, "one_array_cpu_ratio": array_cpu,
+            "four_rps_ratio": four_rps, "four_cpu_ratio": four_cpu,
             "check_rps": base["rps"],
             "check_us": base["server_us_per_command"],
         })
         r = rounds[-1]
         print(f"  round {len(rounds)}: MCHECK 1 scope x{r['one_rps_ratio']:.2f} CHECK by req/s "
-              f"(server CPU x{r['one_cpu_ratio'] or 0:.2f}); 4 scopes server CPU x{r['four_cpu_ratio'] or 0:.2f}",
-              flush=True)
+              f"(server CPU x{r['one_cpu_ratio'] or 0:.2f}; array reply x{r['one_array_rps_ratio']:.2f}); "
+              f"4 scopes server CPU x{r['four_cpu_ratio'] or 0:.2f}", flush=True)
     return rounds
 
 
@@ -705,10 +718,13 @@ def markdown(results):
         def listed(field):
             return ", ".join(f"{r[field]:.2f}" for r in rounds if r.get(field) is not None)
 
-        lines += ["", f"Paired rounds (-P 16; CHECK, then MCHECK with 1 scope, then with 4, in each of {len(rounds)} "
+        lines += ["", f"Paired rounds (-P 16; CHECK, then MCHECK with 1 scope (packed reply, then array), then with 4, in each of {len(rounds)} "
                   "rounds; the median of the rounds' ratios):", "",
                   f"- **1 scope: {median('one_rps_ratio'):.2f} x CHECK by req/s** (rounds: {listed('one_rps_ratio')}); "
-                  f"server CPU per command {median('one_cpu_ratio'):.2f} x (rounds: {listed('one_cpu_ratio')})",
+                  f"server CPU per command {median('one_cpu_ratio'):.2f} x (rounds: {listed('one_cpu_ratio')}). "
+                  "As the gateway sends it: the reply packed in one string (`PACKED`)",
+                  f"- 1 scope answered with the fifteen-field array: {median('one_array_rps_ratio'):.2f} x by req/s "
+                  f"(rounds: {listed('one_array_rps_ratio')})",
                   f"- **4 scopes: server CPU per command {median('four_cpu_ratio'):.2f} x CHECK's** "
                   f"(rounds: {listed('four_cpu_ratio')}); by req/s {median('four_rps_ratio'):.2f} x"]
     counted = results.get("instructions")
@@ -717,7 +733,8 @@ def markdown(results):
         lines += ["", f"Instructions redis-server runs per command (callgrind inside processInputBuffer, "
                   f"{counted['commands']:,} commands pipelined 16 deep over 10 keys; deterministic, unlike the "
                   "timings): " + ", ".join(f"{name} {count:,.0f}" for name, count in per.items()) + ".",
-                  f"CHECK's count over MCHECK's with one scope: **{per[CHECK_FRESH] / per[MCHECK_ONE]:.2f}**; "
+                  f"CHECK's count over MCHECK's with one scope: **{per[CHECK_FRESH] / per[MCHECK_ONE]:.2f}** "
+                  f"({per[CHECK_FRESH] / per[MCHECK_ONE_ARRAY]:.2f} with the array reply); "
                   f"four scopes: {per[MCHECK_FOUR] / per[CHECK_FRESH]:.2f} x CHECK's."]
     lines += ["", "## Module against the best Lua script, full windows", ""]
     for pipeline in (1, 16):

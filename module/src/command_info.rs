@@ -58,6 +58,8 @@ pub enum ArgKind {
     Integer,
     String,
     Block,
+    /// One of the arguments of a block (`DETAIL [PACKED] | PACKED`).
+    OneOf,
     /// A keyword alone (`DETAIL`).
     PureToken,
 }
@@ -88,13 +90,25 @@ impl ArgDoc {
         }
     }
 
-    /// An optional keyword with no value.
-    pub const fn flag(token: &'static CStr) -> ArgDoc {
+    /// A keyword with no value.
+    pub const fn keyword(token: &'static CStr) -> ArgDoc {
         ArgDoc {
             kind: ArgKind::PureToken,
             token: Some(token),
-            optional: true,
             ..ArgDoc::int(token)
+        }
+    }
+
+    /// An optional keyword with no value.
+    pub const fn flag(token: &'static CStr) -> ArgDoc {
+        ArgDoc::keyword(token).optional()
+    }
+
+    /// One of `choices`.
+    pub const fn one_of(name: &'static CStr, choices: &'static [ArgDoc]) -> ArgDoc {
+        ArgDoc {
+            kind: ArgKind::OneOf,
+            ..ArgDoc::block(name, choices)
         }
     }
 
@@ -164,6 +178,7 @@ fn arg_list(args: &[ArgDoc]) -> *mut raw::RedisModuleCommandArg {
                 ArgKind::Integer => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
                 ArgKind::String => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
                 ArgKind::Block => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_BLOCK,
+                ArgKind::OneOf => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_ONEOF,
                 ArgKind::PureToken => {
                     raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN
                 }

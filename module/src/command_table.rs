@@ -12,19 +12,24 @@ pub type CommandEntry =
 const NUMKEYS: ArgDoc = ArgDoc::int(c"numkeys");
 const KEYS: ArgDoc = ArgDoc::key().multiple();
 /// MCHECK's and MPEEK's arguments.
-const MCHECK_ARGS: [ArgDoc; 7] = [
+const MCHECK_ARGS: [ArgDoc; 8] = [
     NUMKEYS,
     KEYS,
     ArgDoc::int(c"input_tokens"),
     ArgDoc::int(c"output_tokens"),
     ArgDoc::int(c"ms").token(c"LEASE").optional(),
-    ArgDoc::block(c"detail", &DETAIL)
-        .token(c"DETAIL")
-        .optional(),
-    ArgDoc::block(c"scope", &SCOPE).token(c"SCOPES").multiple(),
+    ArgDoc::one_of(c"detail", &DETAIL).optional(),
+    // The keyword may be left out: a scope starts with its window, never an option.
+    ArgDoc::flag(c"SCOPES"),
+    ArgDoc::block(c"scope", &SCOPE).multiple(),
 ];
-/// `DETAIL [PACKED]`: each scope's figures, nested, or the whole reply packed in one string.
-const DETAIL: [ArgDoc; 1] = [ArgDoc::flag(c"PACKED")];
+/// `DETAIL [PACKED]` or `PACKED`: each scope's figures, nested, or the whole reply packed in
+/// one string.
+const DETAIL: [ArgDoc; 2] = [
+    ArgDoc::block(c"detail", &DETAIL_PACKED).token(c"DETAIL"),
+    ArgDoc::keyword(c"PACKED"),
+];
+const DETAIL_PACKED: [ArgDoc; 1] = [ArgDoc::flag(c"PACKED")];
 /// One scope of MCHECK / MPEEK.
 const SCOPE: [ArgDoc; 7] = [
     ArgDoc::string(c"window"),

@@ -3,8 +3,10 @@
 //! this is on every request's path.
 
 use llmrl_core::multi::MultiDecision;
+use llmrl_core::protocol::packed::PackedWriter;
 use llmrl_core::protocol::{
-    Detail, MultiVerdict, ScopeVerdict, MULTI_FIELDS, MULTI_FIELD_NAMES, VERDICT_FIELD_NAMES,
+    packed_len_max, Detail, MultiVerdict, ScopeVerdict, MULTI_FIELDS, MULTI_FIELD_NAMES,
+    VERDICT_FIELD_NAMES,
 };
 use llmrl_core::scope::{Limit, REPORTED};
 use llmrl_core::window::Decision;
@@ -192,7 +194,18 @@ fn packed_multi_decision(ctx: &Context, d: &MultiDecision) {
         ticket: d.ticket,
         scopes: Vec::new(),
     };
-    let mut packed = Vec::with_capacity(256 + d.scopes.len() * 64);
+    // On the stack up to seven scopes; the gateway's policies have five.
+    let needed = packed_len_max(d.scopes.len());
+    let mut stack = [0u8; packed_len_max(7)];
+    let mut heap = Vec::new();
+    let out = match stack.get_mut(..needed) {
+        Some(out) => out,
+        None => {
+            heap.resize(needed, 0);
+            heap.as_mut_slice()
+        }
+    };
+    let mut packed = PackedWriter::new(out);
     head.pack_head(&mut packed);
     for scope in &d.scopes {
         let verdict = ScopeVerdict {
@@ -204,5 +217,11 @@ fn packed_multi_decision(ctx: &Context, d: &MultiDecision) {
         };
         MultiVerdict::pack_scope(&mut packed, &verdict);
     }
-    bulk(ctx, &packed);
+    match packed.finish() {
+        Some(bytes) => bulk(ctx, bytes),
+        // Sized for the longest reply: not reached.
+        None => {
+            raw::reply_with_error(ctx.ctx, c"ERR llmrl: the packed reply did not fit".as_ptr());
+        }
+    }
 }

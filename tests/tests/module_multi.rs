@@ -249,8 +249,12 @@ fn bad_arguments_and_wrong_types_record_nothing() {
             "wrong number of arguments",
         ),
         (
-            &["LLMRL.MCHECK", "1", "a", "1", "1", "600", "1", "0", "0", "0", "0", "0"],
-            "SCOPES",
+            &["LLMRL.MCHECK", "1", "a", "1", "1", "PACKED", "DETAIL", "600", "1", "0", "0", "0", "0", "0"],
+            "given twice",
+        ),
+        (
+            &["LLMRL.MCHECK", "1", "a", "1", "1", "LEASE"],
+            "LEASE needs ms",
         ),
         (
             &["LLMRL.MCHECK", "1", "a", "1", "1", "SCOPES", "601", "1", "0", "0", "0", "0", "0"],
@@ -462,6 +466,13 @@ fn packed_detail_is_the_whole_reply_in_one_string() {
         }
         out
     };
+    // The shortest form the gateway sends: `PACKED` for `DETAIL PACKED`, no `SCOPES`.
+    let short_form = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .filter(|arg| **arg != "SCOPES")
+            .map(|arg| if *arg == "DETAIL" { "PACKED" } else { arg }.to_string())
+            .collect()
+    };
     // Admitted three times, then refused by the team (3 RPM), then too large for the org.
     for (input, output) in [
         ("10", "5"),
@@ -486,6 +497,15 @@ fn packed_detail_is_the_whole_reply_in_one_string() {
             same_head(&got, &expected);
             same_figures(&got.scopes, &expected.scopes);
         }
+        let short = short_form(&nested);
+        assert!(short.len() < packed.len());
+        let reply = exec(&mut con, &as_strs(&peek_of(&as_strs(&short)))).unwrap();
+        let redis::Value::BulkString(text) = &reply else {
+            panic!("the short form's reply is one string: {reply:?}")
+        };
+        let got = MultiVerdict::unpack(text).unwrap();
+        same_head(&got, &expected);
+        same_figures(&got.scopes, &expected.scopes);
         // Recorded the same way: the admission's verdict, packed.
         let recorded = multi(&mut con, &as_strs(&packed));
         same_head(&recorded, &expected);

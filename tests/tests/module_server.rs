@@ -205,6 +205,24 @@ fn command_docs_describe_every_command() {
             "CHECK docs lack {expected}: {check}"
         );
     }
+    // `[LEASE ms] [DETAIL [PACKED] | PACKED] [SCOPES] scope...`
+    let mcheck = format!(
+        "{:?}",
+        exec(&mut con, &["COMMAND", "DOCS", "llmrl.mcheck"]).unwrap()
+    );
+    for expected in [
+        "LEASE",
+        "oneof",
+        "DETAIL",
+        "PACKED",
+        "SCOPES",
+        "concurrency",
+    ] {
+        assert!(
+            mcheck.contains(expected),
+            "MCHECK docs lack {expected}: {mcheck}"
+        );
+    }
 }
 
 #[test]

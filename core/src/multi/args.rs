@@ -1,9 +1,9 @@
 //! Arguments of the multi-scope commands, free of Redis types so they can be tested and fuzzed.
 //! Every command starts `numkeys key [key ...]`; `args` here are the arguments after the keys.
 //!
-//! - `LLMRL.MCHECK numkeys key... input_tokens output_tokens [LEASE ms] [DETAIL [PACKED]] SCOPES
-//!   {window rpm itpm otpm cost_limit cost_charge concurrency} × numkeys` — each scope's seven
-//!   values as seven arguments, or packed in one, comma-separated
+//! - `LLMRL.MCHECK numkeys key... input_tokens output_tokens [LEASE ms] [DETAIL [PACKED] |
+//!   PACKED] [SCOPES] {window rpm itpm otpm cost_limit cost_charge concurrency} × numkeys` —
+//!   each scope's seven values as seven arguments, or packed in one, comma-separated
 //!   (`60000,60,30000,10000,0,0,4`): every argument costs Redis a string object to create and
 //!   free, about as much as a scope's whole decision.
 //! - `LLMRL.MPEEK` — the same arguments; decides, records nothing.
@@ -57,7 +57,7 @@ pub enum Detail {
     Off,
     /// `DETAIL`: per scope an array of its figures (a map for RESP3 clients).
     Nested,
-    /// `DETAIL PACKED`: the whole reply as one string, the fields comma-separated and each
+    /// `DETAIL PACKED` or `PACKED`: the whole reply as one string, the fields comma-separated and each
     /// scope's thirteen figures after a `;` ([`crate::protocol::MultiVerdict::pack`]) — a reply
     /// element costs Redis a write and every client a parse, and a five-scope reply with its
     /// nested figures has ninety-six of them.
@@ -83,6 +83,65 @@ pub fn parse_mcheck(
     Ok(parsed)
 }
 
+/// MCHECK's options, in any order, each at most once: `LEASE ms`, `DETAIL`, `DETAIL PACKED` or
+/// `PACKED` (the same as `DETAIL PACKED`), then `SCOPES` if given (it may be left out: a scope
+/// starts with its window, a number or a period's name, never an option's keyword, and every
+/// argument costs Redis a string object to make and free). Returns the options and the scopes'
+/// values.
+fn parse_options<'a, 'b>(
+    mut rest: &'a [&'b [u8]],
+) -> Result<(Options, &'a [&'b [u8]]), CommandError> {
+    let Options {
+        mut lease_ms,
+        mut detail,
+    } = Options::default();
+    let twice = CommandError::Syntax("an option is given twice");
+    while let Some((option, tail)) = rest.split_first() {
+        if option.eq_ignore_ascii_case(b"LEASE") {
+            let [ms, tail @ ..] = tail else {
+                return Err(CommandError::Syntax("LEASE needs ms"));
+            };
+            let ms = parse_u64(ms, "LEASE")?;
+            if ms == 0 {
+                return Err(CommandError::InvalidLease);
+            }
+            if lease_ms.replace(ms).is_some() {
+                return Err(twice);
+            }
+            rest = tail;
+        } else if option.eq_ignore_ascii_case(b"DETAIL") {
+            let (chosen, tail) = match tail {
+                [packed, tail @ ..] if packed.eq_ignore_ascii_case(b"PACKED") => {
+                    (Detail::Packed, tail)
+                }
+                _ => (Detail::Nested, tail),
+            };
+            if detail.replace(chosen).is_some() {
+                return Err(twice);
+            }
+            rest = tail;
+        } else if option.eq_ignore_ascii_case(b"PACKED") {
+            if detail.replace(Detail::Packed).is_some() {
+                return Err(twice);
+            }
+            rest = tail;
+        } else if option.eq_ignore_ascii_case(b"SCOPES") {
+            rest = tail;
+            break;
+        } else {
+            break;
+        }
+    }
+    Ok((Options { lease_ms, detail }, rest))
+}
+
+/// MCHECK's options as given.
+#[derive(Default)]
+struct Options {
+    lease_ms: Option<u64>,
+    detail: Option<Detail>,
+}
+
 /// [`parse_mcheck`] into `out`: the module's path, where the scopes are written once where they
 /// stay instead of being built and then copied.
 #[inline]
@@ -97,33 +156,7 @@ pub fn parse_mcheck_into(
     };
     let input = parse_u64(input, "input_tokens")?;
     let output = parse_u64(output, "output_tokens")?;
-    let (lease_ms, rest) = match rest {
-        [option, ms, tail @ ..] if option.eq_ignore_ascii_case(b"LEASE") => {
-            let ms = parse_u64(ms, "LEASE")?;
-            if ms == 0 {
-                return Err(CommandError::InvalidLease);
-            }
-            (Some(ms), tail)
-        }
-        _ => (None, rest),
-    };
-    let (detail, rest) = match rest {
-        [option, packed, tail @ ..]
-            if option.eq_ignore_ascii_case(b"DETAIL") && packed.eq_ignore_ascii_case(b"PACKED") =>
-        {
-            (Detail::Packed, tail)
-        }
-        [option, tail @ ..] if option.eq_ignore_ascii_case(b"DETAIL") => (Detail::Nested, tail),
-        _ => (Detail::Off, rest),
-    };
-    let values = match rest {
-        [keyword, values @ ..] if keyword.eq_ignore_ascii_case(b"SCOPES") => values,
-        _ => {
-            return Err(CommandError::Syntax(
-                "expected [LEASE ms] [DETAIL [PACKED]] SCOPES",
-            ))
-        }
-    };
+    let (Options { lease_ms, detail }, values) = parse_options(rest)?;
     // One argument per scope (packed) or seven: the count tells which.
     let per_scope = if values.len() == numkeys {
         1
@@ -133,30 +166,101 @@ pub fn parse_mcheck_into(
         return Err(CommandError::WrongArity(command));
     };
     out.lease_ms = lease_ms;
-    out.detail = detail;
+    out.detail = detail.unwrap_or_default();
     out.scopes.clear();
     for scope in values.chunks_exact(per_scope) {
-        let fields = match scope {
-            [packed] => unpack_scope(packed)?,
-            _ => <[&[u8]; SCOPE_VALUES]>::try_from(scope)
-                .map_err(|_| CommandError::WrongArity(command))?,
+        let (clock, numbers) = match scope {
+            [packed] => parse_packed_scope(packed)?,
+            _ => {
+                let fields = <[&[u8]; SCOPE_VALUES]>::try_from(scope)
+                    .map_err(|_| CommandError::WrongArity(command))?;
+                parse_scope_fields(fields)?
+            }
         };
-        let [window, rpm, itpm, otpm, cost_limit, cost_charge, concurrency] = fields;
+        let [rpm, itpm, otpm, cost_limit, cost_charge, concurrency] = numbers;
         out.scopes.push(ScopeRequest {
-            clock: parse_clock(window)?,
+            clock,
             limits: ScopeLimits {
-                summed: [
-                    parse_u64(rpm, "rpm")?,
-                    parse_u64(itpm, "itpm")?,
-                    parse_u64(otpm, "otpm")?,
-                    parse_u64(cost_limit, "cost_limit")?,
-                ],
-                concurrency: parse_u64(concurrency, "concurrency")?,
+                summed: [rpm, itpm, otpm, cost_limit],
+                concurrency,
             },
-            cost: [1, input, output, parse_u64(cost_charge, "cost_charge")?],
+            cost: [1, input, output, cost_charge],
         });
     }
     Ok(())
+}
+
+/// The numbers of a scope after its window, in order.
+const NUMBER_NAMES: [&str; SCOPE_VALUES - 1] = [
+    "rpm",
+    "itpm",
+    "otpm",
+    "cost_limit",
+    "cost_charge",
+    "concurrency",
+];
+
+/// A scope's seven values, each its own argument or split out of a packed one.
+fn parse_scope_fields(
+    fields: [&[u8]; SCOPE_VALUES],
+) -> Result<(Clock, [u64; SCOPE_VALUES - 1]), CommandError> {
+    let [window, numbers @ ..] = fields;
+    let clock = parse_clock(window)?;
+    let mut parsed = [0u64; SCOPE_VALUES - 1];
+    for ((slot, field), name) in parsed.iter_mut().zip(numbers).zip(NUMBER_NAMES) {
+        *slot = parse_u64(field, name)?;
+    }
+    Ok((clock, parsed))
+}
+
+/// A packed scope, `window,rpm,itpm,otpm,cost_limit,cost_charge,concurrency`, read in one pass
+/// over its bytes ([`packed_u64s`]; a period's name first split off). What that pass does not
+/// take is split and parsed field by field, which names what is wrong.
+fn parse_packed_scope(packed: &[u8]) -> Result<(Clock, [u64; SCOPE_VALUES - 1]), CommandError> {
+    if packed.first().is_some_and(u8::is_ascii_digit) {
+        if let Some([window_ms, numbers @ ..]) = packed_u64s::<SCOPE_VALUES>(packed) {
+            return Ok((Clock::Sliding(validate_window(window_ms)?), numbers));
+        }
+    } else if let Some(comma) = packed.iter().position(|byte| *byte == b',') {
+        if let (Some(period), Some(numbers)) = (packed.get(..comma), packed.get(comma + 1..)) {
+            if let Some(numbers) = packed_u64s(numbers) {
+                return Ok((parse_clock(period)?, numbers));
+            }
+        }
+    }
+    parse_scope_fields(unpack_scope(packed)?)
+}
+
+/// The most digits a number may have to be read without overflow checks (u64::MAX has 20).
+const UNCHECKED_DIGITS: usize = 19;
+
+/// Exactly `N` comma-separated decimal u64s of at most [`UNCHECKED_DIGITS`] digits, or `None`.
+fn packed_u64s<const N: usize>(bytes: &[u8]) -> Option<[u64; N]> {
+    let mut numbers = [0u64; N];
+    let mut index = 0;
+    let mut value: u64 = 0;
+    let mut digits = 0usize;
+    for byte in bytes {
+        let digit = byte.wrapping_sub(b'0');
+        if digit <= 9 {
+            // Cannot overflow while digits <= UNCHECKED_DIGITS; longer numbers are refused
+            // below, whatever this wrapped to.
+            value = value.wrapping_mul(10).wrapping_add(u64::from(digit));
+            digits = digits.saturating_add(1);
+        } else if *byte == b',' && (1..=UNCHECKED_DIGITS).contains(&digits) {
+            *numbers.get_mut(index)? = value;
+            index += 1;
+            value = 0;
+            digits = 0;
+        } else {
+            return None;
+        }
+    }
+    if !(1..=UNCHECKED_DIGITS).contains(&digits) || index + 1 != N {
+        return None;
+    }
+    *numbers.get_mut(index)? = value;
+    Some(numbers)
 }
 
 /// The seven values of a packed scope, `window,rpm,itpm,otpm,cost_limit,cost_charge,concurrency`.
@@ -303,11 +407,25 @@ mod tests {
             parse_mcheck("x", 1, &packed[2..]).unwrap().detail,
             Detail::Packed
         );
-        let misplaced = split("1 a 1 2 PACKED DETAIL SCOPES 600 1 0 0 0 0 0");
-        assert!(parse_mcheck("x", 1, &misplaced[2..]).is_err());
         assert_eq!(parsed.detail, Detail::Off);
         let no_lease = split("1 a 1 2 scopes 600 1 0 0 0 0 0");
         assert_eq!(parse_mcheck("x", 1, &no_lease[2..]).unwrap().lease_ms, None);
+        // Options in any order; PACKED alone is DETAIL PACKED; SCOPES may be left out.
+        let reference = parse_mcheck(
+            "x",
+            1,
+            &split("1 2 LEASE 5 DETAIL PACKED SCOPES 600,1,0,0,0,0,0"),
+        );
+        for line in [
+            "1 2 LEASE 5 PACKED SCOPES 600,1,0,0,0,0,0",
+            "1 2 packed LEASE 5 600,1,0,0,0,0,0",
+            "1 2 DETAIL PACKED lease 5 600,1,0,0,0,0,0",
+        ] {
+            assert_eq!(parse_mcheck("x", 1, &split(line)), reference, "{line}");
+        }
+        let bare = parse_mcheck("x", 1, &split("1 2 600 1 0 0 0 0 0")).unwrap();
+        assert_eq!((bare.lease_ms, bare.detail), (None, Detail::Off));
+        assert_eq!(bare.scopes[0].limits.summed, [1, 0, 0, 0]);
         // Each scope's values packed in one argument: the same request.
         let packed = split("3 a b c 100 50 LEASE 30000 SCOPES 60000,10,1000,500,0,0,2 day:-480,1000,0,0,0,0,0 month,0,0,0,5000000,1234,0");
         assert_eq!(parse_mcheck("x", 3, &packed[4..]), Ok(parsed));
@@ -315,7 +433,7 @@ mod tests {
 
     #[test]
     fn bad_mcheck_arguments() {
-        let cases: [(&str, CommandError); 14] = [
+        let cases: [(&str, CommandError); 17] = [
             ("1 a 1 2 SCOPES 600,1,0,0,0,0", CommandError::PackedScope),
             (
                 "1 a 1 2 SCOPES 600,1,0,0,0,0,0,0",
@@ -341,8 +459,17 @@ mod tests {
                 CommandError::WrongArity("x"),
             ),
             (
-                "1 a 1 2 600 1 0 0 0 0 0",
-                CommandError::Syntax("expected [LEASE ms] [DETAIL [PACKED]] SCOPES"),
+                "1 a 1 2 PACKED DETAIL SCOPES 600 1 0 0 0 0 0",
+                CommandError::Syntax("an option is given twice"),
+            ),
+            (
+                "1 a 1 2 LEASE 5 LEASE 5 600 1 0 0 0 0 0",
+                CommandError::Syntax("an option is given twice"),
+            ),
+            ("1 a 1 2 LEASE", CommandError::Syntax("LEASE needs ms")),
+            (
+                "1 a 1 2 SCOPES LEASE 5 600 1 0 0 0",
+                CommandError::InvalidClock,
             ),
             (
                 "1 a 1 2 SCOPES 601 1 0 0 0 0 0",
@@ -366,6 +493,57 @@ mod tests {
             let result = parse_numkeys("x", &args)
                 .and_then(|n| parse_mcheck("x", n, &args[1 + n..]).map(|_| ()));
             assert_eq!(result, Err(expected), "{line}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The one-pass reading of a packed scope gives what splitting it and parsing each
+        /// field gives, the same value or the same error, on text made of what it tells apart
+        /// (digits, commas, period names and offsets, other bytes) and on numbers around u64's
+        /// limit.
+        #[test]
+        fn packed_scopes_read_as_field_by_field(
+            fields in proptest::collection::vec(
+                proptest::prop_oneof![
+                    8 => "[0-9]{1,3}",
+                    2 => "1844674407370955161[0-9]",
+                    2 => "[0-9]{18,21}",
+                    1 => proptest::strategy::Just("60000".to_string()),
+                    1 => proptest::strategy::Just("day".to_string()),
+                    1 => proptest::strategy::Just("week:-480".to_string()),
+                    1 => "[a-z0-9:+ -]{0,3}",
+                ],
+                6..=8,
+            )
+        ) {
+            let packed = fields.join(",");
+            let reference = unpack_scope(packed.as_bytes()).and_then(parse_scope_fields);
+            proptest::prop_assert_eq!(parse_packed_scope(packed.as_bytes()), reference);
+        }
+    }
+
+    #[test]
+    fn packed_scopes_in_one_pass() {
+        assert_eq!(
+            parse_packed_scope(b"60000,10,1000,500,0,7,2"),
+            Ok((Clock::Sliding(60_000), [10, 1000, 500, 0, 7, 2]))
+        );
+        let max = format!("60,{},0,0,0,0,0", u64::MAX);
+        assert_eq!(
+            parse_packed_scope(max.as_bytes()),
+            Ok((Clock::Sliding(60), [u64::MAX, 0, 0, 0, 0, 0]))
+        );
+        for over in [
+            "18446744073709551616",
+            "99999999999999999999",
+            "184467440737095516150",
+        ] {
+            let packed = format!("60,0,{over},0,0,0,0");
+            assert_eq!(
+                parse_packed_scope(packed.as_bytes()),
+                Err(CommandError::OutOfRange("itpm")),
+                "{packed}"
+            );
         }
     }
 

@@ -12,6 +12,7 @@ use std::fmt;
 use thiserror::Error;
 
 pub mod multi;
+pub mod packed;
 pub use multi::*;
 
 /// Limits of one scope, per window; 0 means unlimited.

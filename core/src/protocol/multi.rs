@@ -1,6 +1,7 @@
 //! The multi-scope commands as a client sees them: MCHECK/MPEEK arguments, MSETTLE/MCANCEL
 //! arguments, and the typed reply (decoded by `redis_client::multi_verdict`).
 
+use super::packed::{Fields, PackedWriter, NUMBER_MAX};
 use super::{Arg, ReplyError, Usage};
 pub use crate::multi::args::Detail;
 use crate::scope::{Clock, Limit, ScopeLimits, REPORTED};
@@ -44,7 +45,8 @@ fn keys<'a>(scopes: &'a [ScopeArgs<'a>]) -> impl Iterator<Item = Arg<'a>> {
     std::iter::once(Arg::Int(scopes.len() as u64)).chain(scopes.iter().map(|s| Arg::Text(s.key)))
 }
 
-/// `LLMRL.MCHECK numkeys key... input_tokens output_tokens [LEASE ms] SCOPES ...` (or MPEEK).
+/// `LLMRL.MCHECK numkeys key... input_tokens output_tokens [LEASE ms] [DETAIL | PACKED] scope...`
+/// (or MPEEK).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MultiCheck<'a> {
     pub scopes: &'a [ScopeArgs<'a>],
@@ -60,8 +62,10 @@ impl<'a> MultiCheck<'a> {
     pub const PEEK: &'static str = "LLMRL.MPEEK";
 
     pub fn args(&self) -> Vec<Arg<'a>> {
-        // numkeys, the keys, two token counts, LEASE ms, DETAIL PACKED, SCOPES, the scopes.
-        let mut args: Vec<Arg<'a>> = Vec::with_capacity(2 * self.scopes.len() + 8);
+        // numkeys, the keys, two token counts, LEASE ms, PACKED, the scopes: the shortest form
+        // (`PACKED` for `DETAIL PACKED`, no `SCOPES`), since each argument costs Redis a string
+        // object to make and free.
+        let mut args: Vec<Arg<'a>> = Vec::with_capacity(2 * self.scopes.len() + 6);
         args.extend(keys(self.scopes));
         args.push(Arg::Int(self.input_tokens));
         args.push(Arg::Int(self.output_tokens));
@@ -71,9 +75,8 @@ impl<'a> MultiCheck<'a> {
         match self.detail {
             Detail::Off => {}
             Detail::Nested => args.push(Arg::Text("DETAIL")),
-            Detail::Packed => args.extend([Arg::Text("DETAIL"), Arg::Text("PACKED")]),
+            Detail::Packed => args.push(Arg::Text("PACKED")),
         }
-        args.push(Arg::Text("SCOPES"));
         args.extend(self.scopes.iter().map(|scope| packed_scope(scope)));
         args
     }
@@ -174,11 +177,11 @@ pub const PACKED_FIGURES: usize = 3 + 2 * REPORTED;
 
 impl ScopeVerdict {
     /// Append `1,ok,0,59,-1,-1,-1,-1,1000,0,0,0,0`: the order of the nested form, flattened.
-    pub fn pack_into(&self, out: &mut Vec<u8>) {
-        let numbers = std::iter::once(self.retry_after_ms)
-            .chain(self.remaining)
-            .chain(self.reset_ms);
-        pack_fields(out, self.allowed, self.reason, numbers);
+    pub fn pack_into(&self, out: &mut PackedWriter) {
+        let [r0, r1, r2, r3, r4] = self.remaining;
+        let [t0, t1, t2, t3, t4] = self.reset_ms;
+        let numbers = [self.retry_after_ms, r0, r1, r2, r3, r4, t0, t1, t2, t3, t4];
+        pack_fields(out, self.allowed, self.reason, &numbers);
     }
 
     /// The figures [`ScopeVerdict::pack_into`] wrote.
@@ -196,18 +199,11 @@ impl ScopeVerdict {
 }
 
 /// `allowed,reason`, then `numbers`, comma-separated: what [`unpack_fields`] reads.
-fn pack_fields(
-    out: &mut Vec<u8>,
-    allowed: bool,
-    reason: Option<Limit>,
-    numbers: impl IntoIterator<Item = i64>,
-) {
-    let mut number = itoa::Buffer::new();
-    out.extend_from_slice(if allowed { b"1," } else { b"0," });
-    out.extend_from_slice(reason.map_or("ok", Limit::reason).as_bytes());
+fn pack_fields(out: &mut PackedWriter, allowed: bool, reason: Option<Limit>, numbers: &[i64]) {
+    out.bytes(if allowed { b"1," } else { b"0," });
+    out.bytes(reason.map_or("ok", Limit::reason).as_bytes());
     for value in numbers {
-        out.push(b',');
-        out.extend_from_slice(number.format(value).as_bytes());
+        out.field(*value);
     }
 }
 
@@ -244,79 +240,6 @@ fn unpack_fields<const N: usize>(
     Ok((allowed, reason, numbers))
 }
 
-/// Comma-separated fields read front to back. A gateway reads some 80 of them per five-scope
-/// MCHECK: each integer is parsed in the same pass that finds its end.
-struct Fields<'a> {
-    /// What follows the last comma read; `None` once the last field has been read.
-    rest: Option<&'a [u8]>,
-}
-
-impl<'a> Fields<'a> {
-    fn new(packed: &'a [u8]) -> Fields<'a> {
-        Fields { rest: Some(packed) }
-    }
-
-    fn text(&mut self) -> Option<&'a [u8]> {
-        let rest = self.rest?;
-        match rest.iter().position(|byte| *byte == b',') {
-            Some(comma) => {
-                self.rest = rest.get(comma + 1..);
-                rest.get(..comma)
-            }
-            None => {
-                self.rest = None;
-                Some(rest)
-            }
-        }
-    }
-
-    /// The next field as a decimal i64, as a reply writes it (`-1`, `60000`); anything else is
-    /// `None`.
-    fn integer(&mut self) -> Option<i64> {
-        let rest = self.rest?;
-        let (negative, mut digits) = match rest {
-            [b'-', tail @ ..] => (true, tail),
-            _ => (false, rest),
-        };
-        // Accumulated negative: i64::MIN has no positive counterpart.
-        let mut value: i64 = 0;
-        let mut any = false;
-        loop {
-            match digits.split_first() {
-                Some((b',', tail)) => {
-                    self.rest = Some(tail);
-                    break;
-                }
-                Some((byte, tail)) => {
-                    let digit = byte.wrapping_sub(b'0');
-                    if digit > 9 {
-                        return None;
-                    }
-                    value = value.checked_mul(10)?.checked_sub(i64::from(digit))?;
-                    any = true;
-                    digits = tail;
-                }
-                None => {
-                    self.rest = None;
-                    break;
-                }
-            }
-        }
-        if !any {
-            return None;
-        }
-        if negative {
-            Some(value)
-        } else {
-            value.checked_neg()
-        }
-    }
-
-    fn at_end(&self) -> bool {
-        self.rest.is_none()
-    }
-}
-
 /// The reply of MCHECK / MPEEK.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MultiVerdict {
@@ -338,6 +261,17 @@ pub struct MultiVerdict {
 /// Values of a packed reply's head: the fifteen fields of [`MULTI_FIELD_NAMES`].
 const PACKED_HEAD_FIELDS: usize = MULTI_FIELDS;
 
+/// The longest reason name (`concurrency`).
+const REASON_MAX: usize = 11;
+
+/// The most bytes a packed reply with `scopes` scopes takes, with the room [`PackedWriter`]
+/// needs to spare: a buffer this long always holds it.
+pub const fn packed_len_max(scopes: usize) -> usize {
+    let head = 2 + REASON_MAX + (PACKED_HEAD_FIELDS - 2) * (1 + NUMBER_MAX);
+    let scope = 1 + 2 + REASON_MAX + (PACKED_FIGURES - 2) * (1 + NUMBER_MAX);
+    head + scopes * scope + NUMBER_MAX
+}
+
 impl MultiVerdict {
     /// The reply with `DETAIL PACKED`: one string, the fifteen fields of [`MULTI_FIELD_NAMES`]
     /// comma-separated (the scope -1 when none decided), then for each scope `;` and its packed
@@ -345,32 +279,47 @@ impl MultiVerdict {
     /// `1,ok,-1,0,59,-1,-1,-1,-1,60000,0,0,0,0,113517...;1,ok,0,59,-1,-1,-1,-1,60000,0,0,0,0`.
     /// A reply element costs Redis a write and every client a parse; this is one.
     pub fn pack(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity((PACKED_HEAD_FIELDS + self.scopes.len() * PACKED_FIGURES) * 8);
-        self.pack_head(&mut out);
+        let mut out = vec![0u8; packed_len_max(self.scopes.len())];
+        let mut writer = PackedWriter::new(&mut out);
+        self.pack_head(&mut writer);
         for scope in &self.scopes {
-            MultiVerdict::pack_scope(&mut out, scope);
+            MultiVerdict::pack_scope(&mut writer, scope);
         }
+        // Sized for the longest reply: never short.
+        let len = writer.finish().map_or(0, <[u8]>::len);
+        out.truncate(len);
         out
     }
 
     /// The head of [`MultiVerdict::pack`] (the scopes are left to the caller).
-    pub fn pack_head(&self, out: &mut Vec<u8>) {
+    pub fn pack_head(&self, out: &mut PackedWriter) {
         let scope = self
             .scope
             .map_or(-1, |i| i64::try_from(i).unwrap_or(i64::MAX));
         let ticket = i64::try_from(self.ticket).unwrap_or(i64::MAX);
-        let numbers = [scope, self.retry_after_ms]
-            .into_iter()
-            .chain(self.remaining)
-            .chain(self.reset_ms)
-            .chain([ticket]);
-        pack_fields(out, self.allowed, self.reason, numbers);
+        let [r0, r1, r2, r3, r4] = self.remaining;
+        let [t0, t1, t2, t3, t4] = self.reset_ms;
+        let numbers = [
+            scope,
+            self.retry_after_ms,
+            r0,
+            r1,
+            r2,
+            r3,
+            r4,
+            t0,
+            t1,
+            t2,
+            t3,
+            t4,
+            ticket,
+        ];
+        pack_fields(out, self.allowed, self.reason, &numbers);
     }
 
     /// Append one scope of [`MultiVerdict::pack`] after its head or the scope before it.
-    pub fn pack_scope(out: &mut Vec<u8>, scope: &ScopeVerdict) {
-        out.push(b';');
+    pub fn pack_scope(out: &mut PackedWriter, scope: &ScopeVerdict) {
+        out.byte(b';');
         scope.pack_into(out);
     }
 
@@ -417,9 +366,11 @@ mod tests {
         /// Packed figures read back as they were, whatever the numbers.
         #[test]
         fn packed_figures_round_trip(verdict in verdict_strategy()) {
-            let mut packed = Vec::new();
-            verdict.pack_into(&mut packed);
-            proptest::prop_assert_eq!(ScopeVerdict::unpack(&packed), Ok(verdict));
+            let mut out = vec![0u8; packed_len_max(1)];
+            let mut writer = PackedWriter::new(&mut out);
+            verdict.pack_into(&mut writer);
+            let packed = writer.finish().unwrap_or_default();
+            proptest::prop_assert_eq!(ScopeVerdict::unpack(packed), Ok(verdict));
         }
     }
 
@@ -489,22 +440,6 @@ mod tests {
             format!("{head};;{scope}"),
         ] {
             assert!(MultiVerdict::unpack(bad.as_bytes()).is_err(), "{bad}");
-        }
-    }
-
-    proptest::proptest! {
-        /// Integers of packed figures read as the standard library reads them, each up to its
-        /// comma.
-        #[test]
-        fn packed_integers_parse_as_the_standard_library_does(text in "-?[0-9]{0,21}[a+ ]?", then in "(,[0-9a-z]{0,3})?") {
-            let expected = if text.bytes().any(|b| b == b'+') { None } else { text.parse::<i64>().ok() };
-            let joined = format!("{text}{then}");
-            let mut fields = Fields::new(joined.as_bytes());
-            proptest::prop_assert_eq!(fields.integer(), expected);
-            if expected.is_some() {
-                let rest = then.strip_prefix(',').map(str::as_bytes);
-                proptest::prop_assert_eq!(fields.rest, rest);
-            }
         }
     }
 
