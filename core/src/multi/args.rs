@@ -57,10 +57,10 @@ pub enum Detail {
     Off,
     /// `DETAIL`: per scope an array of its figures (a map for RESP3 clients).
     Nested,
-    /// `DETAIL PACKED` or `PACKED`: the whole reply as one string, the fields comma-separated and each
-    /// scope's thirteen figures after a `;` ([`crate::protocol::MultiVerdict::pack`]) — a reply
-    /// element costs Redis a write and every client a parse, and a five-scope reply with its
-    /// nested figures has ninety-six of them.
+    /// `DETAIL PACKED` or `PACKED`: the whole reply as one string, the fields comma-separated
+    /// and each scope's thirteen figures after a `;` ([`crate::protocol::MultiVerdict::pack`])
+    /// — a reply element costs Redis a write and every client a parse, and a five-scope reply
+    /// with its nested figures has ninety-six of them.
     Packed,
 }
 

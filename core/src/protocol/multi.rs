@@ -444,6 +444,35 @@ mod tests {
     }
 
     #[test]
+    fn the_longest_packed_reply_fits_its_bound() {
+        assert!(Limit::ALL.iter().all(|l| l.reason().len() <= REASON_MAX));
+        let longest = ScopeVerdict {
+            allowed: false,
+            reason: Some(Limit::Concurrency),
+            retry_after_ms: i64::MIN,
+            remaining: [i64::MIN; REPORTED],
+            reset_ms: [i64::MIN; REPORTED],
+        };
+        for scopes in [0, 1, 5, 64] {
+            let verdict = MultiVerdict {
+                allowed: false,
+                reason: Some(Limit::Concurrency),
+                scope: Some(usize::MAX),
+                retry_after_ms: i64::MIN,
+                remaining: [i64::MIN; REPORTED],
+                reset_ms: [i64::MIN; REPORTED],
+                ticket: u64::MAX,
+                scopes: vec![longest.clone(); scopes],
+            };
+            let packed = verdict.pack();
+            assert!(packed.len() + NUMBER_MAX <= packed_len_max(scopes));
+            let read = MultiVerdict::unpack(&packed).unwrap();
+            assert_eq!(read.scopes, verdict.scopes);
+            assert_eq!(read.ticket, i64::MAX as u64, "tickets are written as i64");
+        }
+    }
+
+    #[test]
     fn packed_figures_are_strict() {
         let good = b"1,ok,0,59,-1,-1,-1,-1,1000,0,0,0,0";
         assert!(ScopeVerdict::unpack(good).is_ok());
