@@ -60,7 +60,12 @@ impl<'a> PackedWriter<'a> {
     /// `,` then the number.
     #[inline]
     pub fn field(&mut self, value: i64) {
-        self.number_after(Some(b','), value);
+        // The two commonest figures, -1 (unlimited) and 0, written as they are.
+        match value {
+            -1 => self.bytes(b",-1"),
+            0 => self.bytes(b",0"),
+            _ => self.number_after(Some(b','), value),
+        }
     }
 
     /// The number, after `separator` if any, in one copy.
@@ -239,10 +244,11 @@ mod tests {
         let mut out = vec![0u8; values.len() * (NUMBER_MAX + 1) + NUMBER_MAX];
         let mut writer = PackedWriter::new(&mut out);
         for (index, value) in values.iter().enumerate() {
-            if index > 0 {
-                writer.byte(b',');
+            if index == 0 {
+                writer.number(*value);
+            } else {
+                writer.field(*value);
             }
-            writer.number(*value);
         }
         writer.finish().map(<[u8]>::to_vec)
     }
@@ -253,6 +259,8 @@ mod tests {
             0,
             1,
             -1,
+            0,
+            -9,
             9,
             10,
             99,
@@ -284,7 +292,9 @@ mod tests {
     proptest::proptest! {
         /// Any numbers come out as `to_string` writes them and read back as themselves.
         #[test]
-        fn numbers_round_trip(values in proptest::collection::vec(proptest::num::i64::ANY, 1..40)) {
+        fn numbers_round_trip(values in proptest::collection::vec(
+            proptest::prop_oneof![proptest::num::i64::ANY, -12i64..12], 1..40,
+        )) {
             let packed = written(&values).unwrap_or_default();
             let expected = values.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
             proptest::prop_assert_eq!(&packed, expected.as_bytes());
