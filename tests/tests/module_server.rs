@@ -167,6 +167,16 @@ fn server_version(con: &mut redis::Connection) -> ((u32, u32), bool) {
 fn command_docs_describe_every_command() {
     let server = RedisServer::start(&[]);
     let mut con = server.client();
+    // COMMAND DOCS of `command` mentions every one of `expected`.
+    let mut docs_mention = |command: &str, expected: &[&str]| {
+        let docs = format!(
+            "{:?}",
+            exec(&mut con, &["COMMAND", "DOCS", command]).unwrap()
+        );
+        for text in expected {
+            assert!(docs.contains(text), "{command} docs lack {text}: {docs}");
+        }
+    };
     for command in [
         "llmrl.check",
         "llmrl.peek",
@@ -181,48 +191,33 @@ fn command_docs_describe_every_command() {
         "llmrl.mapply",
         "llmrl.mload",
     ] {
-        let docs = format!(
-            "{:?}",
-            exec(&mut con, &["COMMAND", "DOCS", command]).unwrap()
+        docs_mention(
+            command,
+            &["summary", "since", "complexity", "arguments", "\"key\""],
         );
-        for field in ["summary", "since", "complexity", "arguments", "\"key\""] {
-            assert!(docs.contains(field), "{command} docs lack {field}: {docs}");
-        }
     }
-    let check = format!(
-        "{:?}",
-        exec(&mut con, &["COMMAND", "DOCS", "llmrl.check"]).unwrap()
+    docs_mention(
+        "llmrl.check",
+        &[
+            "input_tokens",
+            "output_tokens",
+            "WINDOW",
+            "optional",
+            "O(1)",
+        ],
     );
-    for expected in [
-        "input_tokens",
-        "output_tokens",
-        "WINDOW",
-        "optional",
-        "O(1)",
-    ] {
-        assert!(
-            check.contains(expected),
-            "CHECK docs lack {expected}: {check}"
-        );
-    }
     // `[LEASE ms] [DETAIL [PACKED] | PACKED] [SCOPES] scope...`
-    let mcheck = format!(
-        "{:?}",
-        exec(&mut con, &["COMMAND", "DOCS", "llmrl.mcheck"]).unwrap()
+    docs_mention(
+        "llmrl.mcheck",
+        &[
+            "LEASE",
+            "oneof",
+            "DETAIL",
+            "PACKED",
+            "SCOPES",
+            "concurrency",
+        ],
     );
-    for expected in [
-        "LEASE",
-        "oneof",
-        "DETAIL",
-        "PACKED",
-        "SCOPES",
-        "concurrency",
-    ] {
-        assert!(
-            mcheck.contains(expected),
-            "MCHECK docs lack {expected}: {mcheck}"
-        );
-    }
 }
 
 #[test]

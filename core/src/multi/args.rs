@@ -91,10 +91,7 @@ pub fn parse_mcheck(
 fn parse_options<'a, 'b>(
     mut rest: &'a [&'b [u8]],
 ) -> Result<(Options, &'a [&'b [u8]]), CommandError> {
-    let Options {
-        mut lease_ms,
-        mut detail,
-    } = Options::default();
+    let (mut lease_ms, mut detail) = (None, None);
     let twice = CommandError::Syntax("an option is given twice");
     while let Some((option, tail)) = rest.split_first() {
         if option.eq_ignore_ascii_case(b"LEASE") {
@@ -136,7 +133,6 @@ fn parse_options<'a, 'b>(
 }
 
 /// MCHECK's options as given.
-#[derive(Default)]
 struct Options {
     lease_ms: Option<u64>,
     detail: Option<Detail>,

@@ -52,33 +52,22 @@ impl<'a> PackedWriter<'a> {
         }
     }
 
-    #[inline]
-    pub fn number(&mut self, value: i64) {
-        self.number_after(None, value);
-    }
-
-    /// `,` then the number.
+    /// `,` then the number, in one copy.
     #[inline]
     pub fn field(&mut self, value: i64) {
         // The two commonest figures, -1 (unlimited) and 0, written as they are.
         match value {
-            -1 => self.bytes(b",-1"),
-            0 => self.bytes(b",0"),
-            _ => self.number_after(Some(b','), value),
+            -1 => return self.bytes(b",-1"),
+            0 => return self.bytes(b",0"),
+            _ => {}
         }
-    }
-
-    /// The number, after `separator` if any, in one copy.
-    #[inline]
-    fn number_after(&mut self, separator: Option<u8>, value: i64) {
-        // Most figures of a reply are -1 (unlimited), 0 or another single digit.
+        // Other single digits are most of the rest.
         if let Some(digit) = u8::try_from(value.unsigned_abs()).ok().filter(|d| *d < 10) {
             let digit = b'0' + digit;
-            let (block, len) = match (separator, value < 0) {
-                (Some(separator), true) => ([separator, b'-', digit], 3),
-                (Some(separator), false) => ([separator, digit, 0], 2),
-                (None, true) => ([b'-', digit, 0], 2),
-                (None, false) => ([digit, 0, 0], 1),
+            let (block, len) = if value < 0 {
+                ([b',', b'-', digit], 3)
+            } else {
+                ([b',', digit, 0], 2)
             };
             match self.out.get_mut(self.len..self.len + block.len()) {
                 Some(slots) => {
@@ -122,23 +111,19 @@ impl<'a> PackedWriter<'a> {
                 slots.copy_from_slice(pair);
             }
         }
-        // The first digit stands alone when the count is odd (or the number is 0).
-        if rest > 0 || start == end {
+        // The first digit stands alone when the count is odd.
+        if rest > 0 {
             start -= 1;
             if let Some(slot) = digits.get_mut(start) {
                 *slot = b'0' + rest as u8;
             }
         }
-        if value < 0 {
-            start -= 1;
-            if let Some(slot) = digits.get_mut(start) {
-                *slot = b'-';
-            }
-        }
-        if let Some(separator) = separator {
-            start -= 1;
-            if let Some(slot) = digits.get_mut(start) {
-                *slot = separator;
+        for (byte, wanted) in [(b'-', value < 0), (b',', true)] {
+            if wanted {
+                start -= 1;
+                if let Some(slot) = digits.get_mut(start) {
+                    *slot = byte;
+                }
             }
         }
         match (
@@ -240,17 +225,18 @@ impl<'a> Fields<'a> {
 mod tests {
     use super::*;
 
+    /// The numbers written as fields: each after a comma.
     fn written(values: &[i64]) -> Option<Vec<u8>> {
         let mut out = vec![0u8; values.len() * (NUMBER_MAX + 1) + NUMBER_MAX];
         let mut writer = PackedWriter::new(&mut out);
-        for (index, value) in values.iter().enumerate() {
-            if index == 0 {
-                writer.number(*value);
-            } else {
-                writer.field(*value);
-            }
+        for value in values {
+            writer.field(*value);
         }
         writer.finish().map(<[u8]>::to_vec)
+    }
+
+    fn as_fields(values: &[i64]) -> String {
+        values.iter().map(|value| format!(",{value}")).collect()
     }
 
     #[test]
@@ -272,16 +258,15 @@ mod tests {
             i64::MAX,
             i64::MIN,
         ];
-        let expected = edges.map(|v| v.to_string()).join(",");
-        assert_eq!(written(&edges), Some(expected.into_bytes()));
+        assert_eq!(written(&edges), Some(as_fields(&edges).into_bytes()));
     }
 
     #[test]
     fn a_short_buffer_is_reported_not_overrun() {
-        // Room for "1234" but not for the block a number is copied in.
-        let mut out = [0u8; NUMBER_MAX - 1];
+        // Room for ",1234" but not for the block a number is copied in.
+        let mut out = [0u8; NUMBER_MAX];
         let mut writer = PackedWriter::new(&mut out);
-        writer.number(1234);
+        writer.field(1234);
         assert_eq!(writer.finish(), None);
         let mut out = [0u8; 2];
         let mut writer = PackedWriter::new(&mut out);
@@ -296,9 +281,10 @@ mod tests {
             proptest::prop_oneof![proptest::num::i64::ANY, -12i64..12], 1..40,
         )) {
             let packed = written(&values).unwrap_or_default();
-            let expected = values.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            let expected = as_fields(&values);
             proptest::prop_assert_eq!(&packed, expected.as_bytes());
-            let mut fields = Fields::new(&packed);
+            // Read as a reply reads them: after the field before the first comma.
+            let mut fields = Fields::new(packed.get(1..).unwrap_or_default());
             for value in &values {
                 proptest::prop_assert_eq!(fields.integer(), Some(*value));
             }
