@@ -28,6 +28,11 @@ pub struct Tokenizer {
     o200k: &'static Encoding,
     cl100k: &'static Encoding,
     mock_tokens: Vec<u32>,
+    /// The mock tokens decoded once, and where each token's text ends in it: an answer of n
+    /// tokens is a slice, not a decode per request (the text is ASCII, so every prefix of
+    /// tokens is a prefix of the text).
+    mock_text: String,
+    mock_ends: Vec<usize>,
 }
 
 impl Tokenizer {
@@ -35,10 +40,19 @@ impl Tokenizer {
         let o200k = llmrl_tokens::o200k_base();
         let cl100k = llmrl_tokens::cl100k_base();
         let mock_tokens = o200k.tokenizer().encode(MOCK_TEXT.repeat(64).as_str());
+        let mut mock_text = String::new();
+        let mut mock_ends = vec![0];
+        for token in &mock_tokens {
+            let piece = o200k.tokenizer().decode(&[*token]).unwrap_or_default();
+            mock_text.push_str(&piece);
+            mock_ends.push(mock_text.len());
+        }
         Tokenizer {
             o200k,
             cl100k,
             mock_tokens,
+            mock_text,
+            mock_ends,
         }
     }
 
@@ -97,16 +111,12 @@ impl Tokenizer {
     }
 
     /// The mock answer: exactly `tokens` tokens of text (o200k), and how many that is.
-    pub fn mock_completion(&self, tokens: u64) -> (String, u64) {
+    pub fn mock_completion(&self, tokens: u64) -> (&str, u64) {
         let n = usize::try_from(tokens)
             .unwrap_or(usize::MAX)
             .min(self.mock_tokens.len());
-        let text = self
-            .o200k
-            .tokenizer()
-            .decode(self.mock_tokens.get(..n).unwrap_or_default())
-            .unwrap_or_default();
-        (text, n as u64)
+        let end = self.mock_ends.get(n).copied().unwrap_or(0);
+        (self.mock_text.get(..end).unwrap_or_default(), n as u64)
     }
 
     /// The mock answer split into pieces of about `per_chunk` tokens, for streaming, each with
@@ -197,7 +207,16 @@ mod tests {
         let t = Tokenizer::new();
         let (text, n) = t.mock_completion(17);
         assert_eq!(n, 17);
-        assert_eq!(t.count_text("gpt-4o", &text), 17);
+        // The slice is the decode of the first 17 tokens.
+        let decoded = t.o200k.tokenizer().decode(&t.mock_tokens[..17]).unwrap();
+        assert_eq!(text, decoded);
+        let all = t.mock_tokens.len() as u64;
+        assert_eq!(t.mock_completion(all + 5).1, all, "no more than there is");
+        assert_eq!(
+            t.mock_completion(all).0,
+            t.o200k.tokenizer().decode(&t.mock_tokens).unwrap()
+        );
+        assert_eq!(t.count_text("gpt-4o", text), 17);
         let chunks = t.mock_chunks(17, 4);
         assert_eq!(chunks.len(), 5);
         let joined: String = chunks.iter().map(|(text, _)| text.as_str()).collect();

@@ -3,7 +3,7 @@
 
 use crate::limiter::{Limiter, LimiterError};
 use crate::policy::{ApiKey, KeyScope};
-use llmrl_core::protocol::{Check, Detail, Limits, MultiCheck, ScopeArgs};
+use llmrl_core::protocol::{Check, Detail, Limits, MultiCheck, PackedScope, ScopeArgs};
 use llmrl_core::scope::{Clock, ScopeLimits};
 use llmrl_keys::{group_by_hash_tag, hash_tag, Fourth, Owner, ScopeSpec, Window};
 use serde::Serialize;
@@ -112,18 +112,20 @@ pub async fn of_scopes(
             .iter()
             .map(|spec| ScopeArgs {
                 key: &spec.redis_key,
-                clock: spec.clock,
-                limits: spec.limits,
+                scope: &spec.packed,
                 cost_charge: 0,
             })
             .collect();
-        args.push(ScopeArgs {
-            key: &probe,
-            clock: Clock::Sliding(60_000),
-            limits: ScopeLimits {
+        let probe_scope = PackedScope::new(
+            Clock::Sliding(60_000),
+            ScopeLimits {
                 summed: [0, 0, 0, 1],
                 concurrency: 0,
             },
+        );
+        args.push(ScopeArgs {
+            key: &probe,
+            scope: &probe_scope,
             cost_charge: 2,
         });
         let verdict = limiter

@@ -6,39 +6,62 @@ use super::{Arg, ReplyError, Usage};
 pub use crate::multi::args::Detail;
 use crate::scope::{Clock, Limit, ScopeLimits, REPORTED};
 
-/// One scope of an MCHECK: its key, clock, limits (0: unlimited) and what this request costs in
-/// its fourth dimension.
+/// One scope of an MCHECK: its key, its clock and limits as sent, and what this request costs
+/// in its fourth dimension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScopeArgs<'a> {
     pub key: &'a str,
-    pub clock: Clock,
-    pub limits: ScopeLimits,
+    pub scope: &'a PackedScope,
     pub cost_charge: u64,
 }
 
-/// A scope's seven values packed in one argument: `window,rpm,itpm,otpm,cost_limit,
-/// cost_charge,concurrency`, the window in ms or a period (`day:-480`).
-fn packed_scope(scope: &ScopeArgs<'_>) -> Arg<'static> {
-    // Built for every scope of every request: numbers written with itoa, not `fmt`.
-    let mut packed = String::with_capacity(64);
-    let mut number = itoa::Buffer::new();
-    match scope.clock {
-        Clock::Sliding(window_ms) => packed.push_str(number.format(window_ms)),
-        Clock::Calendar(period) => packed.push_str(&period.name()),
+/// A scope's clock and limits as MCHECK takes them, written once (a gateway builds them per
+/// keys-file load): of the seven values packed in one argument, `window,rpm,itpm,otpm,
+/// cost_limit,cost_charge,concurrency` (the window in ms or a period, `day:-480`), only the cost
+/// differs between requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackedScope {
+    clock: Clock,
+    limits: ScopeLimits,
+    /// `window,rpm,itpm,otpm,cost_limit,`
+    head: String,
+    /// `,concurrency`
+    tail: String,
+}
+
+impl PackedScope {
+    pub fn new(clock: Clock, limits: ScopeLimits) -> PackedScope {
+        let [rpm, itpm, otpm, cost_limit] = limits.summed;
+        let window = match clock {
+            Clock::Sliding(window_ms) => window_ms.to_string(),
+            Clock::Calendar(period) => period.name(),
+        };
+        PackedScope {
+            clock,
+            limits,
+            head: format!("{window},{rpm},{itpm},{otpm},{cost_limit},"),
+            tail: format!(",{}", limits.concurrency),
+        }
     }
-    let [rpm, itpm, otpm, cost_limit] = scope.limits.summed;
-    for value in [
-        rpm,
-        itpm,
-        otpm,
-        cost_limit,
-        scope.cost_charge,
-        scope.limits.concurrency,
-    ] {
-        packed.push(',');
-        packed.push_str(number.format(value));
+
+    pub fn clock(&self) -> Clock {
+        self.clock
     }
-    Arg::Owned(packed)
+
+    pub fn limits(&self) -> ScopeLimits {
+        self.limits
+    }
+
+    /// The argument for a request costing `cost_charge`.
+    fn arg(&self, cost_charge: u64) -> Arg<'static> {
+        let mut number = itoa::Buffer::new();
+        let cost = number.format(cost_charge);
+        let mut packed = String::with_capacity(self.head.len() + cost.len() + self.tail.len());
+        packed.push_str(&self.head);
+        packed.push_str(cost);
+        packed.push_str(&self.tail);
+        Arg::Owned(packed)
+    }
 }
 
 fn keys<'a>(scopes: &'a [ScopeArgs<'a>]) -> impl Iterator<Item = Arg<'a>> {
@@ -77,7 +100,11 @@ impl<'a> MultiCheck<'a> {
             Detail::Nested => args.push(Arg::Text("DETAIL")),
             Detail::Packed => args.push(Arg::Text("PACKED")),
         }
-        args.extend(self.scopes.iter().map(|scope| packed_scope(scope)));
+        args.extend(
+            self.scopes
+                .iter()
+                .map(|scope| scope.scope.arg(scope.cost_charge)),
+        );
         args
     }
 }
@@ -495,23 +522,29 @@ mod tests {
         use crate::multi::args::{parse_mcancel, parse_mcheck, parse_msettle, parse_numkeys};
         use crate::period::{Period, PeriodKind};
         let day = Clock::Calendar(Period::new(PeriodKind::Day, -480).unwrap());
+        let minute = PackedScope::new(
+            Clock::Sliding(60_000),
+            ScopeLimits {
+                summed: [10, 1000, 500, 0],
+                concurrency: 2,
+            },
+        );
+        let budget = PackedScope::new(
+            day,
+            ScopeLimits {
+                summed: [0, 0, 0, 5_000_000],
+                concurrency: 0,
+            },
+        );
         let scopes = [
             ScopeArgs {
                 key: "{o}:key",
-                clock: Clock::Sliding(60_000),
-                limits: ScopeLimits {
-                    summed: [10, 1000, 500, 0],
-                    concurrency: 2,
-                },
+                scope: &minute,
                 cost_charge: 0,
             },
             ScopeArgs {
                 key: "{o}:org",
-                clock: day,
-                limits: ScopeLimits {
-                    summed: [0, 0, 0, 5_000_000],
-                    concurrency: 0,
-                },
+                scope: &budget,
                 cost_charge: 1234,
             },
         ];
@@ -531,7 +564,9 @@ mod tests {
         assert_eq!(parsed.detail, Detail::Packed);
         assert_eq!(parsed.scopes[1].clock, day);
         assert_eq!(parsed.scopes[1].cost, [1, 100, 50, 1234]);
-        assert_eq!(parsed.scopes[0].limits, scopes[0].limits);
+        assert_eq!(parsed.scopes[0].limits, minute.limits());
+        assert_eq!(parsed.scopes[0].cost, [1, 100, 50, 0]);
+        assert_eq!(parsed.scopes[1].limits, budget.limits());
 
         let keys = ["{o}:key", "{o}:org"];
         let correction = MultiCorrection {

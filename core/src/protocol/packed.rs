@@ -292,11 +292,57 @@ mod tests {
         }
     }
 
+    /// What [`Fields::integer`] must give for a field and what follows it: the standard
+    /// library's reading of the text up to the first comma (no `+`), and the rest after it.
+    fn reference(packed: &[u8]) -> (Option<i64>, Option<&[u8]>) {
+        let (field, rest) = match packed.iter().position(|byte| *byte == b',') {
+            Some(comma) => (&packed[..comma], Some(&packed[comma + 1..])),
+            None => (packed, None),
+        };
+        let value = std::str::from_utf8(field)
+            .ok()
+            .filter(|text| !text.starts_with('+'))
+            .and_then(|text| text.parse::<i64>().ok());
+        (value, rest)
+    }
+
+    /// Every length of number the eight-byte reading takes, and past it, before every kind of
+    /// end: several commas, other bytes, digits after a comma, the end itself.
+    #[test]
+    fn integers_of_every_length_read_up_to_their_comma() {
+        let all_digits = "98765432109876543210123";
+        for sign in ["", "-"] {
+            for len in 0..=21 {
+                for end in [
+                    "",
+                    ",",
+                    ",,",
+                    ",,,,,,,,,,,,,,,,,,",
+                    ",7",
+                    ",12345678,1",
+                    "x,",
+                    ";1,2",
+                    "9",
+                ] {
+                    for pad in ["", ",,,,,,,,,,,,,,,,", "12345678901234567890"] {
+                        let text = format!("{sign}{}{end}{pad}", &all_digits[..len]);
+                        let mut fields = Fields::new(text.as_bytes());
+                        let (value, rest) = reference(text.as_bytes());
+                        assert_eq!(fields.integer(), value, "{text}");
+                        if value.is_some() {
+                            assert_eq!(fields.rest, rest, "{text}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     proptest::proptest! {
         /// Integers of packed figures read as the standard library reads them, each up to its
         /// comma.
         #[test]
-        fn packed_integers_parse_as_the_standard_library_does(text in "-?[0-9]{0,21}[a+ ]?", then in "(,[0-9a-z]{0,3})?") {
+        fn packed_integers_parse_as_the_standard_library_does(text in "-?[0-9]{0,21}[a+ ]?", then in "(,[0-9a-z,-]{0,12})?") {
             let expected = if text.bytes().any(|b| b == b'+') { None } else { text.parse::<i64>().ok() };
             let joined = format!("{text}{then}");
             let mut fields = Fields::new(joined.as_bytes());

@@ -134,8 +134,7 @@ async fn mcheck(
         .zip(costs)
         .map(|(scope, cost)| ScopeArgs {
             key: &scope.redis_key,
-            clock: scope.clock,
-            limits: scope.limits,
+            scope: &scope.packed,
             cost_charge: cost[3],
         })
         .collect();

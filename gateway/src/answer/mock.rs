@@ -41,7 +41,7 @@ pub async fn answer(
         let answer = MockAnswer {
             id: &id,
             created,
-            text: &text,
+            text,
             output_tokens_per_choice: tokens,
             chunks: &[],
             finish_reason,

@@ -6,7 +6,7 @@
 use crate::file::{KeyEntry, KeysFile, OrgEntry, Price, TeamEntry, UpstreamEntry};
 use crate::limits::{BudgetPeriod, DayRule, LimitFields, LimitSet, MINUTE_MS};
 use crate::{hex16, limiter_key, Scope as ClassicScope};
-use llmrl_core::protocol::Limits;
+use llmrl_core::protocol::{Limits, PackedScope};
 use llmrl_core::scope::{Clock, ScopeLimits};
 use thiserror::Error;
 
@@ -96,6 +96,8 @@ pub struct ScopeSpec {
     /// Requests, input tokens, output tokens, the fourth dimension; and concurrency.
     pub limits: ScopeLimits,
     pub fourth: Fourth,
+    /// `clock` and `limits` as MCHECK takes them, written once per keys-file load.
+    pub packed: PackedScope,
 }
 
 /// How a request is checked.
@@ -203,16 +205,20 @@ fn owner_scopes(
     slots_here: bool,
     out: &mut Vec<ScopeSpec>,
 ) {
-    let scope = |suffix: String, window, clock, summed, concurrency, fourth| ScopeSpec {
-        redis_key: format!("{prefix}:{suffix}"),
-        owner: owner.clone(),
-        window,
-        clock,
-        limits: ScopeLimits {
+    let scope = |suffix: String, window, clock, summed, concurrency, fourth| {
+        let limits = ScopeLimits {
             summed,
             concurrency,
-        },
-        fourth,
+        };
+        ScopeSpec {
+            redis_key: format!("{prefix}:{suffix}"),
+            owner: owner.clone(),
+            window,
+            clock,
+            limits,
+            fourth,
+            packed: PackedScope::new(clock, limits),
+        }
     };
     let slots = set.max_parallel_requests;
     let per_minute = [set.rpm, set.itpm, set.otpm, set.tpm];
