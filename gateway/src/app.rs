@@ -103,6 +103,32 @@ impl App {
     /// A new request id, unique on this node.
     pub fn request_id(&self) -> String {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        format!("req_{}_{id:x}", self.node)
+        request_id(&self.node, id)
+    }
+}
+
+/// `req_<node>_<id in hex>`, pushed piece by piece: `format!` cost more than the rest of
+/// naming a request.
+fn request_id(node: &str, id: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(5 + node.len() + 16);
+    out.push_str("req_");
+    out.push_str(node);
+    out.push('_');
+    let digits = (64 - id.leading_zeros()).div_ceil(4).max(1);
+    for shift in (0..digits).rev() {
+        let nibble = (id >> (shift * 4)) & 0xf;
+        out.push(char::from(HEX[nibble as usize]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_are_the_node_and_the_number_in_hex() {
+        for id in [0, 1, 9, 10, 15, 16, 255, 256, 0xdead_beef, u64::MAX] {
+            assert_eq!(super::request_id("gw-1", id), format!("req_gw-1_{id:x}"));
+        }
     }
 }

@@ -5,10 +5,11 @@ use crate::app::App;
 use crate::dialect::{self, anthropic, openai, Dialect};
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::cors::Cors;
-use crate::http::response::{self, set_header, Body};
+use crate::http::response::{self, Body};
 use crate::info;
 use crate::pipeline;
 use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -98,9 +99,12 @@ pub async fn handle(
     let origin = cors.allowed_origin(request.headers());
     let routed = route(&app, &cors, request, &request_id);
     let (mut response, route, reason) = dialect::with_request_id(request_id.clone(), routed).await;
-    set_header(&mut response, "x-request-id", &request_id);
-    // Anthropic's clients read `request-id`.
-    set_header(&mut response, "request-id", &request_id);
+    if let Ok(id) = HeaderValue::from_str(&request_id) {
+        let headers = response.headers_mut();
+        headers.insert(HeaderName::from_static("x-request-id"), id.clone());
+        // Anthropic's clients read `request-id`.
+        headers.insert(HeaderName::from_static("request-id"), id);
+    }
     cors.decorate(origin.as_deref(), &mut response);
     let status = response.status().as_u16();
     app.metrics.count(route, status, reason);
