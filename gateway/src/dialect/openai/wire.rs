@@ -4,7 +4,6 @@
 use super::Endpoint;
 use crate::dialect::{ApiRequest, MockAnswer, StreamEvent};
 use bytes::Bytes;
-use serde::Serialize;
 use serde_json::{json, Value};
 
 /// OpenAI's ids: `chatcmpl-...` for chat, `cmpl-...` for completions.
@@ -23,82 +22,77 @@ pub fn usage(prompt: u64, completion: u64) -> Value {
     })
 }
 
-#[derive(Serialize)]
-struct Usage {
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    total_tokens: u64,
+/// A JSON string, quotes and all, pushed onto `out` from `parts` joined: as they are when
+/// nothing in them needs escaping (the mock's text, ids and model names), else by serde_json.
+/// serde_json escapes exactly `"`, `\` and control characters below 0x20, so both ways agree.
+fn push_json_str(out: &mut String, parts: &[&str]) {
+    let plain = |text: &&str| text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if parts.iter().all(plain) {
+        out.push('"');
+        parts.iter().for_each(|part| out.push_str(part));
+        out.push('"');
+    } else {
+        // Serializing a string cannot fail.
+        out.push_str(&serde_json::to_string(&parts.concat()).unwrap_or_default());
+    }
 }
 
-#[derive(Serialize)]
-struct Message<'a> {
-    role: &'static str,
-    content: &'a str,
-    refusal: (),
-}
-
-#[derive(Serialize)]
-struct Choice<'a> {
-    index: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<Message<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    text: Option<&'a str>,
-    logprobs: (),
-    finish_reason: &'a str,
-}
-
-#[derive(Serialize)]
-struct Completion<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: Vec<Choice<'a>>,
-    usage: Usage,
-    system_fingerprint: &'static str,
-}
-
-/// A whole (non-streamed) mock response with `n` identical choices, serialized. Typed rather
-/// than built as a `Value`: this is on every mock request's path.
+/// A whole (non-streamed) mock response with `n` identical choices, serialized. Written piece
+/// by piece: serializing it through serde cost some 7 k instructions a request, most of the
+/// mock's cost, which a gateway forwarding a real upstream's answer never pays. The test below
+/// holds it to serde's serialization of OpenAI's typed answer.
 pub fn mock_response(endpoint: Endpoint, request: &ApiRequest, answer: &MockAnswer) -> String {
-    let id = &completion_id(endpoint, answer.id);
-    let (created, text, finish_reason) = (answer.created, answer.text, answer.finish_reason);
-    let (prompt_tokens, completion_tokens_per_choice) =
-        (answer.input_tokens, answer.output_tokens_per_choice);
+    whole_completion(endpoint, &request.model, request.n, answer)
+}
+
+fn whole_completion(endpoint: Endpoint, model: &str, n: u64, answer: &MockAnswer) -> String {
     let chat = endpoint == Endpoint::Chat;
-    let choices = (0..request.n)
-        .map(|index| Choice {
-            index,
-            message: chat.then_some(Message {
-                role: "assistant",
-                content: text,
-                refusal: (),
-            }),
-            text: (!chat).then_some(text),
-            logprobs: (),
-            finish_reason,
-        })
-        .collect();
-    let completion_tokens = completion_tokens_per_choice.saturating_mul(request.n);
-    let completion = Completion {
-        id,
-        object: if chat {
-            "chat.completion"
+    let prompt_tokens = answer.input_tokens;
+    let completion_tokens = answer.output_tokens_per_choice.saturating_mul(n);
+    let mut number = itoa::Buffer::new();
+    let per_choice = 96 + answer.text.len();
+    let capacity = 320 + model.len() + answer.id.len() + per_choice.saturating_mul(n as usize);
+    let mut out = String::with_capacity(capacity.min(1 << 20));
+    out.push_str(r#"{"id":"#);
+    push_json_str(
+        &mut out,
+        &[if chat { "chatcmpl-" } else { "cmpl-" }, answer.id],
+    );
+    out.push_str(if chat {
+        r#","object":"chat.completion","created":"#
+    } else {
+        r#","object":"text_completion","created":"#
+    });
+    out.push_str(number.format(answer.created));
+    out.push_str(r#","model":"#);
+    push_json_str(&mut out, &[model]);
+    out.push_str(r#","choices":["#);
+    for index in 0..n {
+        if index > 0 {
+            out.push(',');
+        }
+        out.push_str(r#"{"index":"#);
+        out.push_str(number.format(index));
+        if chat {
+            out.push_str(r#","message":{"role":"assistant","content":"#);
+            push_json_str(&mut out, &[answer.text]);
+            out.push_str(r#","refusal":null}"#);
         } else {
-            "text_completion"
-        },
-        created,
-        model: &request.model,
-        choices,
-        usage: Usage {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens: prompt_tokens.saturating_add(completion_tokens),
-        },
-        system_fingerprint: "llmrl-mock",
-    };
-    serde_json::to_string(&completion).unwrap_or_default()
+            out.push_str(r#","text":"#);
+            push_json_str(&mut out, &[answer.text]);
+        }
+        out.push_str(r#","logprobs":null,"finish_reason":"#);
+        push_json_str(&mut out, &[answer.finish_reason]);
+        out.push('}');
+    }
+    out.push_str(r#"],"usage":{"prompt_tokens":"#);
+    out.push_str(number.format(prompt_tokens));
+    out.push_str(r#","completion_tokens":"#);
+    out.push_str(number.format(completion_tokens));
+    out.push_str(r#","total_tokens":"#);
+    out.push_str(number.format(prompt_tokens.saturating_add(completion_tokens)));
+    out.push_str(r#"},"system_fingerprint":"llmrl-mock"}"#);
+    out
 }
 
 /// One Server-Sent Events chunk of a mock stream.
@@ -215,4 +209,113 @@ pub fn mock_stream(
         output_tokens: 0,
     });
     events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Serialize;
+
+    /// OpenAI's whole completion as typed structs: what serde makes of them is what the
+    /// hand-written answer must be, byte for byte.
+    #[derive(Serialize)]
+    struct Usage {
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        total_tokens: u64,
+    }
+
+    #[derive(Serialize)]
+    struct Message<'a> {
+        role: &'static str,
+        content: &'a str,
+        refusal: (),
+    }
+
+    #[derive(Serialize)]
+    struct Choice<'a> {
+        index: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<Message<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        text: Option<&'a str>,
+        logprobs: (),
+        finish_reason: &'a str,
+    }
+
+    #[derive(Serialize)]
+    struct Completion<'a> {
+        id: &'a str,
+        object: &'static str,
+        created: u64,
+        model: &'a str,
+        choices: Vec<Choice<'a>>,
+        usage: Usage,
+        system_fingerprint: &'static str,
+    }
+
+    fn typed(endpoint: Endpoint, model: &str, n: u64, answer: &MockAnswer) -> String {
+        let chat = endpoint == Endpoint::Chat;
+        let completion_tokens = answer.output_tokens_per_choice.saturating_mul(n);
+        let completion = Completion {
+            id: &completion_id(endpoint, answer.id),
+            object: if chat {
+                "chat.completion"
+            } else {
+                "text_completion"
+            },
+            created: answer.created,
+            model,
+            choices: (0..n)
+                .map(|index| Choice {
+                    index,
+                    message: chat.then_some(Message {
+                        role: "assistant",
+                        content: answer.text,
+                        refusal: (),
+                    }),
+                    text: (!chat).then_some(answer.text),
+                    logprobs: (),
+                    finish_reason: answer.finish_reason,
+                })
+                .collect(),
+            usage: Usage {
+                prompt_tokens: answer.input_tokens,
+                completion_tokens,
+                total_tokens: answer.input_tokens.saturating_add(completion_tokens),
+            },
+            system_fingerprint: "llmrl-mock",
+        };
+        serde_json::to_string(&completion).unwrap()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn whole_completions_are_what_serde_writes(
+            chat in proptest::bool::ANY,
+            model in "[a-z0-9./\"\\\\\n\u{1}\u{7f}é-]{0,12}",
+            id in "[a-z0-9_\"\\\\-]{0,10}",
+            text in "[ a-zA-Z.\"\\\\\n\t\u{1f}é😀]{0,40}",
+            n in 0u64..4,
+            created in proptest::num::u64::ANY,
+            input_tokens in proptest::num::u64::ANY,
+            per_choice in 0u64..u64::MAX / 3,
+            finish_reason in proptest::sample::select(vec!["stop", "length"]),
+        ) {
+            let endpoint = if chat { Endpoint::Chat } else { Endpoint::Completions };
+            let answer = MockAnswer {
+                id: &id,
+                created,
+                text: &text,
+                output_tokens_per_choice: per_choice,
+                chunks: &[],
+                finish_reason,
+                input_tokens,
+            };
+            proptest::prop_assert_eq!(
+                whole_completion(endpoint, &model, n, &answer),
+                typed(endpoint, &model, n, &answer)
+            );
+        }
+    }
 }
