@@ -189,6 +189,21 @@ impl Dialect for OpenAi {
     }
 }
 
+/// A JSON string, quotes and all, pushed onto `out` from `parts` joined: as they are when
+/// nothing in them needs escaping (the mock's text, ids and model names), else by serde_json.
+/// serde_json escapes exactly `"`, `\` and control characters below 0x20, so both ways agree.
+fn push_json_str(out: &mut String, parts: &[&str]) {
+    let plain = |text: &&str| text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if parts.iter().all(plain) {
+        out.push('"');
+        parts.iter().for_each(|part| out.push_str(part));
+        out.push('"');
+    } else {
+        // Serializing a string cannot fail.
+        out.push_str(&serde_json::to_string(&parts.concat()).unwrap_or_default());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! OpenAI's chat and completions answer formats, as the built-in mock produces them: whole completions, stream
 //! chunks, the usage chunk, Server-Sent Events framing.
 
-use super::Endpoint;
+use super::{push_json_str, Endpoint};
 use crate::dialect::{ApiRequest, MockAnswer, StreamEvent};
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -20,21 +20,6 @@ pub fn usage(prompt: u64, completion: u64) -> Value {
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     })
-}
-
-/// A JSON string, quotes and all, pushed onto `out` from `parts` joined: as they are when
-/// nothing in them needs escaping (the mock's text, ids and model names), else by serde_json.
-/// serde_json escapes exactly `"`, `\` and control characters below 0x20, so both ways agree.
-fn push_json_str(out: &mut String, parts: &[&str]) {
-    let plain = |text: &&str| text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
-    if parts.iter().all(plain) {
-        out.push('"');
-        parts.iter().for_each(|part| out.push_str(part));
-        out.push('"');
-    } else {
-        // Serializing a string cannot fail.
-        out.push_str(&serde_json::to_string(&parts.concat()).unwrap_or_default());
-    }
 }
 
 /// A whole (non-streamed) mock response with `n` identical choices, serialized. Written piece

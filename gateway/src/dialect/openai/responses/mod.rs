@@ -2,6 +2,8 @@
 //! `max_output_tokens`; usage as `input_tokens` / `output_tokens`; streams of typed events
 //! ending in `response.completed` (or `.incomplete`, `.failed`), which carries the usage.
 
+mod body;
+
 use super::request::{describe, optional_u64};
 use crate::dialect::{
     event_name, named_event, ApiRequest, MockAnswer, StreamEvent, StreamUsage, Usage,
@@ -314,14 +316,7 @@ fn final_status(answer: &MockAnswer) -> &'static str {
     }
 }
 
-pub fn mock_body(request: &ApiRequest, answer: &MockAnswer) -> String {
-    let (id, item_id) = (format!("resp_{}", answer.id), format!("msg_{}", answer.id));
-    let output = vec![OutputMessage::new(&item_id, "completed", Some(answer.text))];
-    let usage = ResponseUsage::new(answer.input_tokens, answer.output_tokens_per_choice);
-    let status = final_status(answer);
-    let response = ResponseObject::new(request, &id, answer.created, status, output, Some(usage));
-    serde_json::to_string(&response).unwrap_or_default()
-}
+pub use body::mock_body;
 
 /// An event carrying the whole response (`response.created`, `...in_progress`, the final one).
 #[derive(Serialize)]
