@@ -73,6 +73,8 @@ impl Tokenizer {
 
     /// Tokens of a chat request's messages (already validated to be an array of objects).
     pub fn count_chat(&self, model: &str, messages: &[Value]) -> u64 {
+        // The model's encoding looked up once, not per field.
+        let encoding = self.encoding(model);
         let mut total = REPLY_PRIMING;
         for message in messages {
             total += TOKENS_PER_MESSAGE;
@@ -80,34 +82,13 @@ impl Tokenizer {
                 continue;
             };
             for (field, value) in fields {
-                total += self.count_value(model, value);
+                total += count_value(encoding, value);
                 if field == "name" {
                     total += TOKENS_PER_NAME;
                 }
             }
         }
         total
-    }
-
-    fn count_value(&self, model: &str, value: &Value) -> u64 {
-        match value {
-            Value::String(text) => self.count_text(model, text),
-            // Content parts: text counts, images cost a fixed amount.
-            Value::Array(parts) => parts
-                .iter()
-                .map(|part| match part.get("type").and_then(Value::as_str) {
-                    Some("text") => part
-                        .get("text")
-                        .and_then(Value::as_str)
-                        .map_or(0, |t| self.count_text(model, t)),
-                    Some("image_url") | Some("input_image") => TOKENS_PER_IMAGE,
-                    _ => self.count_value(model, part),
-                })
-                .sum(),
-            // Tool calls and the like: their JSON text.
-            Value::Object(_) => self.count_text(model, &value.to_string()),
-            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
-        }
     }
 
     /// The mock answer: exactly `tokens` tokens of text (o200k), and how many that is.
@@ -135,6 +116,28 @@ impl Tokenizer {
                 (text, tokens)
             })
             .collect()
+    }
+}
+
+fn count_value(encoding: &Encoding, value: &Value) -> u64 {
+    let count_text = |text: &str| encoding.count(text) as u64;
+    match value {
+        Value::String(text) => count_text(text),
+        // Content parts: text counts, images cost a fixed amount.
+        Value::Array(parts) => parts
+            .iter()
+            .map(|part| match part.get("type").and_then(Value::as_str) {
+                Some("text") => part
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .map_or(0, count_text),
+                Some("image_url") | Some("input_image") => TOKENS_PER_IMAGE,
+                _ => count_value(encoding, part),
+            })
+            .sum(),
+        // Tool calls and the like: their JSON text.
+        Value::Object(_) => count_text(&value.to_string()),
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
     }
 }
 
