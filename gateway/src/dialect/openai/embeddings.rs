@@ -3,6 +3,7 @@
 //! deterministic unit vectors of the requested `dimensions`, as floats or base64 (the `openai`
 //! SDKs ask for base64 by default).
 
+use super::push_json_str;
 use super::request::{describe, optional_u64};
 use crate::dialect::{ApiRequest, Usage};
 use crate::error::GatewayError;
@@ -217,16 +218,16 @@ pub fn mock_body(request: &ApiRequest, input_tokens: u64) -> String {
     } else {
         dimensions * 12
     };
+    let mut number = itoa::Buffer::new();
     let mut out = String::with_capacity(96 + inputs.len() * (per_input + 48));
     out.push_str(r#"{"object":"list","data":["#);
     for (index, input) in inputs.into_iter().enumerate() {
         if index > 0 {
             out.push(',');
         }
-        let _ = write!(
-            out,
-            r#"{{"object":"embedding","index":{index},"embedding":"#
-        );
+        out.push_str(r#"{"object":"embedding","index":"#);
+        out.push_str(number.format(index));
+        out.push_str(r#","embedding":"#);
         let shift = rotation(input, dimensions);
         if base64 && dimensions.is_multiple_of(3) {
             let (head, tail) = vector.base64.split_at(shift / 3 * 4);
@@ -253,11 +254,15 @@ pub fn mock_body(request: &ApiRequest, input_tokens: u64) -> String {
         }
         out.push('}');
     }
-    let model = Value::String(request.model.clone());
-    let _ = write!(
-        out,
-        r#"],"model":{model},"usage":{{"prompt_tokens":{input_tokens},"total_tokens":{input_tokens}}}}}"#
-    );
+    // Pushed, not `write!`: formatting the model as a JSON value and the rest through `fmt`
+    // cost more than the answer's kilobytes of copying.
+    out.push_str(r#"],"model":"#);
+    push_json_str(&mut out, &[&request.model]);
+    out.push_str(r#","usage":{"prompt_tokens":"#);
+    out.push_str(number.format(input_tokens));
+    out.push_str(r#","total_tokens":"#);
+    out.push_str(number.format(input_tokens));
+    out.push_str("}}");
     out
 }
 
@@ -330,7 +335,19 @@ mod tests {
             .unwrap();
         assert_eq!(bytes.len(), 4 * 4);
         assert_eq!(body["usage"]["prompt_tokens"], 2);
+        assert_eq!(body["usage"]["total_tokens"], 2);
         assert_eq!(body["model"], "text-embedding-3-small");
+        assert_eq!(body["object"], "list");
+        for (index, item) in body["data"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(item["object"], "embedding");
+            assert_eq!(item["index"], index);
+        }
+        // A model name that needs escaping stays one JSON string.
+        let mut quoted = request.clone();
+        quoted.model = "a\"b\\c\n".into();
+        let body: Value = serde_json::from_str(&mock_body(&quoted, 7)).unwrap();
+        assert_eq!(body["model"], "a\"b\\c\n");
+        assert_eq!(body["usage"]["total_tokens"], 7);
         let floats = parse_body(r#"{"input":"a","dimensions":3}"#).unwrap();
         let body: Value = serde_json::from_str(&mock_body(&floats, 1)).unwrap();
         let values = body["data"][0]["embedding"].as_array().unwrap();
