@@ -106,14 +106,17 @@ impl Tokenizer {
         let n = usize::try_from(tokens)
             .unwrap_or(usize::MAX)
             .min(self.mock_tokens.len());
-        self.mock_tokens
-            .get(..n)
-            .unwrap_or_default()
-            .chunks(per_chunk.max(1))
-            .map(|chunk| {
-                let text = self.o200k.tokenizer().decode(chunk).unwrap_or_default();
-                let tokens = self.count_text("gpt-4o", &text);
-                (text, tokens)
+        let per_chunk = per_chunk.max(1);
+        // Slices of the text decoded once, as `mock_completion`'s are.
+        (0..n)
+            .step_by(per_chunk)
+            .map(|first| {
+                let (start, end) = (first, (first + per_chunk).min(n));
+                let text = match (self.mock_ends.get(start), self.mock_ends.get(end)) {
+                    (Some(&from), Some(&to)) => self.mock_text.get(from..to).unwrap_or_default(),
+                    _ => "",
+                };
+                (text.to_string(), self.count_text("gpt-4o", text))
             })
             .collect()
     }

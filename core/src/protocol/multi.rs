@@ -21,8 +21,6 @@ pub struct ScopeArgs<'a> {
 /// differs between requests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackedScope {
-    clock: Clock,
-    limits: ScopeLimits,
     /// `window,rpm,itpm,otpm,cost_limit,`
     head: String,
     /// `,concurrency`
@@ -37,19 +35,9 @@ impl PackedScope {
             Clock::Calendar(period) => period.name(),
         };
         PackedScope {
-            clock,
-            limits,
             head: format!("{window},{rpm},{itpm},{otpm},{cost_limit},"),
             tail: format!(",{}", limits.concurrency),
         }
-    }
-
-    pub fn clock(&self) -> Clock {
-        self.clock
-    }
-
-    pub fn limits(&self) -> ScopeLimits {
-        self.limits
     }
 
     /// The argument for a request costing `cost_charge`.
@@ -522,20 +510,18 @@ mod tests {
         use crate::multi::args::{parse_mcancel, parse_mcheck, parse_msettle, parse_numkeys};
         use crate::period::{Period, PeriodKind};
         let day = Clock::Calendar(Period::new(PeriodKind::Day, -480).unwrap());
-        let minute = PackedScope::new(
-            Clock::Sliding(60_000),
+        let (minute_limits, budget_limits) = (
             ScopeLimits {
                 summed: [10, 1000, 500, 0],
                 concurrency: 2,
             },
-        );
-        let budget = PackedScope::new(
-            day,
             ScopeLimits {
                 summed: [0, 0, 0, 5_000_000],
                 concurrency: 0,
             },
         );
+        let minute = PackedScope::new(Clock::Sliding(60_000), minute_limits);
+        let budget = PackedScope::new(day, budget_limits);
         let scopes = [
             ScopeArgs {
                 key: "{o}:key",
@@ -564,9 +550,9 @@ mod tests {
         assert_eq!(parsed.detail, Detail::Packed);
         assert_eq!(parsed.scopes[1].clock, day);
         assert_eq!(parsed.scopes[1].cost, [1, 100, 50, 1234]);
-        assert_eq!(parsed.scopes[0].limits, minute.limits());
+        assert_eq!(parsed.scopes[0].limits, minute_limits);
         assert_eq!(parsed.scopes[0].cost, [1, 100, 50, 0]);
-        assert_eq!(parsed.scopes[1].limits, budget.limits());
+        assert_eq!(parsed.scopes[1].limits, budget_limits);
 
         let keys = ["{o}:key", "{o}:org"];
         let correction = MultiCorrection {

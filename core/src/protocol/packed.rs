@@ -306,8 +306,8 @@ mod tests {
         (value, rest)
     }
 
-    /// Every length of number the eight-byte reading takes, and past it, before every kind of
-    /// end: several commas, other bytes, digits after a comma, the end itself.
+    /// Numbers of every length up to past i64's, signed and not, before every kind of end:
+    /// several commas, other bytes, digits after a comma, the end itself.
     #[test]
     fn integers_of_every_length_read_up_to_their_comma() {
         let all_digits = "98765432109876543210123";

@@ -7,11 +7,15 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 /// OpenAI's ids: `chatcmpl-...` for chat, `cmpl-...` for completions.
-fn completion_id(endpoint: Endpoint, request_id: &str) -> String {
+fn completion_id_prefix(endpoint: Endpoint) -> &'static str {
     match endpoint {
-        Endpoint::Chat => format!("chatcmpl-{request_id}"),
-        _ => format!("cmpl-{request_id}"),
+        Endpoint::Chat => "chatcmpl-",
+        _ => "cmpl-",
     }
+}
+
+fn completion_id(endpoint: Endpoint, request_id: &str) -> String {
+    [completion_id_prefix(endpoint), request_id].concat()
 }
 
 pub fn usage(prompt: u64, completion: u64) -> Value {
@@ -39,10 +43,7 @@ fn whole_completion(endpoint: Endpoint, model: &str, n: u64, answer: &MockAnswer
     let capacity = 320 + model.len() + answer.id.len() + per_choice.saturating_mul(n as usize);
     let mut out = String::with_capacity(capacity.min(1 << 20));
     out.push_str(r#"{"id":"#);
-    push_json_str(
-        &mut out,
-        &[if chat { "chatcmpl-" } else { "cmpl-" }, answer.id],
-    );
+    push_json_str(&mut out, &[completion_id_prefix(endpoint), answer.id]);
     out.push_str(if chat {
         r#","object":"chat.completion","created":"#
     } else {

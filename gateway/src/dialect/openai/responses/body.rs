@@ -3,7 +3,7 @@
 //! cost, which a gateway forwarding a real upstream's answer never pays. The test holds it to
 //! serde's serialization of that object, byte for byte.
 
-use super::final_status;
+use super::{final_status, ITEM_ID, RESPONSE_ID};
 use crate::dialect::openai::push_json_str;
 use crate::dialect::{ApiRequest, MockAnswer};
 
@@ -12,7 +12,7 @@ pub fn mock_body(request: &ApiRequest, answer: &MockAnswer) -> String {
     let mut number = itoa::Buffer::new();
     let mut out = String::with_capacity(720 + 2 * answer.id.len() + answer.text.len());
     out.push_str(r#"{"id":"#);
-    push_json_str(&mut out, &["resp_", answer.id]);
+    push_json_str(&mut out, &[RESPONSE_ID, answer.id]);
     out.push_str(r#","object":"response","created_at":"#);
     out.push_str(number.format(answer.created));
     out.push_str(r#","status":"#);
@@ -36,7 +36,7 @@ pub fn mock_body(request: &ApiRequest, answer: &MockAnswer) -> String {
     out.push_str(r#","model":"#);
     push_json_str(&mut out, &[&request.model]);
     out.push_str(r#","output":[{"type":"message","id":"#);
-    push_json_str(&mut out, &["msg_", answer.id]);
+    push_json_str(&mut out, &[ITEM_ID, answer.id]);
     out.push_str(
         r#","status":"completed","role":"assistant","content":[{"type":"output_text","text":"#,
     );

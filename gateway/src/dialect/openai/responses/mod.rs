@@ -318,6 +318,10 @@ fn final_status(answer: &MockAnswer) -> &'static str {
 
 pub use body::mock_body;
 
+/// The prefixes of a response's id and of its output message's, before the request id.
+const RESPONSE_ID: &str = "resp_";
+const ITEM_ID: &str = "msg_";
+
 /// An event carrying the whole response (`response.created`, `...in_progress`, the final one).
 #[derive(Serialize)]
 struct ResponseEvent<'a> {
@@ -328,7 +332,10 @@ struct ResponseEvent<'a> {
 }
 
 pub fn mock_stream(request: &ApiRequest, answer: &MockAnswer) -> Vec<StreamEvent> {
-    let (id, item_id) = (format!("resp_{}", answer.id), format!("msg_{}", answer.id));
+    let (id, item_id) = (
+        [RESPONSE_ID, answer.id].concat(),
+        [ITEM_ID, answer.id].concat(),
+    );
     let mut events = Vec::with_capacity(answer.chunks.len() + 9);
     let mut sequence = 0u64;
     let mut next = || {
