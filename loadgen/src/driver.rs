@@ -2,6 +2,7 @@
 //! and count, with every outcome recorded.
 
 use crate::answer::{has_content, is_event_stream, usage};
+use crate::pacer::Pacer;
 use crate::{Api, Cli, Select};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -229,7 +230,7 @@ pub async fn drive(cli: &Cli) -> Result<Outcome, String> {
     });
     let progress = (!cli.quiet).then(|| tokio::spawn(progress(Arc::clone(&shared))));
     match cli.rate {
-        Some(rate) if rate > 0.0 => open_loop(&shared, rate, concurrency).await,
+        Some(rate) if rate > 0.0 => open_loop(&shared, rate, concurrency, cli.threads).await?,
         Some(_) => return Err("--rate must be positive".into()),
         None => closed_loop(&shared, concurrency, cli.honor_retry_after).await,
     }
@@ -317,55 +318,155 @@ async fn closed_loop(shared: &Arc<Shared>, concurrency: usize, honor_retry_after
     }
 }
 
-async fn open_loop(shared: &Arc<Shared>, rate: f64, connections: usize) {
-    // wrk2's model: a fixed set of keep-alive connections works through one schedule. A request
-    // whose time has come waits for a free connection, and that wait counts in its latency
-    // (measured from the intended send time: no coordinated omission). Opening connections on
-    // demand instead would turn any hiccup into a connect storm that measures the kernel.
-    let (schedule, queue) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-    let queue = Arc::new(tokio::sync::Mutex::new(queue));
-    let workers: Vec<_> = (0..connections)
-        .map(|i| {
-            let shared = Arc::clone(shared);
-            let queue = Arc::clone(&queue);
-            tokio::spawn(async move {
-                let mut rng = SmallRng::seed_from_u64(i as u64);
-                let mut connections = Connections::default();
-                let mut local = Vec::new();
-                loop {
-                    let next = queue.lock().await.recv().await;
-                    let Some(intended) = next else { break };
-                    local.push(send(&shared, &mut connections, &mut rng, intended).await.0);
-                }
-                if let Ok(mut samples) = shared.samples.lock() {
-                    samples.extend(local);
-                }
-            })
+/// The open loop: `lanes` OS threads, each a single-threaded runtime with its share of the
+/// connections and every `lanes`-th slot of the schedule. A lane paces, sends and reads on one
+/// thread, so no request crosses threads between its intended time and its answer.
+async fn open_loop(
+    shared: &Arc<Shared>,
+    rate: f64,
+    connections: usize,
+    lanes: usize,
+) -> Result<(), String> {
+    let interval = Duration::try_from_secs_f64(1.0 / rate).map_err(|e| format!("--rate: {e}"))?;
+    let lanes = lanes.clamp(1, connections);
+    let shared = Arc::clone(shared);
+    let lanes_done = tokio::task::spawn_blocking(move || {
+        let all_connected = std::sync::Barrier::new(lanes);
+        std::thread::scope(|scope| {
+            let running: Vec<_> = (0..lanes)
+                .map(|lane| {
+                    let lane = Lane {
+                        shared: &shared,
+                        all_connected: &all_connected,
+                        interval,
+                        index: lane,
+                        lanes,
+                        connections: connections / lanes + usize::from(lane < connections % lanes),
+                    };
+                    scope.spawn(move || lane.run())
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|lane| {
+                    lane.join()
+                        .unwrap_or_else(|_| Err("a lane panicked".into()))
+                })
+                .collect::<Result<Vec<()>, String>>()
         })
-        .collect();
-    // The schedule runs on its own OS thread: the runtime's timer ticks in whole milliseconds,
-    // which would release requests late in bursts and blame the server for it.
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let scheduler_shared = Arc::clone(shared);
-    let scheduler = std::thread::spawn(move || {
-        let shared = scheduler_shared;
-        let mut k: u32 = 0;
-        loop {
-            let intended = shared.start + interval * k;
-            let now = Instant::now();
-            if intended > now {
-                std::thread::sleep(intended - now);
+    })
+    .await;
+    lanes_done.map_err(|e| e.to_string())?.map(drop)
+}
+
+/// One lane of the open loop. wrk2's model: a fixed set of keep-alive connections works through
+/// the schedule. A request whose time has come waits for a free connection, and that wait
+/// counts in its latency (measured from the intended send time: no coordinated omission).
+/// Opening connections on demand instead would turn any hiccup into a connect storm that
+/// measures the kernel; so they are all open before the schedule starts, as a steady client's
+/// would be, and the first requests are not charged for connecting.
+struct Lane<'a> {
+    shared: &'a Arc<Shared>,
+    /// Every lane waits here with its connections open; then all schedules start.
+    all_connected: &'a std::sync::Barrier,
+    interval: Duration,
+    index: usize,
+    lanes: usize,
+    connections: usize,
+}
+
+impl Lane<'_> {
+    fn run(&self) -> Result<(), String> {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                self.all_connected.wait();
+                return Err(format!("cannot start a load thread: {error}"));
             }
-            if !shared.claim() || schedule.send(intended).is_err() {
+        };
+        runtime.block_on(self.paced())
+    }
+
+    async fn paced(&self) -> Result<(), String> {
+        let pacer = Pacer::new().map_err(|e| format!("cannot make a timer: {e}"));
+        let (schedule, queue) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let connected = Arc::new(tokio::sync::Barrier::new(self.connections + 1));
+        let workers: Vec<_> = (0..self.connections)
+            .map(|i| {
+                let shared = Arc::clone(self.shared);
+                let queue = Arc::clone(&queue);
+                let connected = Arc::clone(&connected);
+                let seed = ((self.index as u64) << 32) | i as u64;
+                tokio::spawn(async move {
+                    let mut rng = SmallRng::seed_from_u64(seed);
+                    let mut connections = Connections::default();
+                    for node in 0..shared.addresses.len() {
+                        // A node that cannot be reached shows as the requests' transport errors.
+                        let _ =
+                            tokio::time::timeout(shared.timeout, connections.get(&shared, node))
+                                .await;
+                    }
+                    connected.wait().await;
+                    let mut local = Vec::new();
+                    loop {
+                        let next = queue.lock().await.recv().await;
+                        let Some(intended) = next else { break };
+                        local.push(send(&shared, &mut connections, &mut rng, intended).await.0);
+                    }
+                    if let Ok(mut samples) = shared.samples.lock() {
+                        samples.extend(local);
+                    }
+                })
+            })
+            .collect();
+        connected.wait().await;
+        // Blocking this thread is harmless here: its connections are open and idle.
+        self.all_connected.wait();
+        let paced = match pacer {
+            Ok(pacer) => self.work_through_schedule(&pacer, schedule).await,
+            Err(error) => {
+                drop(schedule);
+                Err(error)
+            }
+        };
+        // The schedule's sender is gone: the connections drain the queue and stop.
+        for worker in workers {
+            let _ = worker.await;
+        }
+        paced
+    }
+
+    /// Hand this lane's slots of the schedule to its connections, each at its time.
+    async fn work_through_schedule(
+        &self,
+        pacer: &Pacer,
+        schedule: tokio::sync::mpsc::UnboundedSender<Instant>,
+    ) -> Result<(), String> {
+        let origin = Instant::now();
+        let mut slot = u32::try_from(self.index).unwrap_or(u32::MAX);
+        let step = u32::try_from(self.lanes).unwrap_or(u32::MAX);
+        while let Some(intended) = self
+            .interval
+            .checked_mul(slot)
+            .and_then(|offset| origin.checked_add(offset))
+        {
+            pacer
+                .until(intended)
+                .await
+                .map_err(|e| format!("the schedule's timer failed: {e}"))?;
+            if !self.shared.claim() || schedule.send(intended).is_err() {
                 break;
             }
-            k = k.saturating_add(1);
+            let Some(next) = slot.checked_add(step) else {
+                break;
+            };
+            slot = next;
         }
-        // Dropping the sender lets the connections drain the queue and stop.
-    });
-    let _ = tokio::task::spawn_blocking(move || scheduler.join()).await;
-    for worker in workers {
-        let _ = worker.await;
+        Ok(())
     }
 }
 

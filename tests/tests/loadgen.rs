@@ -186,6 +186,15 @@ fn the_audit_catches_an_over_admitting_target() {
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("requests 100 "), "{output}");
     assert!(output.contains("open loop"), "{output}");
+    // Never early: the 100th request's time is 99 intervals after the first, whichever lane
+    // sends it, so the run cannot average more than 200 x 100/99 requests a second.
+    let throughput: f64 = output
+        .split("throughput ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no throughput in {output}"));
+    assert!(throughput <= 200.0 * 100.0 / 99.0, "{output}");
 
     // The open loop works through its schedule on --concurrency keep-alive connections, however
     // the requests bunch up: it never opens more (each /metrics read below is one more).
