@@ -404,11 +404,12 @@ impl Lane<'_> {
                 tokio::spawn(async move {
                     let mut rng = SmallRng::seed_from_u64(seed);
                     let mut connections = Connections::default();
+                    // A node that cannot be reached now is tried again by each request sent to
+                    // it, and shows as their transport errors; it may not hold up the schedule.
+                    let patience = shared.timeout.min(Duration::from_secs(1));
                     for node in 0..shared.addresses.len() {
-                        // A node that cannot be reached shows as the requests' transport errors.
                         let _ =
-                            tokio::time::timeout(shared.timeout, connections.get(&shared, node))
-                                .await;
+                            tokio::time::timeout(patience, connections.get(&shared, node)).await;
                     }
                     connected.wait().await;
                     let mut local = Vec::new();
