@@ -12,11 +12,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-// Its own CPU is taken from the server under test on a small machine; mimalloc serves the many
-// small short-lived allocations of requests and answers at a fraction of glibc's cost.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Which API the requests speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Api {
