@@ -4,6 +4,7 @@ its limit and the 429s, refreshing by itself. A screenshot goes to target/dashbo
 
 import json
 import os
+import time
 import urllib.request
 
 import openai
@@ -103,12 +104,20 @@ def test_the_dashboard_shows_a_burst_live():
             spend = driver.find_element(
                 By.CSS_SELECTOR, '[data-entity="org:acme"] .bar[data-dimension="spend_usd"]')
             assert float(spend.get_attribute("data-used")) > 0
-            # The traffic chart fills once the node has closed the seconds of the burst.
+            # The node closes a second of traffic once a second: wait until it has closed the
+            # seconds of the burst (a chart line can be drawn before that, from quiet seconds),
+            # then they must hold exactly the burst's answers.
+            def closed_traffic():
+                traffic = get_json(f"{admin}/admin/overview")["traffic"]
+                return (sum(s["admitted"] for s in traffic), sum(s["limited"] for s in traffic))
+
+            deadline = time.monotonic() + 10
+            while closed_traffic() == (0, 0) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(1.2)  # a burst that straddled two seconds: the second one closes too
+            assert closed_traffic() == (3, 2)
             WebDriverWait(driver, 10).until(
                 lambda d: d.find_element(By.ID, "limited-line").get_attribute("points") != "")
-            traffic = get_json(f"{admin}/admin/overview")["traffic"]
-            assert sum(s["admitted"] for s in traffic) == 3
-            assert sum(s["limited"] for s in traffic) == 2
             # Live: a new request shows without reloading the page.
             openai.OpenAI(base_url=f"{url}/v1", api_key="sk-quiet", max_retries=0) \
                 .chat.completions.create(model="gpt-4o-mini", max_tokens=8,
