@@ -346,17 +346,15 @@ async fn open_loop(
                     scope.spawn(move || lane.run())
                 })
                 .collect();
-            running
-                .into_iter()
-                .map(|lane| {
-                    lane.join()
-                        .unwrap_or_else(|_| Err("a lane panicked".into()))
-                })
-                .collect::<Result<Vec<()>, String>>()
+            // The scope joins every lane before it returns, even after a failed one.
+            running.into_iter().try_for_each(|lane| {
+                lane.join()
+                    .unwrap_or_else(|_| Err("a lane panicked".into()))
+            })
         })
     })
     .await;
-    lanes_done.map_err(|e| e.to_string())?.map(drop)
+    lanes_done.map_err(|e| e.to_string())?
 }
 
 /// One lane of the open loop. wrk2's model: a fixed set of keep-alive connections works through
@@ -391,7 +389,6 @@ impl Lane<'_> {
     }
 
     async fn paced(&self) -> Result<(), String> {
-        let pacer = Pacer::new().map_err(|e| format!("cannot make a timer: {e}"));
         let (schedule, queue) = tokio::sync::mpsc::unbounded_channel::<Instant>();
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
         let connected = Arc::new(tokio::sync::Barrier::new(self.connections + 1));
@@ -427,13 +424,7 @@ impl Lane<'_> {
         connected.wait().await;
         // Blocking this thread is harmless here: its connections are open and idle.
         self.all_connected.wait();
-        let paced = match pacer {
-            Ok(pacer) => self.work_through_schedule(&pacer, schedule).await,
-            Err(error) => {
-                drop(schedule);
-                Err(error)
-            }
-        };
+        let paced = self.work_through_schedule(schedule).await;
         // The schedule's sender is gone: the connections drain the queue and stop.
         for worker in workers {
             let _ = worker.await;
@@ -444,9 +435,9 @@ impl Lane<'_> {
     /// Hand this lane's slots of the schedule to its connections, each at its time.
     async fn work_through_schedule(
         &self,
-        pacer: &Pacer,
         schedule: tokio::sync::mpsc::UnboundedSender<Instant>,
     ) -> Result<(), String> {
+        let pacer = Pacer::new().map_err(|e| format!("cannot make a timer: {e}"))?;
         let origin = Instant::now();
         let mut slot = u32::try_from(self.index).unwrap_or(u32::MAX);
         let step = u32::try_from(self.lanes).unwrap_or(u32::MAX);
