@@ -220,14 +220,14 @@ CHECK_FRESH = "LLMRL.CHECK fresh keys, allow"
 # The commands the multi-scope targets compare (and their baseline), as redis-benchmark sends them.
 INCR_COMMAND = ["INCR", "incr:__rand_int__"]
 CHECK_COMMAND = ["LLMRL.CHECK", "fresh:__rand_int__", 0, 0, 0, 100, 20]
-# As the gateway sends it: each scope's values packed in one argument, the reply packed in one
-# string (PACKED), no SCOPES keyword.
-MCHECK_ONE_COMMAND = ["LLMRL.MCHECK", 1, "m1:__rand_int__", 100, 20, "PACKED", "60000,0,0,0,0,0,0"]
-# The same check answered with the fifteen-field array (what a client gets without PACKED).
+# As the gateway sends it: each scope's values packed in one argument, the reply one string of
+# words (BINARY), no SCOPES keyword.
+MCHECK_ONE_COMMAND = ["LLMRL.MCHECK", 1, "m1:__rand_int__", 100, 20, "BINARY", "60000,0,0,0,0,0,0"]
+# The same check answered with the fifteen-field array (what a client gets without BINARY).
 MCHECK_ONE_ARRAY_COMMAND = ["LLMRL.MCHECK", 1, "ma:__rand_int__", 100, 20, "60000,0,0,0,0,0,0"]
 # Key per minute, key per day, team per minute, organisation per month with a spend.
 MCHECK_FOUR_COMMAND = ["LLMRL.MCHECK", 4, "mk:__rand_int__", "md:__rand_int__", "mt:__rand_int__", "mo:__rand_int__",
-                       100, 20, "PACKED", "60000,0,0,0,0,0,0", "day,0,0,0,0,0,0",
+                       100, 20, "BINARY", "60000,0,0,0,0,0,0", "day,0,0,0,0,0,0",
                        "60000,0,0,0,0,0,0", "month,0,0,0,1000000000000,2600,0"]
 # CHECK, then the multi-scope checks set against it.
 MULTI_CASES = (MCHECK_ONE, MCHECK_ONE_ARRAY, MCHECK_FOUR)
@@ -738,11 +738,11 @@ def markdown(results):
         def listed(field):
             return ", ".join(f"{r[field]:.2f}" for r in rounds if r.get(field) is not None)
 
-        lines += ["", f"Paired rounds (-P 16; CHECK, then MCHECK with 1 scope (packed reply, then array), then with 4, in each of {len(rounds)} "
+        lines += ["", f"Paired rounds (-P 16; CHECK, then MCHECK with 1 scope (binary reply, then array), then with 4, in each of {len(rounds)} "
                   "rounds; the median of the rounds' ratios):", "",
                   f"- **1 scope: {median('one_rps_ratio'):.2f} x CHECK by req/s** (rounds: {listed('one_rps_ratio')}); "
                   f"server CPU per command {median('one_cpu_ratio'):.2f} x (rounds: {listed('one_cpu_ratio')}). "
-                  "As the gateway sends it: the reply packed in one string (`PACKED`)",
+                  "As the gateway sends it: the reply one string of words (`BINARY`)",
                   f"- 1 scope answered with the fifteen-field array: {median('one_array_rps_ratio'):.2f} x by req/s "
                   f"(rounds: {listed('one_array_rps_ratio')})",
                   f"- **4 scopes: server CPU per command {median('four_cpu_ratio'):.2f} x CHECK's** "

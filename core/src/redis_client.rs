@@ -1,6 +1,7 @@
 //! The contract over the `redis` client crate (feature `redis-client`): a request becomes a
 //! `redis::Cmd`, a reply value becomes a typed [`Verdict`].
 
+use crate::protocol::binary::is_binary;
 use crate::protocol::{
     parse_limit, Arg, Field, MultiVerdict, ReplyError, ScopeVerdict, Verdict, MULTI_FIELDS,
 };
@@ -103,10 +104,12 @@ fn flag(value: Option<&Value>, index: usize) -> Result<bool, ReplyError> {
 }
 
 /// Decode the reply of MCHECK / MPEEK (RESP2: a flat positional array, with DETAIL a last nested
-/// array of arrays; with DETAIL PACKED one string, [`MultiVerdict::unpack`]).
+/// array of arrays; with DETAIL PACKED one string, [`MultiVerdict::unpack`]; with DETAIL BINARY
+/// one string of words, [`MultiVerdict::from_binary`]).
 pub fn multi_verdict(value: &Value) -> Result<MultiVerdict, ReplyError> {
     let items = match value {
         Value::Array(items) => items,
+        Value::BulkString(bytes) if is_binary(bytes) => return MultiVerdict::from_binary(bytes),
         Value::BulkString(packed) => return MultiVerdict::unpack(packed),
         _ => return Err(ReplyError::NotAnArray),
     };

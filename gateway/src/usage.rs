@@ -134,7 +134,7 @@ pub async fn of_scopes(
                 input_tokens: 0,
                 output_tokens: 0,
                 lease_ms: Some(1),
-                detail: Detail::Packed,
+                detail: Detail::Binary,
             })
             .await?;
         for (spec, scope) in group.iter().zip(&verdict.scopes) {

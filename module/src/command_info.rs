@@ -58,7 +58,7 @@ pub enum ArgKind {
     Integer,
     String,
     Block,
-    /// One of the arguments of a block (`DETAIL [PACKED] | PACKED`).
+    /// One of the arguments of a block (`DETAIL [PACKED | BINARY] | PACKED | BINARY`).
     OneOf,
     /// A keyword alone (`DETAIL`).
     PureToken,

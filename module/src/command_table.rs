@@ -23,13 +23,15 @@ const MCHECK_ARGS: [ArgDoc; 8] = [
     ArgDoc::flag(c"SCOPES"),
     ArgDoc::block(c"scope", &SCOPE).multiple(),
 ];
-/// `DETAIL [PACKED]` or `PACKED`: each scope's figures, nested, or the whole reply packed in
-/// one string.
-const DETAIL: [ArgDoc; 2] = [
-    ArgDoc::block(c"detail", &DETAIL_PACKED).token(c"DETAIL"),
+/// `DETAIL [PACKED | BINARY]`, `PACKED` or `BINARY`: each scope's figures, nested, or the
+/// whole reply in one string (text or words).
+const DETAIL: [ArgDoc; 3] = [
+    ArgDoc::block(c"detail", &DETAIL_FORM).token(c"DETAIL"),
     ArgDoc::keyword(c"PACKED"),
+    ArgDoc::keyword(c"BINARY"),
 ];
-const DETAIL_PACKED: [ArgDoc; 1] = [ArgDoc::flag(c"PACKED")];
+const DETAIL_FORM: [ArgDoc; 1] = [ArgDoc::one_of(c"form", &FORMS).optional()];
+const FORMS: [ArgDoc; 2] = [ArgDoc::keyword(c"PACKED"), ArgDoc::keyword(c"BINARY")];
 /// One scope of MCHECK / MPEEK.
 const SCOPE: [ArgDoc; 7] = [
     ArgDoc::string(c"window"),

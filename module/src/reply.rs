@@ -3,11 +3,13 @@
 //! this is on every request's path.
 
 use llmrl_core::multi::MultiDecision;
+use llmrl_core::protocol::binary::BinaryWriter;
 use llmrl_core::protocol::packed::PackedWriter;
 use llmrl_core::protocol::{
     packed_len_max, Detail, MultiVerdict, ScopeVerdict, MULTI_FIELDS, MULTI_FIELD_NAMES,
     VERDICT_FIELD_NAMES,
 };
+use llmrl_core::scope::ScopeDecision;
 use llmrl_core::scope::{Limit, REPORTED};
 use llmrl_core::window::Decision;
 use redis_module::{raw, Context, ContextFlags};
@@ -119,12 +121,13 @@ fn reason_name(reason: Option<Limit>) -> &'static [u8] {
 /// retry_after_ms`, then per dimension (requests, input tokens, output tokens, cost,
 /// concurrency) the least remaining, then its reset, then `ticket`; with DETAIL, a last field
 /// `scopes` with each scope's own `allowed reason retry_after_ms remaining... reset...`. With
-/// DETAIL PACKED all of it as one string ([`MultiVerdict::pack`]).
-/// Written straight out: this is on every request's path.
+/// DETAIL PACKED all of it as one string ([`MultiVerdict::pack`]), with DETAIL BINARY as one
+/// string of words ([`BinaryWriter`]). Written straight out: this is on every request's path.
 pub fn multi_decision(ctx: &Context, d: &MultiDecision, detail: Detail) {
-    if detail == Detail::Packed {
-        packed_multi_decision(ctx, d);
-        return;
+    match detail {
+        Detail::Packed => return packed_multi_decision(ctx, d),
+        Detail::Binary => return binary_multi_decision(ctx, d),
+        Detail::Off | Detail::Nested => {}
     }
     let resp3 = is_resp3(ctx);
     // The integers written straight with `integer`, the first four through `value`: one
@@ -184,16 +187,7 @@ pub fn multi_decision(ctx: &Context, d: &MultiDecision, detail: Detail) {
 /// client asked for the packed form). Twenty-odd reply elements became one: Redis writes one,
 /// and a client parses one.
 fn packed_multi_decision(ctx: &Context, d: &MultiDecision) {
-    let head = MultiVerdict {
-        allowed: d.allowed,
-        reason: d.reason,
-        scope: d.scope,
-        retry_after_ms: d.retry.as_i64(),
-        remaining: d.remaining.map(figure),
-        reset_ms: d.reset_ms.map(clamp_i64),
-        ticket: d.ticket,
-        scopes: Vec::new(),
-    };
+    let head = reply_head(d);
     REPLY_BUFFER.with_borrow_mut(|buffer| {
         // Grown to the longest reply seen, never cleared: the writer overwrites what it uses
         // (zeroing two kilobytes a call was 4% of a one-scope MCHECK's module code).
@@ -205,8 +199,47 @@ fn packed_multi_decision(ctx: &Context, d: &MultiDecision) {
     });
 }
 
+/// The MCHECK / MPEEK reply with DETAIL BINARY: one bulk string of little-endian words
+/// ([`llmrl_core::protocol::binary`]), in RESP2 and RESP3 alike. Nothing is formatted.
+fn binary_multi_decision(ctx: &Context, d: &MultiDecision) {
+    let head = reply_head(d);
+    REPLY_BUFFER.with_borrow_mut(|buffer| {
+        let mut words = BinaryWriter::new(buffer, d.scopes.len());
+        words.head(&head);
+        for scope in &d.scopes {
+            words.scope(&scope_verdict(scope));
+        }
+        bulk(ctx, buffer);
+    });
+}
+
+/// The reply's head fields (its scopes are written one by one, not collected).
+fn reply_head(d: &MultiDecision) -> MultiVerdict {
+    MultiVerdict {
+        allowed: d.allowed,
+        reason: d.reason,
+        scope: d.scope,
+        retry_after_ms: d.retry.as_i64(),
+        remaining: d.remaining.map(figure),
+        reset_ms: d.reset_ms.map(clamp_i64),
+        ticket: d.ticket,
+        scopes: Vec::new(),
+    }
+}
+
+/// One scope's figures as a reply gives them.
+fn scope_verdict(scope: &ScopeDecision) -> ScopeVerdict {
+    ScopeVerdict {
+        allowed: scope.allowed,
+        reason: scope.reason,
+        retry_after_ms: scope.retry.as_i64(),
+        remaining: scope.remaining.map(figure),
+        reset_ms: scope.reset_ms.map(clamp_i64),
+    }
+}
+
 thread_local! {
-    /// The buffer packed replies are written in (commands run on Redis's main thread).
+    /// The buffer packed and binary replies are written in (commands run on Redis's main thread).
     static REPLY_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -214,14 +247,7 @@ fn write_packed(ctx: &Context, d: &MultiDecision, head: &MultiVerdict, out: &mut
     let mut packed = PackedWriter::new(out);
     head.pack_head(&mut packed);
     for scope in &d.scopes {
-        let verdict = ScopeVerdict {
-            allowed: scope.allowed,
-            reason: scope.reason,
-            retry_after_ms: scope.retry.as_i64(),
-            remaining: scope.remaining.map(figure),
-            reset_ms: scope.reset_ms.map(clamp_i64),
-        };
-        MultiVerdict::pack_scope(&mut packed, &verdict);
+        MultiVerdict::pack_scope(&mut packed, &scope_verdict(scope));
     }
     match packed.finish() {
         Some(bytes) => bulk(ctx, bytes),

@@ -452,7 +452,7 @@ fn resp3_clients_get_maps() {
 }
 
 #[test]
-fn packed_detail_is_the_whole_reply_in_one_string() {
+fn packed_and_binary_detail_are_the_whole_reply_in_one_string() {
     let server = RedisServer::start(&[]);
     let mut con = server.client();
     let mut resp3 = server.client_resp3();
@@ -506,6 +506,29 @@ fn packed_detail_is_the_whole_reply_in_one_string() {
         let got = MultiVerdict::unpack(text).unwrap();
         same_head(&got, &expected);
         same_figures(&got.scopes, &expected.scopes);
+        // `BINARY` (what the gateway sends): the same figures as little-endian words, fifteen
+        // then thirteen a scope, whichever protocol the client speaks.
+        let binary: Vec<String> = short
+            .iter()
+            .map(|arg| {
+                if arg == "PACKED" {
+                    "BINARY".to_string()
+                } else {
+                    arg.clone()
+                }
+            })
+            .collect();
+        for connection in [&mut con, &mut resp3] {
+            let reply = exec(connection, &as_strs(&peek_of(&as_strs(&binary)))).unwrap();
+            let redis::Value::BulkString(words) = &reply else {
+                panic!("the binary reply is one string: {reply:?}")
+            };
+            assert_eq!(words.len(), 8 * (15 + 13 * 3));
+            let got = MultiVerdict::from_binary(words).unwrap();
+            same_head(&got, &expected);
+            same_figures(&got.scopes, &expected.scopes);
+            assert_eq!(llmrl_core::redis_client::multi_verdict(&reply), Ok(got));
+        }
         // Recorded the same way: the admission's verdict, packed.
         let recorded = multi(&mut con, &as_strs(&packed));
         same_head(&recorded, &expected);

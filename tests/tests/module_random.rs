@@ -390,13 +390,16 @@ fn random_multi_scope_commands_never_break_the_server() {
                     if random.next().is_multiple_of(2) {
                         cmd.arg("LEASE").arg(*random.pick(&["1", "50", "60000", "0"]));
                     }
-                    match random.next() % 3 {
+                    match random.next() % 4 {
                         0 => {}
                         1 => {
                             cmd.arg("DETAIL");
                         }
-                        _ => {
+                        2 => {
                             cmd.arg("DETAIL").arg("PACKED");
+                        }
+                        _ => {
+                            cmd.arg("BINARY");
                         }
                     }
                     cmd.arg(if well_formed { "SCOPES" } else { *random.pick(&["SCOPES", "LEASE", "x"]) });
@@ -431,7 +434,7 @@ fn random_multi_scope_commands_never_break_the_server() {
         for (reply, kind) in replies.iter().zip(&kinds) {
             match reply {
                 Value::ServerError(_) => errors += 1,
-                // An MCHECK / MPEEK verdict: an array, or one string with DETAIL PACKED.
+                // An MCHECK / MPEEK verdict: an array, or one string with DETAIL PACKED or BINARY.
                 Value::Array(_) | Value::BulkString(_) => {
                     let d = llmrl_core::redis_client::multi_verdict(reply).expect("a well-formed reply");
                     assert!(d.retry_after_ms >= -1 && d.remaining.iter().all(|r| *r >= -1));

@@ -206,7 +206,7 @@ fn command_docs_describe_every_command() {
             "O(1)",
         ],
     );
-    // `[LEASE ms] [DETAIL [PACKED] | PACKED] [SCOPES] scope...`
+    // `[LEASE ms] [DETAIL [PACKED | BINARY] | PACKED | BINARY] [SCOPES] scope...`
     docs_mention(
         "llmrl.mcheck",
         &[
@@ -214,6 +214,7 @@ fn command_docs_describe_every_command() {
             "oneof",
             "DETAIL",
             "PACKED",
+            "BINARY",
             "SCOPES",
             "concurrency",
         ],

@@ -210,7 +210,7 @@ fn fuzz_scope_arguments_and_decoder() {
     .prop_map(|s| s.as_bytes().to_vec());
     let args = prop::collection::vec(
         prop_oneof![6 => argument(), 1 => period_words,
-        1 => prop::sample::select(vec!["SCOPES", "LEASE", "COSTS", "scopes", "DETAIL", "PACKED"]).prop_map(|s| s.as_bytes().to_vec())],
+        1 => prop::sample::select(vec!["SCOPES", "LEASE", "COSTS", "scopes", "DETAIL", "PACKED", "BINARY"]).prop_map(|s| s.as_bytes().to_vec())],
         0..40,
     );
     let numbers = prop::collection::vec(prop_oneof![4 => 0u64..70, 1 => number()], 0..60);

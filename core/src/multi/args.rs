@@ -62,6 +62,10 @@ pub enum Detail {
     /// — a reply element costs Redis a write and every client a parse, and a five-scope reply
     /// with its nested figures has ninety-six of them.
     Packed,
+    /// `DETAIL BINARY` or `BINARY`: the whole reply as one string of little-endian 64-bit
+    /// words, in the packed form's order ([`crate::protocol::binary`]) — what a gateway asks
+    /// for: nothing to format for Redis, nothing to parse for the client.
+    Binary,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -84,7 +88,7 @@ pub fn parse_mcheck(
 }
 
 /// MCHECK's options, in any order, each at most once: `LEASE ms`, `DETAIL`, `DETAIL PACKED` or
-/// `PACKED` (the same as `DETAIL PACKED`), then `SCOPES` if given (it may be left out: a scope
+/// `PACKED` (the same as `DETAIL PACKED`), `DETAIL BINARY` or `BINARY`, then `SCOPES` if given (it may be left out: a scope
 /// starts with its window, a number or a period's name, never an option's keyword, and every
 /// argument costs Redis a string object to make and free). Returns the options and the scopes'
 /// values.
@@ -111,6 +115,9 @@ fn parse_options<'a, 'b>(
                 [packed, tail @ ..] if packed.eq_ignore_ascii_case(b"PACKED") => {
                     (Detail::Packed, tail)
                 }
+                [binary, tail @ ..] if binary.eq_ignore_ascii_case(b"BINARY") => {
+                    (Detail::Binary, tail)
+                }
                 _ => (Detail::Nested, tail),
             };
             if detail.replace(chosen).is_some() {
@@ -119,6 +126,11 @@ fn parse_options<'a, 'b>(
             rest = tail;
         } else if option.eq_ignore_ascii_case(b"PACKED") {
             if detail.replace(Detail::Packed).is_some() {
+                return Err(twice);
+            }
+            rest = tail;
+        } else if option.eq_ignore_ascii_case(b"BINARY") {
+            if detail.replace(Detail::Binary).is_some() {
                 return Err(twice);
             }
             rest = tail;
@@ -418,6 +430,21 @@ mod tests {
             "1 2 DETAIL PACKED lease 5 600,1,0,0,0,0,0",
         ] {
             assert_eq!(parse_mcheck("x", 1, &split(line)), reference, "{line}");
+        }
+        let binary = parse_mcheck("x", 1, &split("1 2 DETAIL BINARY LEASE 5 600,1,0,0,0,0,0"));
+        for line in [
+            "1 2 LEASE 5 binary 600,1,0,0,0,0,0",
+            "1 2 BINARY LEASE 5 SCOPES 600,1,0,0,0,0,0",
+        ] {
+            assert_eq!(parse_mcheck("x", 1, &split(line)), binary, "{line}");
+        }
+        assert_eq!(binary.map(|b| b.detail), Ok(Detail::Binary));
+        // One detail form only.
+        for line in [
+            "1 2 BINARY PACKED 600,1,0,0,0,0,0",
+            "1 2 DETAIL BINARY DETAIL 600,1,0,0,0,0,0",
+        ] {
+            assert!(parse_mcheck("x", 1, &split(line)).is_err(), "{line}");
         }
         let bare = parse_mcheck("x", 1, &split("1 2 600 1 0 0 0 0 0")).unwrap();
         assert_eq!((bare.lease_ms, bare.detail), (None, Detail::Off));

@@ -11,6 +11,7 @@ use crate::window::Dimension;
 use std::fmt;
 use thiserror::Error;
 
+pub mod binary;
 pub mod multi;
 pub mod packed;
 pub use multi::*;

@@ -56,7 +56,8 @@ fn keys<'a>(scopes: &'a [ScopeArgs<'a>]) -> impl Iterator<Item = Arg<'a>> {
     std::iter::once(Arg::Int(scopes.len() as u64)).chain(scopes.iter().map(|s| Arg::Text(s.key)))
 }
 
-/// `LLMRL.MCHECK numkeys key... input_tokens output_tokens [LEASE ms] [DETAIL | PACKED] scope...`
+/// `LLMRL.MCHECK numkeys key... input_tokens output_tokens [LEASE ms] [DETAIL | PACKED | BINARY]
+/// scope...`
 /// (or MPEEK).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MultiCheck<'a> {
@@ -73,9 +74,9 @@ impl<'a> MultiCheck<'a> {
     pub const PEEK: &'static str = "LLMRL.MPEEK";
 
     pub fn args(&self) -> Vec<Arg<'a>> {
-        // numkeys, the keys, two token counts, LEASE ms, PACKED, the scopes: the shortest form
-        // (`PACKED` for `DETAIL PACKED`, no `SCOPES`), since each argument costs Redis a string
-        // object to make and free.
+        // numkeys, the keys, two token counts, LEASE ms, the detail, the scopes: the shortest
+        // form (`PACKED` for `DETAIL PACKED`, `BINARY` for `DETAIL BINARY`, no `SCOPES`), since
+        // each argument costs Redis a string object to make and free.
         let mut args: Vec<Arg<'a>> = Vec::with_capacity(2 * self.scopes.len() + 6);
         args.extend(keys(self.scopes));
         args.push(Arg::Int(self.input_tokens));
@@ -87,6 +88,7 @@ impl<'a> MultiCheck<'a> {
             Detail::Off => {}
             Detail::Nested => args.push(Arg::Text("DETAIL")),
             Detail::Packed => args.push(Arg::Text("PACKED")),
+            Detail::Binary => args.push(Arg::Text("BINARY")),
         }
         args.extend(
             self.scopes
@@ -190,26 +192,38 @@ pub struct ScopeVerdict {
 /// remaining figures and the five resets.
 pub const PACKED_FIGURES: usize = 3 + 2 * REPORTED;
 
+/// A scope's figures after `allowed` and `reason`, in the reply's order.
+pub type ScopeNumbers = [i64; PACKED_FIGURES - 2];
+
 impl ScopeVerdict {
-    /// Append `1,ok,0,59,-1,-1,-1,-1,1000,0,0,0,0`: the order of the nested form, flattened.
-    pub fn pack_into(&self, out: &mut PackedWriter) {
+    /// `retry_after_ms`, the five remaining figures, the five resets: the order of every form.
+    pub fn numbers(&self) -> ScopeNumbers {
         let [r0, r1, r2, r3, r4] = self.remaining;
         let [t0, t1, t2, t3, t4] = self.reset_ms;
-        let numbers = [self.retry_after_ms, r0, r1, r2, r3, r4, t0, t1, t2, t3, t4];
-        pack_fields(out, self.allowed, self.reason, &numbers);
+        [self.retry_after_ms, r0, r1, r2, r3, r4, t0, t1, t2, t3, t4]
     }
 
-    /// The figures [`ScopeVerdict::pack_into`] wrote.
-    pub fn unpack(packed: &[u8]) -> Result<ScopeVerdict, ReplyError> {
-        let (allowed, reason, numbers) = unpack_fields(packed, |_| "scopes")?;
+    /// The scope whose [`ScopeVerdict::numbers`] these are.
+    pub fn from_numbers(allowed: bool, reason: Option<Limit>, numbers: ScopeNumbers) -> Self {
         let [retry_after_ms, r0, r1, r2, r3, r4, t0, t1, t2, t3, t4] = numbers;
-        Ok(ScopeVerdict {
+        ScopeVerdict {
             allowed,
             reason,
             retry_after_ms,
             remaining: [r0, r1, r2, r3, r4],
             reset_ms: [t0, t1, t2, t3, t4],
-        })
+        }
+    }
+
+    /// Append `1,ok,0,59,-1,-1,-1,-1,1000,0,0,0,0`: the order of the nested form, flattened.
+    pub fn pack_into(&self, out: &mut PackedWriter) {
+        pack_fields(out, self.allowed, self.reason, &self.numbers());
+    }
+
+    /// The figures [`ScopeVerdict::pack_into`] wrote.
+    pub fn unpack(packed: &[u8]) -> Result<ScopeVerdict, ReplyError> {
+        let (allowed, reason, numbers) = unpack_fields(packed, |_| "scopes")?;
+        Ok(ScopeVerdict::from_numbers(allowed, reason, numbers))
     }
 }
 
@@ -276,6 +290,9 @@ pub struct MultiVerdict {
 /// Values of a packed reply's head: the fifteen fields of [`MULTI_FIELD_NAMES`].
 const PACKED_HEAD_FIELDS: usize = MULTI_FIELDS;
 
+/// The head's fields after `allowed` and `reason`, in the reply's order.
+pub type HeadNumbers = [i64; MULTI_FIELDS - 2];
+
 /// The longest reason name (`concurrency`).
 const REASON_MAX: usize = 11;
 
@@ -306,15 +323,16 @@ impl MultiVerdict {
         out
     }
 
-    /// The head of [`MultiVerdict::pack`] (the scopes are left to the caller).
-    pub fn pack_head(&self, out: &mut PackedWriter) {
+    /// The head's fields after `allowed` and `reason`, in the reply's order: the deciding
+    /// scope (-1 for none), `retry_after_ms`, the five least remaining, their resets, `ticket`.
+    pub fn head_numbers(&self) -> HeadNumbers {
         let scope = self
             .scope
             .map_or(-1, |i| i64::try_from(i).unwrap_or(i64::MAX));
         let ticket = i64::try_from(self.ticket).unwrap_or(i64::MAX);
         let [r0, r1, r2, r3, r4] = self.remaining;
         let [t0, t1, t2, t3, t4] = self.reset_ms;
-        let numbers = [
+        [
             scope,
             self.retry_after_ms,
             r0,
@@ -328,8 +346,37 @@ impl MultiVerdict {
             t3,
             t4,
             ticket,
-        ];
-        pack_fields(out, self.allowed, self.reason, &numbers);
+        ]
+    }
+
+    /// The verdict whose [`MultiVerdict::head_numbers`] these are, with `scopes`; a negative
+    /// ticket is an error.
+    pub fn from_head(
+        allowed: bool,
+        reason: Option<Limit>,
+        numbers: HeadNumbers,
+        scopes: Vec<ScopeVerdict>,
+    ) -> Result<MultiVerdict, ReplyError> {
+        let [scope, retry_after_ms, r0, r1, r2, r3, r4, t0, t1, t2, t3, t4, ticket] = numbers;
+        Ok(MultiVerdict {
+            allowed,
+            reason,
+            scope: usize::try_from(scope).ok(),
+            retry_after_ms,
+            remaining: [r0, r1, r2, r3, r4],
+            reset_ms: [t0, t1, t2, t3, t4],
+            ticket: u64::try_from(ticket).map_err(|_| ReplyError::Field {
+                index: PACKED_HEAD_FIELDS - 1,
+                name: "ticket",
+                expected: "a ticket",
+            })?,
+            scopes,
+        })
+    }
+
+    /// The head of [`MultiVerdict::pack`] (the scopes are left to the caller).
+    pub fn pack_head(&self, out: &mut PackedWriter) {
+        pack_fields(out, self.allowed, self.reason, &self.head_numbers());
     }
 
     /// Append one scope of [`MultiVerdict::pack`] after its head or the scope before it.
@@ -344,21 +391,8 @@ impl MultiVerdict {
         let mut parts = packed.split(|byte| *byte == b';');
         let head = parts.next().unwrap_or_default();
         let (allowed, reason, numbers) = unpack_fields::<{ PACKED_HEAD_FIELDS - 2 }>(head, name)?;
-        let [scope, retry_after_ms, r0, r1, r2, r3, r4, t0, t1, t2, t3, t4, ticket] = numbers;
-        Ok(MultiVerdict {
-            allowed,
-            reason,
-            scope: usize::try_from(scope).ok(),
-            retry_after_ms,
-            remaining: [r0, r1, r2, r3, r4],
-            reset_ms: [t0, t1, t2, t3, t4],
-            ticket: u64::try_from(ticket).map_err(|_| ReplyError::Field {
-                index: PACKED_HEAD_FIELDS - 1,
-                name: "ticket",
-                expected: "a ticket",
-            })?,
-            scopes: parts.map(ScopeVerdict::unpack).collect::<Result<_, _>>()?,
-        })
+        let scopes = parts.map(ScopeVerdict::unpack).collect::<Result<_, _>>()?;
+        MultiVerdict::from_head(allowed, reason, numbers, scopes)
     }
 }
 
@@ -374,7 +408,7 @@ pub fn parse_limit(text: &[u8]) -> Option<Option<Limit>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     proptest::proptest! {
@@ -389,7 +423,30 @@ mod tests {
         }
     }
 
-    fn verdict_strategy() -> impl proptest::strategy::Strategy<Value = ScopeVerdict> {
+    /// Any reply: its head, any deciding scope and ticket, up to eight scopes.
+    pub(crate) fn multi_verdict_strategy() -> impl proptest::strategy::Strategy<Value = MultiVerdict>
+    {
+        use proptest::prelude::*;
+        (
+            verdict_strategy(),
+            proptest::option::of(0usize..64),
+            0u64..=i64::MAX as u64,
+            proptest::collection::vec(verdict_strategy(), 0..8),
+        )
+            .prop_map(|(head, scope, ticket, scopes)| MultiVerdict {
+                allowed: head.allowed,
+                reason: head.reason,
+                scope,
+                retry_after_ms: head.retry_after_ms,
+                remaining: head.remaining,
+                reset_ms: head.reset_ms,
+                ticket,
+                scopes,
+            })
+    }
+
+    /// Any scope's figures (the reason any or none).
+    pub(crate) fn verdict_strategy() -> impl proptest::strategy::Strategy<Value = ScopeVerdict> {
         use proptest::prelude::*;
         (
             any::<bool>(),
@@ -412,22 +469,7 @@ mod tests {
     proptest::proptest! {
         /// A packed reply reads back as it was, with any number of scopes (none without DETAIL).
         #[test]
-        fn packed_replies_round_trip(
-            head in verdict_strategy(),
-            scope in proptest::option::of(0usize..64),
-            ticket in 0u64..=i64::MAX as u64,
-            scopes in proptest::collection::vec(verdict_strategy(), 0..8),
-        ) {
-            let verdict = MultiVerdict {
-                allowed: head.allowed,
-                reason: head.reason,
-                scope,
-                retry_after_ms: head.retry_after_ms,
-                remaining: head.remaining,
-                reset_ms: head.reset_ms,
-                ticket,
-                scopes,
-            };
+        fn packed_replies_round_trip(verdict in multi_verdict_strategy()) {
             proptest::prop_assert_eq!(MultiVerdict::unpack(&verdict.pack()), Ok(verdict));
         }
     }

@@ -143,7 +143,7 @@ async fn mcheck(
         input_tokens: reserved.input_tokens,
         output_tokens: reserved.output_tokens,
         lease_ms,
-        detail: Detail::Packed,
+        detail: Detail::Binary,
     };
     limiter.mcheck(&check).await
 }
