@@ -6,7 +6,8 @@ use crate::protocol::{
     parse_limit, Arg, Field, MultiVerdict, ReplyError, ScopeVerdict, Verdict, MULTI_FIELDS,
 };
 use crate::scope::REPORTED;
-use redis::{Cmd, Value};
+use redis::{Cmd, RedisWrite, Value};
+use std::io::Write;
 
 /// A command named `name` with the contract's arguments.
 pub fn command<'a>(name: &str, args: impl IntoIterator<Item = Arg<'a>>) -> Cmd {
@@ -18,10 +19,23 @@ pub fn command<'a>(name: &str, args: impl IntoIterator<Item = Arg<'a>>) -> Cmd {
     cmd.arg(name);
     for arg in args {
         match arg {
-            Arg::Text(text) => cmd.arg(text),
-            Arg::Owned(text) => cmd.arg(text),
-            Arg::Int(number) => cmd.arg(number),
-        };
+            Arg::Text(text) => {
+                cmd.arg(text);
+            }
+            Arg::Int(number) => {
+                cmd.arg(number);
+            }
+            Arg::Spliced(head, number, tail) => {
+                let mut digits = itoa::Buffer::new();
+                let number = digits.format(number);
+                let mut writer = cmd.writer_for_next_arg();
+                // The command's writer appends to its own buffer: it does not fail.
+                let _ = writer
+                    .write_all(head.as_bytes())
+                    .and_then(|()| writer.write_all(number.as_bytes()))
+                    .and_then(|()| writer.write_all(tail.as_bytes()));
+            }
+        }
     }
     cmd
 }

@@ -43,8 +43,11 @@ impl Limits {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Arg<'a> {
     Text(&'a str),
-    Owned(String),
     Int(u64),
+    /// Text, a number, text, as one argument (`60000,60,30000,10000,0,` `2600` `,4`): a packed
+    /// scope whose cost differs per request, written straight into the command, not first
+    /// into a string of its own.
+    Spliced(&'a str, u64, &'a str),
 }
 
 /// `LLMRL.CHECK key rpm itpm otpm input_tokens output_tokens [WINDOW ms]`: decide and, if
@@ -294,8 +297,8 @@ pub(crate) mod tests {
         args.into_iter()
             .map(|arg| match arg {
                 Arg::Text(text) => text.to_string(),
-                Arg::Owned(text) => text,
                 Arg::Int(n) => n.to_string(),
+                Arg::Spliced(head, n, tail) => format!("{head}{n}{tail}"),
             })
             .collect()
     }

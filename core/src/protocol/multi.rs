@@ -41,14 +41,8 @@ impl PackedScope {
     }
 
     /// The argument for a request costing `cost_charge`.
-    fn arg(&self, cost_charge: u64) -> Arg<'static> {
-        let mut number = itoa::Buffer::new();
-        let cost = number.format(cost_charge);
-        let mut packed = String::with_capacity(self.head.len() + cost.len() + self.tail.len());
-        packed.push_str(&self.head);
-        packed.push_str(cost);
-        packed.push_str(&self.tail);
-        Arg::Owned(packed)
+    fn arg(&self, cost_charge: u64) -> Arg<'_> {
+        Arg::Spliced(&self.head, cost_charge, &self.tail)
     }
 }
 
