@@ -7,6 +7,7 @@
 //! encoding comes from tiktoken-rs's table, which follows OpenAI's own. Large inputs are counted
 //! off the async workers (see `counting`).
 
+use crate::dialect::PlainMessage;
 use llmrl_tokens::Encoding;
 use serde_json::Value;
 use tiktoken_rs::tokenizer::{get_tokenizer, Tokenizer as Family};
@@ -86,6 +87,21 @@ impl Tokenizer {
                 if field == "name" {
                     total += TOKENS_PER_NAME;
                 }
+            }
+        }
+        total
+    }
+
+    /// [`Tokenizer::count_chat`] of messages read as three strings each (the same count: the
+    /// tests hold the two together).
+    pub fn count_plain_chat(&self, model: &str, messages: &[PlainMessage]) -> u64 {
+        let encoding = self.encoding(model);
+        let count = |text: &str| encoding.count(text) as u64;
+        let mut total = REPLY_PRIMING;
+        for message in messages {
+            total += TOKENS_PER_MESSAGE + count(&message.role) + count(&message.content);
+            if let Some(name) = &message.name {
+                total += count(name) + TOKENS_PER_NAME;
             }
         }
         total

@@ -4,10 +4,13 @@
 //! works with the neutral types here, so a new API is a new file implementing [`Dialect`].
 
 pub mod anthropic;
+pub mod body;
 pub mod openai;
 pub mod refusal;
 
 pub use refusal::duration;
+
+pub use body::{PlainMessage, RequestBody};
 
 use crate::decision::Decision;
 use crate::error::GatewayError;
@@ -15,7 +18,7 @@ use crate::tokens::Tokenizer;
 use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::StatusCode;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::future::Future;
 
 tokio::task_local! {
@@ -118,7 +121,10 @@ pub fn is_done_event(event: &[u8]) -> bool {
 /// A validated request, with what the limiter and the answer need from it.
 #[derive(Debug, Clone)]
 pub struct ApiRequest {
-    pub body: Map<String, Value>,
+    pub body: RequestBody,
+    /// A plain chat request's messages, read without a tree (then counted from these, not from
+    /// `body`); `None` for every other request.
+    pub messages: Option<Vec<PlainMessage>>,
     pub model: String,
     pub stream: bool,
     /// The client asked for usage at the end of a stream.

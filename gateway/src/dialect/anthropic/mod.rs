@@ -138,7 +138,7 @@ impl Dialect for Anthropic {
     }
 
     fn upstream_body(&self, request: &ApiRequest) -> Value {
-        Value::Object(request.body.clone())
+        Value::Object((*request.body).clone())
     }
 
     fn mock_body(&self, request: &ApiRequest, answer: &MockAnswer) -> String {

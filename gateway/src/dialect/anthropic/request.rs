@@ -109,7 +109,8 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<ApiRequest, Gate
         Some(_) => return Err(invalid("stream: Input should be a valid boolean", "stream")),
     };
     Ok(ApiRequest {
-        body,
+        body: body.into(),
+        messages: None,
         model,
         stream,
         // Anthropic's streams always report usage (message_start and message_delta).

@@ -80,7 +80,8 @@ pub fn parse(body: Map<String, Value>, model: String) -> Result<ApiRequest, Gate
         }
     }
     Ok(ApiRequest {
-        body,
+        body: body.into(),
+        messages: None,
         model,
         stream: false,
         include_usage: false,

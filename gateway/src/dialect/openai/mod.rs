@@ -4,6 +4,7 @@
 
 mod embeddings;
 mod headers;
+mod plain;
 mod request;
 mod responses;
 mod wire;
@@ -82,14 +83,17 @@ impl Dialect for OpenAi {
 
     fn count_input(&self, tokenizer: &Tokenizer, request: &ApiRequest) -> u64 {
         match self.0 {
-            Endpoint::Chat => {
-                let messages = request
-                    .body
-                    .get("messages")
-                    .and_then(Value::as_array)
-                    .map_or(&[][..], Vec::as_slice);
-                tokenizer.count_chat(&request.model, messages)
-            }
+            Endpoint::Chat => match &request.messages {
+                Some(plain) => tokenizer.count_plain_chat(&request.model, plain),
+                None => {
+                    let messages = request
+                        .body
+                        .get("messages")
+                        .and_then(Value::as_array)
+                        .map_or(&[][..], Vec::as_slice);
+                    tokenizer.count_chat(&request.model, messages)
+                }
+            },
             Endpoint::Completions => prompts(&request.body)
                 .iter()
                 .map(|prompt| tokenizer.count_text(&request.model, prompt))
@@ -148,7 +152,7 @@ impl Dialect for OpenAi {
     }
 
     fn upstream_body(&self, request: &ApiRequest) -> Value {
-        let mut body = Value::Object(request.body.clone());
+        let mut body = Value::Object((*request.body).clone());
         // A Responses stream always ends with its usage; chat and completions ask for it.
         let chat_like = matches!(self.0, Endpoint::Chat | Endpoint::Completions);
         if request.stream && chat_like {

@@ -47,8 +47,19 @@ pub(super) fn describe(value: &Value) -> String {
     }
 }
 
-/// Parse and validate a request body for `endpoint`.
+/// Parse and validate a request body for `endpoint`: a plain chat request without a tree
+/// (`plain`), any other through one.
 pub fn parse_request(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, GatewayError> {
+    if endpoint == Endpoint::Chat {
+        if let Some(request) = super::plain::read(bytes) {
+            return Ok(request);
+        }
+    }
+    parse_tree(endpoint, bytes)
+}
+
+/// Parse a request body into a JSON tree and validate it, with errors worded as OpenAI's.
+pub(super) fn parse_tree(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, GatewayError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         GatewayError::invalid(
             format!("We could not parse the JSON body of your request ({e}). (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)"),
@@ -146,7 +157,8 @@ pub fn parse_request(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, Gat
         include_usage,
         max_output_tokens: max_completion.or(max_tokens),
         n,
-        body,
+        body: body.into(),
+        messages: None,
     })
 }
 

@@ -92,7 +92,8 @@ mod tests {
                 body.insert("instructions".into(), Value::String(instructions));
             }
             let request = ApiRequest {
-                body,
+                body: body.into(),
+                messages: None,
                 model,
                 stream: false,
                 include_usage: false,

@@ -81,7 +81,8 @@ pub fn parse(body: Map<String, Value>, model: String) -> Result<ApiRequest, Gate
     };
     let max_output_tokens = optional_u64(&body, "max_output_tokens", 1)?;
     Ok(ApiRequest {
-        body,
+        body: body.into(),
+        messages: None,
         model,
         stream,
         // A stream's last event carries the usage, always.
