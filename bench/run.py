@@ -127,10 +127,10 @@ class Processes:
     def __init__(self):
         self.running = []
 
-    def start(self, args, port):
+    def start(self, args, port, timeout=20.0):
         process = subprocess.Popen([str(a) for a in args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.running.append(process)
-        wait_port(port, process)
+        wait_port(port, process, timeout)
         return process
 
     def stop(self, process):
@@ -364,6 +364,53 @@ def instruction_section(procs, smoke, tmp):
           f"(array reply {check / counts[MCHECK_ONE_ARRAY]:.2f}); "
           f"4 scopes: {counts[MCHECK_FOUR] / check:.2f} x CHECK's", flush=True)
     return {"commands": n, "per_command": counts}
+
+
+def server_instruction_section(procs, smoke, tmp):
+    """Instructions the HTTP servers run per request (callgrind over the whole process, user space):
+    bare hyper, the gateway with one scope and with the five-scope policy, under the same
+    closed-loop load (4 connections, 32-token prompts, 16 output tokens). Unlike req/s and CPU
+    time these do not move with what else the shared machine is doing."""
+    if shutil.which("valgrind") is None:
+        raise RuntimeError("valgrind is missing: run scripts/ensure-deps.sh --bench")
+    keys = Path(tmp) / "instruction-keys.toml"
+    keys.write_text(BENCH_KEYS)
+    redis_port = free_port()
+    redis = procs.start(redis_with_module(redis_port, tmp), redis_port)
+    n = 300 if smoke else 3000
+    counts = {}
+    for name, key in (("bare hyper", None), ("gateway, 1 scope", "sk-bench"), ("gateway, 5-scope policy", "sk-bench-policy")):
+        port = free_port()
+        out = Path(tmp) / f"callgrind-server-{port}.out"
+        server = ([BARE, f"127.0.0.1:{port}"] if key is None else
+                  [GATEWAY, "--listen", f"127.0.0.1:{port}", "--redis-url", f"redis://127.0.0.1:{redis_port}/",
+                   "--keys-file", keys, "--mock-tokens", "16"])
+        process = procs.start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *server], port, timeout=180)
+
+        def requests(count):
+            report = Path(tmp) / f"instructions-{port}.json"
+            args = [LOADGEN, "--quiet", "--key", key or "sk-bench", "--max-tokens", "16", "--prompt-tokens", "32",
+                    "--requests", str(count), "--concurrency", "4", "--api", "chat", "--model", "gpt-4o-mini",
+                    "--node", f"http://127.0.0.1:{port}", "--json", report]
+            subprocess.run([str(a) for a in args], capture_output=True, check=True)
+            answered = json.loads(report.read_text())["status_codes"].get("200", 0)
+            if answered != count:
+                raise RuntimeError(f"{name}: {answered} of {count} requests answered 200")
+
+        # Warm (connections, the tokenizer's caches), then count from zero to a dump.
+        requests(max(n // 10, 50))
+        subprocess.run(["callgrind_control", "-z", str(process.pid)], capture_output=True, check=True)
+        requests(n)
+        subprocess.run(["callgrind_control", "-d", str(process.pid)], capture_output=True, check=True)
+        procs.stop(process)
+        dumped = [line for line in Path(f"{out}.1").read_text().splitlines() if line.startswith("summary:")]
+        counts[name] = int(dumped[0].split()[1]) / n
+        print(f"  {name:<36} {counts[name]:>10,.0f} instructions a request", flush=True)
+    procs.stop(redis)
+    bare = counts["bare hyper"]
+    print(f"  over bare hyper's: 1 scope {counts['gateway, 1 scope'] / bare:.2f} x, "
+          f"5-scope policy {counts['gateway, 5-scope policy'] / bare:.2f} x", flush=True)
+    return {"requests": n, "per_request": counts}
 
 
 def multi_rounds(port, n, server_pid, refill, cases):
@@ -756,6 +803,15 @@ def markdown(results):
                   f"CHECK's count over MCHECK's with one scope: **{per[CHECK_FRESH] / per[MCHECK_ONE]:.2f}** "
                   f"({per[CHECK_FRESH] / per[MCHECK_ONE_ARRAY]:.2f} with the array reply); "
                   f"four scopes: {per[MCHECK_FOUR] / per[CHECK_FRESH]:.2f} x CHECK's."]
+    served = results.get("server_instructions")
+    if served:
+        per = served["per_request"]
+        bare = per["bare hyper"]
+        lines += ["", f"Instructions the HTTP server runs per request (callgrind over the whole process, "
+                  f"{served['requests']:,} chat requests on 4 connections; deterministic, unlike the timings): "
+                  + ", ".join(f"{name} {count:,.0f}" for name, count in per.items())
+                  + f". Over bare hyper's: one scope {per['gateway, 1 scope'] / bare:.2f} x, "
+                  f"the five-scope policy {per['gateway, 5-scope policy'] / bare:.2f} x."]
     lines += ["", "## Module against the best Lua script, full windows", ""]
     for pipeline in (1, 16):
         rows = module_column(results, pipeline, "rps")
@@ -893,6 +949,8 @@ def main():
         module, multi = module_section(procs, args.smoke, tmp)
         print("instructions per command (callgrind):", flush=True)
         instructions = instruction_section(procs, args.smoke, tmp)
+        print("instructions per request, HTTP servers (callgrind):", flush=True)
+        server_instructions = server_instruction_section(procs, args.smoke, tmp)
         print("memory:", flush=True)
         memory = memory_section(procs, args.smoke, tmp)
         print("gateway:", flush=True)
@@ -904,7 +962,8 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results = {"date": date, "cores": os.cpu_count(), "smoke": args.smoke, "seconds": round(time.monotonic() - started, 1),
-               "module": module, "multi_rounds": multi, "instructions": instructions, "memory": memory, "gateway": gateway, "tokenizer": tokenizer}
+               "module": module, "multi_rounds": multi, "instructions": instructions,
+               "server_instructions": server_instructions, "memory": memory, "gateway": gateway, "tokenizer": tokenizer}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
