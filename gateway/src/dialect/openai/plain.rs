@@ -1,7 +1,7 @@
 //! The common chat request read straight into what the gateway needs, without a JSON tree:
 //! `model`, `messages` whose every field is one of `role`, `content` and `name` as strings, the
-//! output and stream options, and any other top-level field skipped unread (nothing else at the
-//! top level is counted or checked). Building the tree and dropping it was a tenth of a mock
+//! output and stream options, and any other top-level field read and dropped (nothing else at
+//! the top level is counted or checked). Building the tree and dropping it was a tenth of a mock
 //! request's instructions.
 //!
 //! Anything else — another message field, content parts, a null where a string goes, a
@@ -10,7 +10,7 @@
 //! So this path only ever agrees with that one; a property test holds the two together.
 
 use crate::dialect::{ApiRequest, PlainMessage, RequestBody};
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use std::fmt;
 
 /// The roles a message may have.
@@ -102,6 +102,10 @@ enum OptionsField {
     Other,
 }
 
+/// A value nothing reads, read as the full parse reads it: serde's `IgnoredAny` skips a number
+/// without converting it, so it would take `1e999`, which the full parse refuses.
+type Unread = serde_json::Value;
+
 /// Fills `slot` once: a key given twice is not plain (the full parse keeps the last).
 fn once<T, E: de::Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
     match slot.replace(value) {
@@ -160,7 +164,7 @@ impl<'de> FromEntries<'de> for PlainChat {
                     map.next_value::<Option<StreamOptions>>()?,
                 )?,
                 ChatField::Other => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<Unread>()?;
                 }
             }
         }
@@ -217,7 +221,7 @@ impl<'de> FromEntries<'de> for StreamOptions {
                     once(&mut include_usage, map.next_value::<Option<bool>>()?)?
                 }
                 OptionsField::Other => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<Unread>()?;
                 }
             }
         }
@@ -357,6 +361,8 @@ mod tests {
             r#""user":"u-1""#,
             r#""model":"gpt-4o-mini""#,
             r#""n":2"#,
+            r#""temperature":1e999"#,
+            r#""metadata":{"deep":[1,2,{"x":-1e400}]}"#,
         ]);
         (
             prop::option::weighted(0.99, model),
@@ -474,6 +480,9 @@ mod tests {
             r#"{"model":"m","model":"n","messages":[{"role":"user","content":"hi"}]}"#,
             r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":0}"#,
             r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream_options":{}}"#,
+            // Numbers out of f64's range: the full parse refuses them, so the plain path must.
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":1e999}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"x":1e999}}"#,
         ];
         for body in others {
             assert!(read(body.as_bytes()).is_none(), "{body}");
