@@ -14,7 +14,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use std::fmt;
 
 /// The roles a message may have.
-const ROLES: [&str; 6] = [
+pub(super) const ROLES: [&str; 6] = [
     "system",
     "developer",
     "user",
@@ -28,10 +28,6 @@ const MAX_N: u64 = 128;
 
 /// A plain chat request, validated as the full parse validates it; `None` for any other.
 pub fn read(bytes: &[u8]) -> Option<ApiRequest> {
-    // A struct also reads from a JSON array; the full parse refuses one.
-    if bytes.trim_ascii_start().first() != Some(&b'{') {
-        return None;
-    }
     let chat: PlainChat = serde_json::from_slice(bytes).ok()?;
     let valid_count = |n: Option<u64>| n.is_none_or(|n| n >= 1);
     let valid = !chat.model.is_empty()

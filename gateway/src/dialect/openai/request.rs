@@ -199,7 +199,7 @@ fn validate_messages(body: &Map<String, Value>) -> Result<(), GatewayError> {
         };
         let role = match fields.get("role") {
             Some(Value::String(role))
-                if ["system", "developer", "user", "assistant", "tool", "function"].contains(&role.as_str()) => role,
+                if super::plain::ROLES.contains(&role.as_str()) => role,
             Some(Value::String(role)) => {
                 return Err(GatewayError::invalid(
                     format!("Invalid value: '{role}'. Supported values are: 'system', 'developer', 'user', 'assistant', 'tool', and 'function'."),
