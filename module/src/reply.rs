@@ -203,7 +203,7 @@ fn packed_multi_decision(ctx: &Context, d: &MultiDecision) {
 /// ([`llmrl_core::protocol::binary`]), in RESP2 and RESP3 alike. Nothing is formatted.
 fn binary_multi_decision(ctx: &Context, d: &MultiDecision) {
     let head = reply_head(d);
-    REPLY_BUFFER.with_borrow_mut(|buffer| {
+    BINARY_BUFFER.with_borrow_mut(|buffer| {
         let mut words = BinaryWriter::new(buffer, d.scopes.len());
         words.head(&head);
         for scope in &d.scopes {
@@ -239,8 +239,13 @@ fn scope_verdict(scope: &ScopeDecision) -> ScopeVerdict {
 }
 
 thread_local! {
-    /// The buffer packed and binary replies are written in (commands run on Redis's main thread).
+    /// The buffer packed replies are written in (commands run on Redis's main thread). Grown to
+    /// the longest reply seen and never shortened: the packed writer overwrites what it uses.
     static REPLY_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The buffer binary replies are appended to: cleared per reply, its capacity kept. A
+    /// buffer of its own, so that clearing it never shortens the packed one (which would then
+    /// be zeroed again as it regrows).
+    static BINARY_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn write_packed(ctx: &Context, d: &MultiDecision, head: &MultiVerdict, out: &mut [u8]) {

@@ -9,22 +9,10 @@
 //! and the full parse (`request::parse_request`) takes it, with its errors worded as OpenAI's.
 //! So this path only ever agrees with that one; a property test holds the two together.
 
+use super::request::{MAX_N, ROLES};
 use crate::dialect::{ApiRequest, PlainMessage, RequestBody};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use std::fmt;
-
-/// The roles a message may have.
-pub(super) const ROLES: [&str; 6] = [
-    "system",
-    "developer",
-    "user",
-    "assistant",
-    "tool",
-    "function",
-];
-
-/// The most choices a request may ask for.
-const MAX_N: u64 = 128;
 
 /// A plain chat request, validated as the full parse validates it; `None` for any other.
 pub fn read(bytes: &[u8]) -> Option<ApiRequest> {

@@ -5,6 +5,19 @@ use crate::dialect::ApiRequest;
 use crate::error::GatewayError;
 use serde_json::{Map, Value};
 
+/// The roles a message may have.
+pub(super) const ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+/// The most choices a request may ask for.
+pub(super) const MAX_N: u64 = 128;
+
 pub(super) fn optional_u64(
     body: &Map<String, Value>,
     field: &str,
@@ -145,9 +158,9 @@ pub(super) fn parse_tree(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest,
     let max_completion = optional_u64(&body, "max_completion_tokens", 1)?;
     let max_tokens = optional_u64(&body, "max_tokens", 1)?;
     let n = optional_u64(&body, "n", 1)?.unwrap_or(1);
-    if n > 128 {
+    if n > MAX_N {
         return Err(GatewayError::invalid(
-            format!("{n} is greater than the maximum of 128 - 'n'"),
+            format!("{n} is greater than the maximum of {MAX_N} - 'n'"),
             Some("n"),
         ));
     }
@@ -199,7 +212,7 @@ fn validate_messages(body: &Map<String, Value>) -> Result<(), GatewayError> {
         };
         let role = match fields.get("role") {
             Some(Value::String(role))
-                if super::plain::ROLES.contains(&role.as_str()) => role,
+                if ROLES.contains(&role.as_str()) => role,
             Some(Value::String(role)) => {
                 return Err(GatewayError::invalid(
                     format!("Invalid value: '{role}'. Supported values are: 'system', 'developer', 'user', 'assistant', 'tool', and 'function'."),
