@@ -47,41 +47,81 @@ fn parse_amounts(args: &[&[u8]], names: [&'static str; 3]) -> Result<Amounts, Co
 
 const LIMIT_NAMES: [&str; 3] = ["rpm", "itpm", "otpm"];
 
-/// `LLMRL.CHECK key rpm itpm otpm input_tokens output_tokens [WINDOW ms]`
+/// `LLMRL.CHECK key rpm itpm otpm input_tokens output_tokens [WINDOW ms] [BINARY]`
 #[derive(Debug, PartialEq, Eq)]
 pub struct CheckArgs {
     pub limits: Amounts,
     /// Requests, input tokens, output tokens (requests is always 1).
     pub cost: Amounts,
     pub window_ms: Option<u64>,
+    /// `BINARY`: the reply as one string of words ([`crate::protocol::Verdict::to_binary`]).
+    pub binary: bool,
 }
 
-/// Parse the trailing `[WINDOW ms]` of CHECK and PEEK.
-fn parse_window_option(rest: &[&[u8]]) -> Result<Option<u64>, CommandError> {
-    match rest {
-        [] => Ok(None),
-        [option, ms] if option.eq_ignore_ascii_case(b"WINDOW") => parse_window(ms).map(Some),
-        _ => Err(CommandError::UnknownOption),
+/// The trailing options of CHECK and PEEK (`WINDOW ms`, `BINARY`) and SETTLE (`BINARY`), in any
+/// order, each at most once.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Options {
+    window_ms: Option<u64>,
+    binary: bool,
+}
+
+fn parse_options(
+    mut rest: &[&[u8]],
+    command: &'static str,
+    window_allowed: bool,
+) -> Result<Options, CommandError> {
+    let twice = CommandError::Syntax("an option is given twice");
+    let mut options = Options::default();
+    while let [option, tail @ ..] = rest {
+        rest = match tail {
+            [ms, tail @ ..] if window_allowed && option.eq_ignore_ascii_case(b"WINDOW") => {
+                if options.window_ms.replace(parse_window(ms)?).is_some() {
+                    return Err(twice);
+                }
+                tail
+            }
+            [] if window_allowed && option.eq_ignore_ascii_case(b"WINDOW") => {
+                return Err(CommandError::WrongArity(command));
+            }
+            _ if option.eq_ignore_ascii_case(b"BINARY") => {
+                if std::mem::replace(&mut options.binary, true) {
+                    return Err(twice);
+                }
+                tail
+            }
+            _ if window_allowed => return Err(CommandError::UnknownOption("WINDOW ms or BINARY")),
+            _ => return Err(CommandError::UnknownOption("BINARY")),
+        };
     }
+    Ok(options)
 }
 
 /// `args` excludes the command name and key.
 pub fn parse_check(args: &[&[u8]]) -> Result<CheckArgs, CommandError> {
-    if args.len() != 5 && args.len() != 7 {
+    let [rpm, itpm, otpm, input, output, rest @ ..] = args else {
+        return Err(CommandError::WrongArity("llmrl.check"));
+    };
+    if rest.len() > 3 {
         return Err(CommandError::WrongArity("llmrl.check"));
     }
-    let (numbers, rest) = args.split_at(5);
-    let limits = parse_amounts(numbers, LIMIT_NAMES)?;
-    let input = parse_u64(numbers[3], "input_tokens")?;
-    let output = parse_u64(numbers[4], "output_tokens")?;
+    let limits = parse_amounts(&[rpm, itpm, otpm], LIMIT_NAMES)?;
+    let input = parse_u64(input, "input_tokens")?;
+    let output = parse_u64(output, "output_tokens")?;
+    let options = parse_options(rest, "llmrl.check", true)?;
     Ok(CheckArgs {
         limits,
         cost: [1, input, output],
-        window_ms: parse_window_option(rest)?,
+        window_ms: options.window_ms,
+        binary: options.binary,
     })
 }
 
-/// `LLMRL.PEEK key rpm itpm otpm [input_tokens output_tokens] [WINDOW ms]`
+fn is_option(arg: &[u8]) -> bool {
+    arg.eq_ignore_ascii_case(b"WINDOW") || arg.eq_ignore_ascii_case(b"BINARY")
+}
+
+/// `LLMRL.PEEK key rpm itpm otpm [input_tokens output_tokens] [WINDOW ms] [BINARY]`
 pub fn parse_peek(args: &[&[u8]]) -> Result<CheckArgs, CommandError> {
     if args.len() < 3 {
         return Err(CommandError::WrongArity("llmrl.peek"));
@@ -89,7 +129,7 @@ pub fn parse_peek(args: &[&[u8]]) -> Result<CheckArgs, CommandError> {
     let (limits, rest) = args.split_at(3);
     let limits = parse_amounts(limits, LIMIT_NAMES)?;
     let (cost, rest) = match rest {
-        [first, ..] if first.eq_ignore_ascii_case(b"WINDOW") => ([1, 0, 0], rest),
+        [first, ..] if is_option(first) => ([1, 0, 0], rest),
         [input, output, tail @ ..] => (
             [
                 1,
@@ -101,42 +141,52 @@ pub fn parse_peek(args: &[&[u8]]) -> Result<CheckArgs, CommandError> {
         [] => ([1, 0, 0], rest),
         [_] => return Err(CommandError::WrongArity("llmrl.peek")),
     };
-    if !rest.is_empty() && rest.len() != 2 {
+    if rest.len() > 3 {
         return Err(CommandError::WrongArity("llmrl.peek"));
     }
+    let options = parse_options(rest, "llmrl.peek", true)?;
     Ok(CheckArgs {
         limits,
         cost,
-        window_ms: parse_window_option(rest)?,
+        window_ms: options.window_ms,
+        binary: options.binary,
     })
 }
 
-/// `LLMRL.SETTLE key ticket reserved_input actual_input reserved_output actual_output`
+/// `LLMRL.SETTLE key ticket reserved_input actual_input reserved_output actual_output [BINARY]`
 #[derive(Debug, PartialEq, Eq)]
 pub struct SettleArgs {
     pub ticket: u64,
     pub reserved: [u64; 2],
     pub actual: [u64; 2],
+    /// `BINARY`: the reply as one string of words, as CHECK's.
+    pub binary: bool,
 }
 
 pub fn parse_settle(args: &[&[u8]]) -> Result<SettleArgs, CommandError> {
-    let [ticket, reserved_in, actual_in, reserved_out, actual_out] = args else {
+    let [ticket, reserved_in, actual_in, reserved_out, actual_out, rest @ ..] = args else {
         return Err(CommandError::WrongArity("llmrl.settle"));
     };
+    if rest.len() > 1 {
+        return Err(CommandError::WrongArity("llmrl.settle"));
+    }
     let ticket = parse_u64(ticket, "ticket")?;
     if ticket == 0 {
         return Err(CommandError::InvalidTicket);
     }
+    let reserved = [
+        parse_u64(reserved_in, "reserved_input")?,
+        parse_u64(reserved_out, "reserved_output")?,
+    ];
+    let actual = [
+        parse_u64(actual_in, "actual_input")?,
+        parse_u64(actual_out, "actual_output")?,
+    ];
     Ok(SettleArgs {
         ticket,
-        reserved: [
-            parse_u64(reserved_in, "reserved_input")?,
-            parse_u64(reserved_out, "reserved_output")?,
-        ],
-        actual: [
-            parse_u64(actual_in, "actual_input")?,
-            parse_u64(actual_out, "actual_output")?,
-        ],
+        reserved,
+        actual,
+        binary: parse_options(rest, "llmrl.settle", false)?.binary,
     })
 }
 
@@ -273,8 +323,34 @@ mod tests {
             Ok(CheckArgs {
                 limits: [10, 1000, 500],
                 cost: [1, 20, 30],
-                window_ms: None
+                window_ms: None,
+                binary: false,
             })
+        );
+        for line in [
+            "10 1000 500 20 30 BINARY",
+            "10 1000 500 20 30 binary WINDOW 600",
+            "10 1000 500 20 30 WINDOW 600 BINARY",
+        ] {
+            assert_eq!(parse_check(&split(line)).map(|c| c.binary), Ok(true));
+        }
+        assert_eq!(
+            parse_check(&split("10 1000 500 20 30 BINARY WINDOW 600")).map(|c| c.window_ms),
+            Ok(Some(600))
+        );
+        for twice in [
+            "10 1000 500 20 30 BINARY BINARY",
+            "10 1000 500 20 30 WINDOW 600 WINDOW",
+        ] {
+            assert!(parse_check(&split(twice)).is_err(), "{twice}");
+        }
+        assert_eq!(
+            parse_check(&split("10 1000 500 20 30 BINARY WINDOW 600 BINARY")),
+            Err(CommandError::WrongArity("llmrl.check"))
+        );
+        assert_eq!(
+            parse_check(&split("10 1000 500 20 30 WINDOW")),
+            Err(CommandError::WrongArity("llmrl.check"))
         );
         assert_eq!(
             parse_check(&split("10 1000 500 20 30 window 600"))
@@ -296,7 +372,7 @@ mod tests {
         );
         assert_eq!(
             parse_check(&split("10 1000 500 20 30 SIZE 600")),
-            Err(CommandError::UnknownOption)
+            Err(CommandError::UnknownOption("WINDOW ms or BINARY"))
         );
         assert_eq!(
             parse_check(&split("10 -1 500 20 30")),
@@ -319,6 +395,14 @@ mod tests {
                 .window_ms,
             Some(600)
         );
+        let binary = parse_peek(&split("1 2 3 BINARY")).unwrap();
+        assert_eq!((binary.cost, binary.binary), ([1, 0, 0], true));
+        let both = parse_peek(&split("1 2 3 4 5 BINARY WINDOW 600")).unwrap();
+        assert_eq!(
+            (both.cost, both.window_ms, both.binary),
+            ([1, 4, 5], Some(600), true)
+        );
+        assert!(parse_peek(&split("1 2 3 4 5 BINARY BINARY")).is_err());
         assert!(parse_peek(&split("1 2 3 4")).is_err());
         assert!(parse_peek(&split("1 2")).is_err());
         assert!(parse_peek(&split("1 2 3 4 5 6")).is_err());
@@ -331,8 +415,21 @@ mod tests {
             Ok(SettleArgs {
                 ticket: 1000,
                 reserved: [10, 20],
-                actual: [5, 25]
+                actual: [5, 25],
+                binary: false,
             })
+        );
+        assert_eq!(
+            parse_settle(&split("1000 10 5 20 25 binary")).map(|s| s.binary),
+            Ok(true)
+        );
+        assert_eq!(
+            parse_settle(&split("1000 10 5 20 25 WINDOW")),
+            Err(CommandError::UnknownOption("BINARY"))
+        );
+        assert_eq!(
+            parse_settle(&split("1000 10 5 20 25 BINARY BINARY")),
+            Err(CommandError::WrongArity("llmrl.settle"))
         );
         assert_eq!(
             parse_settle(&split("0 10 5 20 25")),

@@ -12,8 +12,8 @@ pub enum CommandError {
     NotAnInteger(&'static str),
     #[error("ERR {0} is out of range (the maximum is 18446744073709551615)")]
     OutOfRange(&'static str),
-    #[error("ERR syntax error: unknown option (expected WINDOW ms)")]
-    UnknownOption,
+    #[error("ERR syntax error: unknown option (expected {0})")]
+    UnknownOption(&'static str),
     #[error(
         "ERR WINDOW must be a positive multiple of 60 milliseconds, at most 9223372036854775800"
     )]

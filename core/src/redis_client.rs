@@ -50,10 +50,12 @@ pub fn field(value: &Value) -> Field<'_> {
     }
 }
 
-/// Decode the reply of CHECK / PEEK / SETTLE (RESP2: an array of ten values).
+/// Decode the reply of CHECK / PEEK / SETTLE (RESP2: an array of ten values; with `BINARY` one
+/// string of ten words, [`Verdict::from_binary`]).
 pub fn verdict(value: &Value) -> Result<Verdict, ReplyError> {
     match value {
         Value::Array(items) => Verdict::decode(items.iter().map(field)),
+        Value::BulkString(bytes) => Verdict::from_binary(bytes),
         _ => Err(ReplyError::NotAnArray),
     }
 }

@@ -178,6 +178,7 @@ pub async fn of_classic(
             input_tokens: 0,
             output_tokens: 0,
             window_ms: Some(window_ms),
+            binary: true,
         })
         .await?;
     let names = ["requests", "input_tokens", "output_tokens"];

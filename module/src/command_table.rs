@@ -53,6 +53,8 @@ pub struct Command {
 }
 
 const WINDOW: ArgDoc = ArgDoc::int(c"ms").token(c"WINDOW").optional();
+/// The reply as one string of words instead of an array (any order with `WINDOW`).
+const BINARY: ArgDoc = ArgDoc::flag(c"BINARY");
 const LIMITS: [ArgDoc; 3] = [
     ArgDoc::int(c"rpm"),
     ArgDoc::int(c"itpm"),
@@ -77,6 +79,7 @@ pub const COMMANDS: [Command; 12] = [
                 ArgDoc::int(c"input_tokens"),
                 ArgDoc::int(c"output_tokens"),
                 WINDOW,
+                BINARY,
             ],
         },
     },
@@ -100,6 +103,7 @@ pub const COMMANDS: [Command; 12] = [
                 )
                 .optional(),
                 WINDOW,
+                BINARY,
             ],
         },
     },
@@ -119,6 +123,7 @@ pub const COMMANDS: [Command; 12] = [
                 ArgDoc::int(c"actual_input"),
                 ArgDoc::int(c"reserved_output"),
                 ArgDoc::int(c"actual_output"),
+                BINARY,
             ],
         },
     },

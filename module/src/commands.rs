@@ -64,7 +64,7 @@ pub fn check(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<()
     } else {
         count_denial(&decision);
     }
-    reply::decision(ctx, &decision);
+    reply::decision(ctx, &decision, request.binary);
     Ok(())
 }
 
@@ -88,7 +88,7 @@ pub fn peek(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(),
     let existing = keyspace::read(&key)?;
     let window_ms = resolve_window(existing, request.window_ms)?;
     let decision = evaluate(existing, window_ms, now, request.limits, request.cost)?;
-    reply::decision(ctx, &decision);
+    reply::decision(ctx, &decision, request.binary);
     Ok(())
 }
 
@@ -100,7 +100,7 @@ pub fn settle(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(
     let Some(window) = keyspace::read_mut::<Window>(&key)? else {
         // Nothing to correct (the key expired or never existed): create nothing.
         stats::SETTLE_NOOPS.incr();
-        reply::decision(ctx, &settled(None, now, request.ticket));
+        reply::decision(ctx, &settled(None, now, request.ticket), request.binary);
         return Ok(());
     };
     let window_ms = window.window_ms();
@@ -113,7 +113,7 @@ pub fn settle(ctx: &Context, key_name: &RedisString, args: &[&[u8]]) -> Result<(
     }
     let key = ctx.open_key(key_name);
     let window = keyspace::read(&key)?;
-    reply::decision(ctx, &settled(window, now, request.ticket));
+    reply::decision(ctx, &settled(window, now, request.ticket), request.binary);
     Ok(())
 }
 

@@ -6,8 +6,8 @@ use llmrl_core::multi::MultiDecision;
 use llmrl_core::protocol::binary::BinaryWriter;
 use llmrl_core::protocol::packed::PackedWriter;
 use llmrl_core::protocol::{
-    packed_len_max, Detail, MultiVerdict, ScopeVerdict, MULTI_FIELDS, MULTI_FIELD_NAMES,
-    VERDICT_FIELD_NAMES,
+    packed_len_max, Detail, MultiVerdict, Reason, ScopeVerdict, Verdict, MULTI_FIELDS,
+    MULTI_FIELD_NAMES, VERDICT_FIELD_NAMES,
 };
 use llmrl_core::scope::ScopeDecision;
 use llmrl_core::scope::{Limit, REPORTED};
@@ -88,21 +88,33 @@ pub fn is_resp3(ctx: &Context) -> bool {
 }
 
 /// The CHECK / PEEK / SETTLE reply, with the contract's field names and order
-/// ([`VERDICT_FIELD_NAMES`], which clients decode with `Verdict::decode`).
-pub fn decision(ctx: &Context, d: &Decision) {
+/// ([`VERDICT_FIELD_NAMES`], which clients decode with `Verdict::decode`); with `BINARY`, the
+/// same fields as one string of words (`Verdict::from_binary`).
+pub fn decision(ctx: &Context, d: &Decision, binary: bool) {
     let remaining = d.remaining.map(|r| r.map_or(-1, clamp_i64));
-    let reason = d.reason.map_or("ok", |dim| dim.reason());
+    let verdict = Verdict {
+        allowed: d.allowed,
+        reason: d.reason.map_or(Reason::Ok, Reason::Denied),
+        retry_after_ms: d.retry.as_i64(),
+        remaining,
+        reset_ms: d.reset_ms.map(clamp_i64),
+        ticket: clamp_i64(d.ticket),
+    };
+    if binary {
+        bulk(ctx, &verdict.to_binary());
+        return;
+    }
     let values = [
-        Value::Int(i64::from(d.allowed)),
-        Value::Str(reason.as_bytes()),
-        Value::Int(d.retry.as_i64()),
+        Value::Int(i64::from(verdict.allowed)),
+        Value::Str(verdict.reason.as_str().as_bytes()),
+        Value::Int(verdict.retry_after_ms),
         Value::Int(remaining[0]),
         Value::Int(remaining[1]),
         Value::Int(remaining[2]),
-        Value::Int(clamp_i64(d.reset_ms[0])),
-        Value::Int(clamp_i64(d.reset_ms[1])),
-        Value::Int(clamp_i64(d.reset_ms[2])),
-        Value::Int(clamp_i64(d.ticket)),
+        Value::Int(verdict.reset_ms[0]),
+        Value::Int(verdict.reset_ms[1]),
+        Value::Int(verdict.reset_ms[2]),
+        Value::Int(verdict.ticket),
     ];
     let fields = VERDICT_FIELD_NAMES.into_iter().zip(&values);
     record(ctx, is_resp3(ctx), fields, false);

@@ -431,3 +431,107 @@ fn resp3_clients_get_a_map() {
     assert_eq!(pairs[3].1, Value::Int(9));
     assert_eq!(pairs[5].1, Value::Int(-1));
 }
+
+/// `BINARY` (what the gateway sends): CHECK, PEEK and SETTLE answer the same ten fields as one
+/// string of little-endian words, to RESP2 and RESP3 clients alike. Two keys take the same
+/// requests, one answering in text, the other in words; the figures that depend on the clock
+/// may differ by the few ms between the two commands.
+#[test]
+fn binary_replies_carry_the_same_fields() {
+    let server = RedisServer::start(&[]);
+    let mut resp2 = server.client();
+    let mut resp3 = server.client_resp3();
+    let same = |text: &Decision, words: &Decision| {
+        assert_eq!(
+            (text.allowed, text.reason, text.remaining),
+            (words.allowed, words.reason, words.remaining),
+            "{text:?} {words:?}"
+        );
+        let close = |a: i64, b: i64, by: i64| (a - b).abs() <= by;
+        assert!(
+            close(text.retry_after_ms, words.retry_after_ms, 50)
+                && (text.retry_after_ms < 0) == (words.retry_after_ms < 0),
+            "{text:?} {words:?}"
+        );
+        for (a, b) in text.reset_ms.iter().zip(&words.reset_ms) {
+            assert!(close(*a, *b, 50), "{text:?} {words:?}");
+        }
+        assert!(
+            close(text.ticket, words.ticket, 1000) && (text.ticket == 0) == (words.ticket == 0)
+        );
+    };
+    // A RESP3 map's values, in the order of its names (the contract's order).
+    let read = |reply: &Value| match reply {
+        Value::Map(pairs) => {
+            let names: Vec<String> = pairs
+                .iter()
+                .map(|(name, _)| redis::from_redis_value(name).unwrap())
+                .collect();
+            assert_eq!(names, llmrl_core::protocol::VERDICT_FIELD_NAMES);
+            parse_decision(&Value::Array(
+                pairs.iter().map(|(_, v)| v.clone()).collect(),
+            ))
+        }
+        _ => parse_decision(reply),
+    };
+    for (connection, protocol) in [(&mut resp2, "resp2"), (&mut resp3, "resp3")] {
+        let keys = [format!("text:{protocol}"), format!("words:{protocol}")];
+        let mut ask = |args: &[&str]| -> [Decision; 2] {
+            let [text, words] = [&keys[0], &keys[1]].map(|key| {
+                let mut full: Vec<&str> = vec![args[0], key.as_str()];
+                full.extend(&args[1..]);
+                if key.starts_with("words") {
+                    full.push("BINARY");
+                }
+                exec(connection, &full).unwrap_or_else(|e| panic!("{full:?}: {e}"))
+            });
+            let Value::BulkString(bytes) = &words else {
+                panic!("BINARY answers one string: {words:?}")
+            };
+            assert_eq!(bytes.len(), 80, "ten words");
+            [read(&text), read(&words)]
+        };
+        // Three requests a window: two admitted, one at the limit, one refused on rpm, one too
+        // large for the output limit.
+        let mut tickets = Vec::new();
+        for (input, output) in [
+            ("10", "20"),
+            ("5", "5"),
+            ("1", "1"),
+            ("1", "1"),
+            ("0", "101"),
+        ] {
+            let [text, words] = ask(&["LLMRL.CHECK", "3", "1000", "100", input, output]);
+            same(&text, &words);
+            tickets.push([text.ticket, words.ticket]);
+        }
+        let [text, words] = ask(&[
+            "LLMRL.PEEK",
+            "3",
+            "1000",
+            "100",
+            "1",
+            "1",
+            "WINDOW",
+            "60000",
+        ]);
+        assert_eq!(text.reason, "rpm");
+        same(&text, &words);
+        // SETTLE of the first request, each key with its own ticket.
+        let [text_ticket, words_ticket] = tickets[0].map(|t| t.to_string());
+        fn settle<'a>(key: &'a str, ticket: &'a str, binary: bool) -> Vec<&'a str> {
+            let mut args = vec!["LLMRL.SETTLE", key, ticket, "10", "4", "20", "50"];
+            if binary {
+                args.push("BINARY");
+            }
+            args
+        }
+        let text = exec(connection, &settle(&keys[0], &text_ticket, false)).unwrap();
+        let words = exec(connection, &settle(&keys[1], &words_ticket, true)).unwrap();
+        assert!(matches!(&words, Value::BulkString(bytes) if bytes.len() == 80));
+        let (text, words) = (read(&text), read(&words));
+        // 16 input and 26 output tokens admitted; 6 input refunded, 30 output charged.
+        assert_eq!(text.remaining, [0, 1000 - 16 + 6, 100 - 26 - 30]);
+        same(&text, &words);
+    }
+}

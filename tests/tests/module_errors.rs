@@ -47,6 +47,24 @@ fn bad_arguments_get_clear_errors_and_record_nothing() {
             "unknown option",
         ),
         (
+            &[
+                "LLMRL.CHECK",
+                "k",
+                "1",
+                "2",
+                "3",
+                "4",
+                "5",
+                "BINARY",
+                "BINARY",
+            ],
+            "an option is given twice",
+        ),
+        (
+            &["LLMRL.SETTLE", "k", "1000", "1", "2", "3", "4", "WINDOW"],
+            "unknown option (expected BINARY)",
+        ),
+        (
             &["LLMRL.CHECK", "k", "1", "2", "3", "4", "5", "WINDOW", "601"],
             "positive multiple of 60",
         ),

@@ -151,6 +151,7 @@ fn random_commands_never_break_the_server() {
         " 1",
         "abc",
         "WINDOW",
+        "BINARY",
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
@@ -199,6 +200,10 @@ fn random_commands_never_break_the_server() {
                         .arg(limits[2])
                         .arg(cost[0])
                         .arg(cost[1]);
+                    // Half ask for the reply as words (what the gateway sends).
+                    if random.next().is_multiple_of(2) {
+                        pipe.arg("BINARY");
+                    }
                     ledger_sent.push(Some((which, cost, [0, 0], true)));
                 } else {
                     let (ticket, reserved_in, reserved_out) = if random.next().is_multiple_of(4) {
@@ -214,6 +219,9 @@ fn random_commands_never_break_the_server() {
                         .arg(actual[0])
                         .arg(reserved_out)
                         .arg(actual[1]);
+                    if random.next().is_multiple_of(2) {
+                        pipe.arg("BINARY");
+                    }
                     ledger_sent.push(Some((which, [reserved_in, reserved_out], actual, false)));
                 }
                 sent += 1;
@@ -236,7 +244,7 @@ fn random_commands_never_break_the_server() {
                 if (command == "LLMRL.CHECK" && position == 5)
                     || (command == "LLMRL.PEEK" && arity == 5 && position == 3)
                 {
-                    cmd.arg("WINDOW");
+                    cmd.arg(*random.pick(&["WINDOW", "WINDOW", "BINARY"]));
                 } else {
                     let pool = if random.next().is_multiple_of(12) {
                         &invalid
@@ -266,32 +274,35 @@ fn random_commands_never_break_the_server() {
                 );
                 continue;
             }
-            // Every CHECK/PEEK/SETTLE-shaped reply has sane fields.
-            if let Value::Array(items) = reply {
-                if items.len() == 10 {
-                    decisions += 1;
-                    let d = parse_decision(reply);
-                    assert!(d.remaining.iter().all(|r| *r >= -1), "{d:?}");
-                    assert!(d.reset_ms.iter().all(|r| *r >= 0), "{d:?}");
-                    assert!(d.retry_after_ms >= -1);
-                    match ledger_command {
-                        Some((which, cost, _, true)) if d.allowed => {
-                            let ledger = &mut ledgers[*which];
-                            ledger.admitted_requests += 1;
-                            ledger.admitted_input += cost[0];
-                            ledger.admitted_output += cost[1];
-                            ledger
-                                .tickets
-                                .push((d.ticket.to_string(), cost[0], cost[1]));
-                        }
-                        Some((which, reserved, actual, false)) => {
-                            let ledger = &mut ledgers[*which];
-                            for i in 0..2 {
-                                ledger.settle_charges[i] += (actual[i] - reserved[i]).max(0);
-                            }
-                        }
-                        _ => {}
+            // Every CHECK/PEEK/SETTLE-shaped reply has sane fields, as an array or as words.
+            let shaped = match reply {
+                Value::Array(items) => items.len() == 10,
+                Value::BulkString(words) => words.len() == 80,
+                _ => false,
+            };
+            if shaped {
+                decisions += 1;
+                let d = parse_decision(reply);
+                assert!(d.remaining.iter().all(|r| *r >= -1), "{d:?}");
+                assert!(d.reset_ms.iter().all(|r| *r >= 0), "{d:?}");
+                assert!(d.retry_after_ms >= -1);
+                match ledger_command {
+                    Some((which, cost, _, true)) if d.allowed => {
+                        let ledger = &mut ledgers[*which];
+                        ledger.admitted_requests += 1;
+                        ledger.admitted_input += cost[0];
+                        ledger.admitted_output += cost[1];
+                        ledger
+                            .tickets
+                            .push((d.ticket.to_string(), cost[0], cost[1]));
                     }
+                    Some((which, reserved, actual, false)) => {
+                        let ledger = &mut ledgers[*which];
+                        for i in 0..2 {
+                            ledger.settle_charges[i] += (actual[i] - reserved[i]).max(0);
+                        }
+                    }
+                    _ => {}
                 }
             }
         }

@@ -202,10 +202,13 @@ fn command_docs_describe_every_command() {
             "input_tokens",
             "output_tokens",
             "WINDOW",
+            "BINARY",
             "optional",
             "O(1)",
         ],
     );
+    docs_mention("llmrl.peek", &["WINDOW", "BINARY"]);
+    docs_mention("llmrl.settle", &["actual_output", "BINARY"]);
     // `[LEASE ms] [DETAIL [PACKED | BINARY] | PACKED | BINARY] [SCOPES] scope...`
     docs_mention(
         "llmrl.mcheck",

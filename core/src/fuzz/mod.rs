@@ -61,7 +61,7 @@ fn argument() -> impl Strategy<Value = Vec<u8>> {
         1 => Just(b"18446744073709551616".to_vec()),
         1 => prop::sample::select(vec!["-1", "+5", "1.5", "1e3", " 1", "0x10", "", "-0"])
             .prop_map(|s| s.as_bytes().to_vec()),
-        1 => prop::sample::select(vec!["WINDOW", "window", "WiNdOw"]).prop_map(|s| s.as_bytes().to_vec()),
+        1 => prop::sample::select(vec!["WINDOW", "window", "WiNdOw", "BINARY", "binary"]).prop_map(|s| s.as_bytes().to_vec()),
         2 => prop::collection::vec(any::<u8>(), 0..24),
         1 => "[0-9]{1,40}".prop_map(String::into_bytes),
     ]

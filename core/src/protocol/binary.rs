@@ -1,13 +1,14 @@
-//! The MCHECK / MPEEK reply with `DETAIL BINARY` (or `BINARY`): one string of little-endian
-//! signed 64-bit words, the fifteen fields of [`MULTI_FIELD_NAMES`] then each scope's thirteen
-//! figures, in the order of the packed form. The reason is a code ([`reason_code`]).
+//! The replies with `BINARY`: one string of little-endian signed 64-bit words. MCHECK / MPEEK
+//! (`DETAIL BINARY` or `BINARY`): the fifteen fields of [`MULTI_FIELD_NAMES`] then each scope's
+//! thirteen figures, in the order of the packed form. CHECK / PEEK / SETTLE: the ten fields of
+//! [`VERDICT_FIELD_NAMES`]. The reason is a code ([`reason_code`]).
 //!
 //! The packed text form costs its reader about 140 instructions a number (a five-scope reply has
 //! 68 of them) and its writer the formatting; a word is a load and a store. The text form stays
 //! for clients that read the reply themselves (`redis-cli`); a gateway asks for words.
 
 use super::multi::{MultiVerdict, ScopeVerdict, MULTI_FIELDS, MULTI_FIELD_NAMES, PACKED_FIGURES};
-use super::ReplyError;
+use super::{Reason, ReplyError, Verdict, VERDICT_FIELDS, VERDICT_FIELD_NAMES};
 use crate::scope::{Limit, REPORTED};
 
 /// Bytes a word takes.
@@ -17,6 +18,9 @@ pub const WORD: usize = 8;
 pub const fn binary_len(scopes: usize) -> usize {
     (MULTI_FIELDS + scopes * PACKED_FIGURES) * WORD
 }
+
+/// The length of a CHECK / PEEK / SETTLE reply with `BINARY`: its ten fields as words.
+pub const VERDICT_BINARY_LEN: usize = VERDICT_FIELDS * WORD;
 
 /// A reason's code in a binary reply: 0 for `ok`, then 1 to 5 in the order of [`Limit::ALL`]
 /// (`rpm`, `itpm`, `otpm`, `cost`, `concurrency`).
@@ -147,18 +151,79 @@ fn words<const N: usize>(bytes: &[u8]) -> [i64; N] {
     out
 }
 
+impl Verdict {
+    /// The reply of CHECK / PEEK / SETTLE with `BINARY`: the ten fields, in order, as words.
+    pub fn to_binary(&self) -> [u8; VERDICT_BINARY_LEN] {
+        let reason = reason_code(self.reason.dimension().map(Limit::Summed));
+        let [r0, r1, r2] = self.remaining;
+        let [s0, s1, s2] = self.reset_ms;
+        let fields = [
+            i64::from(self.allowed),
+            reason,
+            self.retry_after_ms,
+            r0,
+            r1,
+            r2,
+            s0,
+            s1,
+            s2,
+            self.ticket,
+        ];
+        let mut out = [0u8; VERDICT_BINARY_LEN];
+        for (chunk, field) in out.chunks_exact_mut(WORD).zip(fields) {
+            chunk.copy_from_slice(&field.to_le_bytes());
+        }
+        out
+    }
+
+    /// The reply [`Verdict::to_binary`] wrote; anything else is an error.
+    pub fn from_binary(bytes: &[u8]) -> Result<Verdict, ReplyError> {
+        if bytes.len() != VERDICT_BINARY_LEN {
+            return Err(ReplyError::FieldCount(bytes.len() / WORD));
+        }
+        let name = |index: usize| VERDICT_FIELD_NAMES.get(index).copied().unwrap_or("verdict");
+        let (allowed, reason, numbers) = lead(bytes, name)?;
+        let [retry_after_ms, r0, r1, r2, s0, s1, s2, ticket] = numbers;
+        let reason = match reason {
+            None => Reason::Ok,
+            Some(Limit::Summed(dimension))
+                if crate::window::Dimension::ALL.contains(&dimension) =>
+            {
+                Reason::Denied(dimension)
+            }
+            Some(_) => {
+                return Err(ReplyError::Field {
+                    index: 1,
+                    name: name(1),
+                    expected: "a reason code (0 to 3)",
+                })
+            }
+        };
+        Ok(Verdict {
+            allowed,
+            reason,
+            retry_after_ms,
+            remaining: [r0, r1, r2],
+            reset_ms: [s0, s1, s2],
+            ticket,
+        })
+    }
+}
+
 /// Whether a reply string is the binary form rather than the packed text: the text starts
 /// `0,` or `1,`; the first word of the binary form is 0 or 1, so its second byte is 0.
 pub fn is_binary(reply: &[u8]) -> bool {
     reply.get(1) == Some(&0)
 }
 
-const _: () = assert!(REPORTED == 5 && PACKED_FIGURES == 13 && MULTI_FIELDS == 15);
+const _: () =
+    assert!(REPORTED == 5 && PACKED_FIGURES == 13 && MULTI_FIELDS == 15 && VERDICT_FIELDS == 10);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::multi::tests::multi_verdict_strategy as verdict_strategy;
+    use crate::protocol::Field;
     use crate::window::Dimension;
     use proptest::prelude::*;
 
@@ -185,6 +250,89 @@ mod tests {
                 prop_assert!(read.is_err());
             }
         }
+    }
+
+    fn single_verdict_strategy() -> impl Strategy<Value = Verdict> {
+        let reason = prop_oneof![
+            Just(Reason::Ok),
+            prop::sample::select(Dimension::ALL.to_vec()).prop_map(Reason::Denied),
+        ];
+        (
+            any::<bool>(),
+            reason,
+            any::<i64>(),
+            any::<[i64; 3]>(),
+            any::<[i64; 3]>(),
+            any::<i64>(),
+        )
+            .prop_map(
+                |(allowed, reason, retry_after_ms, remaining, reset_ms, ticket)| Verdict {
+                    allowed,
+                    reason,
+                    retry_after_ms,
+                    remaining,
+                    reset_ms,
+                    ticket,
+                },
+            )
+    }
+
+    proptest! {
+        /// A CHECK reply's words read back as written, and as the array of the same fields reads.
+        #[test]
+        fn a_single_verdict_round_trips_and_agrees_with_the_array(verdict in single_verdict_strategy()) {
+            let binary = verdict.to_binary();
+            prop_assert!(is_binary(&binary));
+            prop_assert_eq!(Verdict::from_binary(&binary), Ok(verdict.clone()));
+            let reason = verdict.reason.as_str();
+            let ints = [
+                i64::from(verdict.allowed),
+                0,
+                verdict.retry_after_ms,
+                verdict.remaining[0],
+                verdict.remaining[1],
+                verdict.remaining[2],
+                verdict.reset_ms[0],
+                verdict.reset_ms[1],
+                verdict.reset_ms[2],
+                verdict.ticket,
+            ];
+            let fields = ints.iter().enumerate().map(|(i, n)| match i {
+                1 => Field::Text(reason.as_bytes()),
+                _ => Field::Int(*n),
+            });
+            prop_assert_eq!(Verdict::decode(fields), Ok(verdict));
+        }
+
+        /// Any string at all is read without a panic; only ten words can be a verdict.
+        #[test]
+        fn any_bytes_are_read_or_refused_as_a_single_verdict(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let read = Verdict::from_binary(&bytes);
+            if bytes.len() != VERDICT_BINARY_LEN {
+                prop_assert!(read.is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn a_single_verdict_refuses_a_reason_check_never_gives() {
+        let verdict = Verdict {
+            allowed: false,
+            reason: Reason::Denied(Dimension::OutputTokens),
+            retry_after_ms: 5,
+            remaining: [1, 2, 3],
+            reset_ms: [4, 5, 6],
+            ticket: 0,
+        };
+        let mut bytes = verdict.to_binary();
+        assert_eq!(bytes[WORD], 3, "otpm is code 3, as in MCHECK's reply");
+        for code in [4u8, 5, 6] {
+            bytes[WORD] = code;
+            assert!(Verdict::from_binary(&bytes).is_err());
+        }
+        bytes[WORD] = 3;
+        bytes[0] = 2;
+        assert!(Verdict::from_binary(&bytes).is_err());
     }
 
     #[test]

@@ -50,8 +50,8 @@ pub enum Arg<'a> {
     Spliced(&'a str, u64, &'a str),
 }
 
-/// `LLMRL.CHECK key rpm itpm otpm input_tokens output_tokens [WINDOW ms]`: decide and, if
-/// admitted, record one request.
+/// `LLMRL.CHECK key rpm itpm otpm input_tokens output_tokens [WINDOW ms] [BINARY]`: decide and,
+/// if admitted, record one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Check<'a> {
     pub key: &'a str,
@@ -61,6 +61,9 @@ pub struct Check<'a> {
     /// The window of a key this CHECK creates (an existing key must have this window);
     /// `None`: the key's own, or the server's default for a new key.
     pub window_ms: Option<u64>,
+    /// Ask for the reply as one string of words ([`Verdict::to_binary`]): cheaper for both
+    /// sides than ten array elements.
+    pub binary: bool,
 }
 
 impl<'a> Check<'a> {
@@ -79,6 +82,7 @@ impl<'a> Check<'a> {
         ]
         .into_iter()
         .chain(window.into_iter().flatten())
+        .chain(self.binary.then_some(Arg::Text("BINARY")))
     }
 }
 
@@ -89,14 +93,16 @@ pub struct Usage {
     pub actual: u64,
 }
 
-/// `LLMRL.SETTLE key ticket reserved_input actual_input reserved_output actual_output`: correct an
-/// admitted request's reservation with what it really used.
+/// `LLMRL.SETTLE key ticket reserved_input actual_input reserved_output actual_output [BINARY]`:
+/// correct an admitted request's reservation with what it really used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settle<'a> {
     pub key: &'a str,
     pub ticket: u64,
     pub input: Usage,
     pub output: Usage,
+    /// Ask for the reply as one string of words, as [`Check::binary`].
+    pub binary: bool,
 }
 
 impl<'a> Settle<'a> {
@@ -119,6 +125,7 @@ impl<'a> Settle<'a> {
             Arg::Int(self.output.actual),
         ]
         .into_iter()
+        .chain(self.binary.then_some(Arg::Text("BINARY")))
     }
 }
 
@@ -315,6 +322,7 @@ pub(crate) mod tests {
             input_tokens: 20,
             output_tokens: 30,
             window_ms: Some(600),
+            binary: false,
         };
         let args = texts(check.args());
         assert_eq!(
@@ -326,11 +334,23 @@ pub(crate) mod tests {
         assert_eq!(parsed.limits, check.limits.as_array());
         assert_eq!(parsed.cost, [1, 20, 30]);
         assert_eq!(parsed.window_ms, Some(600));
+        assert!(!parsed.binary);
         let no_window = Check {
             window_ms: None,
             ..check
         };
         assert_eq!(texts(no_window.args()).len(), 6);
+        let binary = texts(
+            Check {
+                binary: true,
+                ..check
+            }
+            .args(),
+        );
+        assert_eq!(binary.last().map(String::as_str), Some("BINARY"));
+        let bytes: Vec<&[u8]> = binary[1..].iter().map(|a| a.as_bytes()).collect();
+        let parsed = crate::args::parse_check(&bytes).unwrap();
+        assert_eq!((parsed.window_ms, parsed.binary), (Some(600), true));
 
         let settle = Settle {
             key: "k",
@@ -343,14 +363,15 @@ pub(crate) mod tests {
                 reserved: 20,
                 actual: 25,
             },
+            binary: true,
         };
         assert!(settle.changes_anything());
         let args = texts(settle.args());
         let bytes: Vec<&[u8]> = args[1..].iter().map(|a| a.as_bytes()).collect();
         let parsed = crate::args::parse_settle(&bytes).unwrap();
         assert_eq!(
-            (parsed.ticket, parsed.reserved, parsed.actual),
-            (1000, [10, 20], [5, 25])
+            (parsed.ticket, parsed.reserved, parsed.actual, parsed.binary),
+            (1000, [10, 20], [5, 25], true)
         );
         let exact = Settle {
             input: Usage {

@@ -95,6 +95,7 @@ pub async fn admit(
                 input_tokens: input,
                 output_tokens: output,
                 window_ms: Some(*window_ms),
+                binary: true,
             };
             limiter.check(&check).await.map(|verdict| {
                 Decision::single(&verdict, *limits, *window_ms, model, [1, input, output])

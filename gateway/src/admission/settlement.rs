@@ -111,6 +111,7 @@ impl Settlement {
                 reserved: self.reserved.output_tokens,
                 actual: actual.output_tokens,
             },
+            binary: true,
         }
     }
 
