@@ -94,8 +94,9 @@ pub async fn handle(
     let _in_flight = InFlight(&app);
     let request_id = app.request_id();
     let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    // The request log line's method and path, copied only when that line is written.
+    let logged = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| (request.method().clone(), request.uri().path().to_string()));
     let origin = cors.allowed_origin(request.headers());
     let routed = route(&app, &cors, request, &request_id);
     let (mut response, route, reason) = dialect::with_request_id(request_id.clone(), routed).await;
@@ -108,7 +109,9 @@ pub async fn handle(
     cors.decorate(origin.as_deref(), &mut response);
     let status = response.status().as_u16();
     app.metrics.count(route, status, reason);
-    tracing::debug!(%method, %path, status, reason, elapsed_us = started.elapsed().as_micros() as u64, request_id, "request");
+    if let Some((method, path)) = logged {
+        tracing::debug!(%method, %path, status, reason, elapsed_us = started.elapsed().as_micros() as u64, request_id, "request");
+    }
     Ok(response)
 }
 
