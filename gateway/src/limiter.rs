@@ -225,10 +225,87 @@ impl Limiter {
         Ok(matches!(reply, Value::Int(n) if n > 0))
     }
 
+    /// The llmrl module's version as `MODULE LIST` reports it (in a cluster, on the node the
+    /// client asks); `None` when no module of that name is loaded.
+    pub async fn module_version(&self) -> Result<Option<i64>, LimiterError> {
+        let reply = self.query(redis::cmd("MODULE").arg("LIST")).await?;
+        Ok(module_version_in(&reply))
+    }
+
     pub async fn ping(&self) -> bool {
         matches!(
             self.query(&redis::cmd("PING")).await,
             Ok(Value::SimpleString(_)) | Ok(Value::Okay)
         )
+    }
+}
+
+/// The `ver` of the module named `llmrl` in a `MODULE LIST` reply: a list of modules, each a
+/// flat name/value list (RESP2) or a map (RESP3).
+fn module_version_in(reply: &Value) -> Option<i64> {
+    let Value::Array(modules) = reply else {
+        return None;
+    };
+    let text = |value: &Value| match value {
+        Value::BulkString(bytes) => Some(bytes.clone()),
+        Value::SimpleString(text) => Some(text.clone().into_bytes()),
+        _ => None,
+    };
+    modules.iter().find_map(|module| {
+        let pairs: Vec<(&Value, &Value)> = match module {
+            Value::Array(fields) => fields
+                .chunks_exact(2)
+                .filter_map(|pair| Some((pair.first()?, pair.get(1)?)))
+                .collect(),
+            Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
+            _ => return None,
+        };
+        let field = |name: &[u8]| {
+            pairs
+                .iter()
+                .find(|(key, _)| text(key).as_deref() == Some(name))
+                .map(|(_, value)| *value)
+        };
+        if field(b"name").and_then(text).as_deref() != Some(b"llmrl") {
+            return None;
+        }
+        match field(b"ver")? {
+            Value::Int(version) => Some(*version),
+            other => std::str::from_utf8(&text(other)?).ok()?.parse().ok(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn the_module_version_is_read_from_either_protocol() {
+        let other = Value::Array(vec![bulk("name"), bulk("bf"), bulk("ver"), Value::Int(9)]);
+        let resp2 = Value::Array(vec![
+            other.clone(),
+            Value::Array(vec![
+                bulk("name"),
+                bulk("llmrl"),
+                bulk("ver"),
+                Value::Int(2),
+                bulk("path"),
+                bulk("/x/libllmrl.so"),
+            ]),
+        ]);
+        assert_eq!(module_version_in(&resp2), Some(2));
+        let resp3 = Value::Array(vec![Value::Map(vec![
+            (Value::SimpleString("name".into()), bulk("llmrl")),
+            (Value::SimpleString("ver".into()), Value::Int(1)),
+        ])]);
+        assert_eq!(module_version_in(&resp3), Some(1));
+        assert_eq!(module_version_in(&Value::Array(vec![other])), None);
+        assert_eq!(module_version_in(&Value::Array(Vec::new())), None);
+        assert_eq!(module_version_in(&Value::Nil), None);
     }
 }

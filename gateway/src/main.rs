@@ -167,6 +167,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         on_redis_error = ?app.cli.on_redis_error,
         "llmrl gateway ready"
     );
+    tokio::spawn(check_module(Arc::clone(&app)));
     tokio::spawn(reload_on_sighup(Arc::clone(&app), hangup));
     tokio::spawn(sample_traffic(Arc::clone(&app)));
     if app.policy_store.is_some() {
@@ -300,5 +301,30 @@ async fn reload_on_sighup(app: Arc<App>, mut hangup: tokio::signal::unix::Signal
                 tracing::error!(%error, "keys file reload failed; keeping the previous keys")
             }
         }
+    }
+}
+
+/// Say at startup whether the Redis behind the limiter has a module this gateway can use: a
+/// missing or outdated module would otherwise show only as every limited request failing.
+/// Nothing is decided on it (Redis may be down now and upgraded later).
+async fn check_module(app: Arc<App>) {
+    use llmrl_core::protocol::REQUIRED_MODULE_VERSION as REQUIRED;
+    let Some(limiter) = app.limiter.as_ref() else {
+        return;
+    };
+    match limiter.module_version().await {
+        Ok(Some(version)) if version >= i64::from(REQUIRED) => {
+            tracing::info!(version, "llmrl module found");
+        }
+        Ok(Some(version)) => tracing::error!(
+            version,
+            required = REQUIRED,
+            "the llmrl module in Redis is older than this gateway needs; limited requests will fail until it is upgraded"
+        ),
+        Ok(None) => tracing::error!(
+            "Redis has no llmrl module loaded (MODULE LIST); limited requests will fail until it is (redis-server --loadmodule libllmrl.so)"
+        ),
+        // Redis down, or an ACL user without MODULE: requests will tell.
+        Err(error) => tracing::warn!(%error, "could not read the llmrl module's version"),
     }
 }

@@ -75,7 +75,7 @@ mod registration {
 
     redis_module! {
         name: "llmrl",
-        version: 1,
+        version: llmrl_core::protocol::MODULE_VERSION,
         allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
         data_types: [LLMRL_TYPE, SCOPE_TYPE],
         init: init,

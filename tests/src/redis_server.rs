@@ -30,13 +30,24 @@ impl RedisServer {
     }
 
     pub fn start_with_module_args(extra: &[&str], module_args: &[&str]) -> RedisServer {
+        let mut loadmodule = vec![
+            "--loadmodule".to_string(),
+            module_path().display().to_string(),
+        ];
+        loadmodule.extend(module_args.iter().map(|s| s.to_string()));
+        Self::start_with_args(loadmodule, extra)
+    }
+
+    /// A server without the module (what a gateway pointed at the wrong Redis finds).
+    pub fn start_without_module() -> RedisServer {
+        Self::start_with_args(Vec::new(), &[])
+    }
+
+    fn start_with_args(loadmodule: Vec<String>, extra: &[&str]) -> RedisServer {
         let n = NEXT_DIR.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("llmrl-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create test dir");
-        let module = module_path();
-        let mut loadmodule = vec![module.display().to_string()];
-        loadmodule.extend(module_args.iter().map(|s| s.to_string()));
         let mut args: Vec<String> = vec![
             "--bind".into(),
             "127.0.0.1".into(),
@@ -46,7 +57,6 @@ impl RedisServer {
             "no".into(),
             "--enable-debug-command".into(),
             "yes".into(),
-            "--loadmodule".into(),
         ];
         args.extend(loadmodule);
         args.extend(extra.iter().map(|s| s.to_string()));

@@ -697,3 +697,33 @@ fn capacity_returns_after_retry_after_ms() {
     sleep(Duration::from_millis(wait));
     assert_eq!(post_chat(gw.port, "sk-fast", &body).status, 200);
 }
+
+/// At startup the gateway reads the module's version (`MODULE LIST`): with the module it logs
+/// the version it found; pointed at a Redis without it, an error that says so, where otherwise
+/// only every limited request's failure would.
+#[test]
+fn the_gateway_says_whether_redis_has_the_module() {
+    let s = stack();
+    let gw = Gateway::start(s.redis.port, &s.keys, &[]);
+    let found = format!("version={}", llmrl_core::protocol::MODULE_VERSION);
+    assert!(
+        eventually(Duration::from_secs(10), || gw
+            .log_text()
+            .contains("llmrl module found")),
+        "{}",
+        gw.log_text()
+    );
+    assert!(gw.log_text().contains(&found), "{}", gw.log_text());
+
+    let plain = RedisServer::start_without_module();
+    let keys = write_keys(&plain.dir, KEYS);
+    let gw = Gateway::start(plain.port, &keys, &[]);
+    assert!(
+        eventually(Duration::from_secs(10), || gw
+            .log_text()
+            .contains("Redis has no llmrl module loaded")),
+        "{}",
+        gw.log_text()
+    );
+    assert!(!gw.log_text().contains("llmrl module found"));
+}

@@ -78,6 +78,13 @@ fn config_info_and_key_positions() {
         .query(&mut con)
         .unwrap();
     assert_eq!(config, ["llmrl.default-window-ms", "1200"]);
+    // MODULE LIST reports the contract's version, which clients check (the gateway at startup).
+    let modules = format!("{:?}", exec(&mut con, &["MODULE", "LIST"]).unwrap());
+    let version = llmrl_core::protocol::MODULE_VERSION;
+    assert!(
+        modules.contains(&format!("bulk-string('\"ver\"'), int({version})")),
+        "{modules}"
+    );
     decision(&mut con, &["LLMRL.CHECK", "a", "0", "0", "0", "1", "1"]);
     assert_eq!(
         as_int(&inspect_field(&inspect(&mut con, "a"), "window_ms")),

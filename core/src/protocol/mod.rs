@@ -16,6 +16,15 @@ pub mod multi;
 pub mod packed;
 pub use multi::*;
 
+/// The contract's version: what the module reports as its version in `MODULE LIST`, raised
+/// whenever a command gains something a client may rely on.
+/// - 2 (2026-12-03): `BINARY` on CHECK, PEEK and SETTLE.
+/// - 1: everything before, including MCHECK's `BINARY` (2026-12-02).
+pub const MODULE_VERSION: i32 = 2;
+
+/// The oldest module version whose commands the gateway's requests use (`BINARY` everywhere).
+pub const REQUIRED_MODULE_VERSION: i32 = 2;
+
 /// Limits of one scope, per window; 0 means unlimited.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Limits {
