@@ -435,7 +435,8 @@ fn resp3_clients_get_a_map() {
 /// `BINARY` (what the gateway sends): CHECK, PEEK and SETTLE answer the same ten fields as one
 /// string of little-endian words, to RESP2 and RESP3 clients alike. Two keys take the same
 /// requests, one answering in text, the other in words; the figures that depend on the clock
-/// may differ by the few ms between the two commands.
+/// may differ by the time between the two commands (up to a second allowed: a busy CI machine
+/// can stall a process that long; misplaced fields would differ by far more).
 #[test]
 fn binary_replies_carry_the_same_fields() {
     let server = RedisServer::start(&[]);
@@ -449,15 +450,15 @@ fn binary_replies_carry_the_same_fields() {
         );
         let close = |a: i64, b: i64, by: i64| (a - b).abs() <= by;
         assert!(
-            close(text.retry_after_ms, words.retry_after_ms, 50)
+            close(text.retry_after_ms, words.retry_after_ms, 1000)
                 && (text.retry_after_ms < 0) == (words.retry_after_ms < 0),
             "{text:?} {words:?}"
         );
         for (a, b) in text.reset_ms.iter().zip(&words.reset_ms) {
-            assert!(close(*a, *b, 50), "{text:?} {words:?}");
+            assert!(close(*a, *b, 1000), "{text:?} {words:?}");
         }
         assert!(
-            close(text.ticket, words.ticket, 1000) && (text.ticket == 0) == (words.ticket == 0)
+            close(text.ticket, words.ticket, 2000) && (text.ticket == 0) == (words.ticket == 0)
         );
     };
     // A RESP3 map's values, in the order of its names (the contract's order).
