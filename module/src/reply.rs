@@ -91,12 +91,11 @@ pub fn is_resp3(ctx: &Context) -> bool {
 /// ([`VERDICT_FIELD_NAMES`], which clients decode with `Verdict::decode`); with `BINARY`, the
 /// same fields as one string of words (`Verdict::from_binary`).
 pub fn decision(ctx: &Context, d: &Decision, binary: bool) {
-    let remaining = d.remaining.map(|r| r.map_or(-1, clamp_i64));
     let verdict = Verdict {
         allowed: d.allowed,
         reason: d.reason.map_or(Reason::Ok, Reason::Denied),
         retry_after_ms: d.retry.as_i64(),
-        remaining,
+        remaining: d.remaining.map(figure),
         reset_ms: d.reset_ms.map(clamp_i64),
         ticket: clamp_i64(d.ticket),
     };
@@ -104,17 +103,18 @@ pub fn decision(ctx: &Context, d: &Decision, binary: bool) {
         bulk(ctx, &verdict.to_binary());
         return;
     }
+    let [retry, r0, r1, r2, s0, s1, s2, ticket] = verdict.numbers().map(Value::Int);
     let values = [
         Value::Int(i64::from(verdict.allowed)),
         Value::Str(verdict.reason.as_str().as_bytes()),
-        Value::Int(verdict.retry_after_ms),
-        Value::Int(remaining[0]),
-        Value::Int(remaining[1]),
-        Value::Int(remaining[2]),
-        Value::Int(verdict.reset_ms[0]),
-        Value::Int(verdict.reset_ms[1]),
-        Value::Int(verdict.reset_ms[2]),
-        Value::Int(verdict.ticket),
+        retry,
+        r0,
+        r1,
+        r2,
+        s0,
+        s1,
+        s2,
+        ticket,
     ];
     let fields = VERDICT_FIELD_NAMES.into_iter().zip(&values);
     record(ctx, is_resp3(ctx), fields, false);

@@ -46,6 +46,11 @@ pub fn reason_of_code(code: i64) -> Option<Option<Limit>> {
     }
 }
 
+/// The first two words of a verdict and of each scope: `allowed` and the reason's code.
+fn lead_words(allowed: bool, reason: Option<Limit>) -> [i64; 2] {
+    [i64::from(allowed), reason_code(reason)]
+}
+
 /// Appends words to a buffer the caller keeps (the module reuses one across calls).
 pub struct BinaryWriter<'a> {
     out: &'a mut Vec<u8>,
@@ -61,8 +66,7 @@ impl<'a> BinaryWriter<'a> {
 
     /// `allowed`, the reason's code, then `numbers`.
     fn words(&mut self, allowed: bool, reason: Option<Limit>, numbers: &[i64]) {
-        let lead = [i64::from(allowed), reason_code(reason)];
-        for word in lead.iter().chain(numbers) {
+        for word in lead_words(allowed, reason).iter().chain(numbers) {
             self.out.extend_from_slice(&word.to_le_bytes());
         }
     }
@@ -154,24 +158,13 @@ fn words<const N: usize>(bytes: &[u8]) -> [i64; N] {
 impl Verdict {
     /// The reply of CHECK / PEEK / SETTLE with `BINARY`: the ten fields, in order, as words.
     pub fn to_binary(&self) -> [u8; VERDICT_BINARY_LEN] {
-        let reason = reason_code(self.reason.dimension().map(Limit::Summed));
-        let [r0, r1, r2] = self.remaining;
-        let [s0, s1, s2] = self.reset_ms;
-        let fields = [
-            i64::from(self.allowed),
-            reason,
-            self.retry_after_ms,
-            r0,
-            r1,
-            r2,
-            s0,
-            s1,
-            s2,
-            self.ticket,
-        ];
+        let lead = lead_words(self.allowed, self.reason.dimension().map(Limit::Summed));
         let mut out = [0u8; VERDICT_BINARY_LEN];
-        for (chunk, field) in out.chunks_exact_mut(WORD).zip(fields) {
-            chunk.copy_from_slice(&field.to_le_bytes());
+        for (chunk, word) in out
+            .chunks_exact_mut(WORD)
+            .zip(lead.into_iter().chain(self.numbers()))
+        {
+            chunk.copy_from_slice(&word.to_le_bytes());
         }
         out
     }
@@ -183,7 +176,6 @@ impl Verdict {
         }
         let name = |index: usize| VERDICT_FIELD_NAMES.get(index).copied().unwrap_or("verdict");
         let (allowed, reason, numbers) = lead(bytes, name)?;
-        let [retry_after_ms, r0, r1, r2, s0, s1, s2, ticket] = numbers;
         let reason = match reason {
             None => Reason::Ok,
             Some(Limit::Summed(dimension))
@@ -199,14 +191,7 @@ impl Verdict {
                 })
             }
         };
-        Ok(Verdict {
-            allowed,
-            reason,
-            retry_after_ms,
-            remaining: [r0, r1, r2],
-            reset_ms: [s0, s1, s2],
-            ticket,
-        })
+        Ok(Verdict::from_numbers(allowed, reason, numbers))
     }
 }
 
@@ -285,22 +270,9 @@ mod tests {
             prop_assert!(is_binary(&binary));
             prop_assert_eq!(Verdict::from_binary(&binary), Ok(verdict.clone()));
             let reason = verdict.reason.as_str();
-            let ints = [
-                i64::from(verdict.allowed),
-                0,
-                verdict.retry_after_ms,
-                verdict.remaining[0],
-                verdict.remaining[1],
-                verdict.remaining[2],
-                verdict.reset_ms[0],
-                verdict.reset_ms[1],
-                verdict.reset_ms[2],
-                verdict.ticket,
-            ];
-            let fields = ints.iter().enumerate().map(|(i, n)| match i {
-                1 => Field::Text(reason.as_bytes()),
-                _ => Field::Int(*n),
-            });
+            let fields = [Field::Int(i64::from(verdict.allowed)), Field::Text(reason.as_bytes())]
+                .into_iter()
+                .chain(verdict.numbers().map(Field::Int));
             prop_assert_eq!(Verdict::decode(fields), Ok(verdict));
         }
 

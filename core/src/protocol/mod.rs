@@ -282,14 +282,33 @@ impl Verdict {
                 })
             }
         };
-        Ok(Verdict {
+        let [_, _, numbers @ ..] = ints;
+        Ok(Verdict::from_numbers(
             allowed,
-            reason: reason.unwrap_or(Reason::Ok),
-            retry_after_ms: ints[2],
-            remaining: [ints[3], ints[4], ints[5]],
-            reset_ms: [ints[6], ints[7], ints[8]],
-            ticket: ints[9],
-        })
+            reason.unwrap_or(Reason::Ok),
+            numbers,
+        ))
+    }
+
+    /// The fields after `allowed` and the reason, in the reply's order: retry, the three
+    /// remaining, the three resets, the ticket.
+    pub fn numbers(&self) -> [i64; VERDICT_FIELDS - 2] {
+        let [r0, r1, r2] = self.remaining;
+        let [s0, s1, s2] = self.reset_ms;
+        [self.retry_after_ms, r0, r1, r2, s0, s1, s2, self.ticket]
+    }
+
+    /// The verdict whose [`Verdict::numbers`] these are.
+    pub fn from_numbers(allowed: bool, reason: Reason, numbers: [i64; VERDICT_FIELDS - 2]) -> Self {
+        let [retry_after_ms, r0, r1, r2, s0, s1, s2, ticket] = numbers;
+        Verdict {
+            allowed,
+            reason,
+            retry_after_ms,
+            remaining: [r0, r1, r2],
+            reset_ms: [s0, s1, s2],
+            ticket,
+        }
     }
 
     /// What is left of one dimension; `None` when it is unlimited.
