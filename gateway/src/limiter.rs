@@ -2,9 +2,9 @@
 //! Redis or a Redis Cluster, each call bounded by a timeout, reconnecting by itself after an outage.
 
 use llmrl_core::protocol::{
-    Check, MultiCheck, MultiCorrection, MultiVerdict, ReplyError, Settle, Verdict,
+    Check, Field, MultiCheck, MultiCorrection, MultiVerdict, ReplyError, Settle, Verdict,
 };
-use llmrl_core::redis_client::{command, multi_verdict, verdict};
+use llmrl_core::redis_client::{command, field, multi_verdict, verdict};
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -246,11 +246,6 @@ fn module_version_in(reply: &Value) -> Option<i64> {
     let Value::Array(modules) = reply else {
         return None;
     };
-    let text = |value: &Value| match value {
-        Value::BulkString(bytes) => Some(bytes.clone()),
-        Value::SimpleString(text) => Some(text.clone().into_bytes()),
-        _ => None,
-    };
     modules.iter().find_map(|module| {
         let pairs: Vec<(&Value, &Value)> = match module {
             Value::Array(fields) => fields
@@ -260,18 +255,19 @@ fn module_version_in(reply: &Value) -> Option<i64> {
             Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
             _ => return None,
         };
-        let field = |name: &[u8]| {
+        let get = |name: &[u8]| {
             pairs
                 .iter()
-                .find(|(key, _)| text(key).as_deref() == Some(name))
-                .map(|(_, value)| *value)
+                .find(|(key, _)| field(key) == Field::Text(name))
+                .map(|(_, value)| field(value))
         };
-        if field(b"name").and_then(text).as_deref() != Some(b"llmrl") {
+        if get(b"name")? != Field::Text(b"llmrl") {
             return None;
         }
-        match field(b"ver")? {
-            Value::Int(version) => Some(*version),
-            other => std::str::from_utf8(&text(other)?).ok()?.parse().ok(),
+        match get(b"ver")? {
+            Field::Int(version) => Some(version),
+            Field::Text(text) => std::str::from_utf8(text).ok()?.parse().ok(),
+            Field::Other => None,
         }
     })
 }
