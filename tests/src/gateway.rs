@@ -108,6 +108,12 @@ impl Gateway {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Whether the log shows `text` within `timeout` (the gateway logs some things from
+    /// background tasks, after it accepts connections).
+    pub fn log_shows(&self, text: &str, timeout: Duration) -> bool {
+        crate::eventually(timeout, || self.log_text().contains(text))
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -36,9 +36,7 @@ fn sighup_right_after_the_port_opens_is_a_reload_not_a_kill() {
         let health = http(gateway.port, "GET", "/health", None, None);
         assert_eq!(health.status, 200, "{}", gateway.log_text());
         assert!(
-            eventually(Duration::from_secs(5), || gateway
-                .log_text()
-                .contains("keys file reloaded")),
+            gateway.log_shows("keys file reloaded", Duration::from_secs(5)),
             "{}",
             gateway.log_text()
         );

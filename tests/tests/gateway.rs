@@ -403,9 +403,7 @@ fn sighup_reloads_limits_and_keeps_usage() {
     ) + "\n[[keys]]\nname = \"new\"\nkey = \"sk-new\"\n";
     write_keys(&s.redis.dir, &reloaded);
     gw.signal("HUP");
-    assert!(eventually(Duration::from_secs(5), || gw
-        .log_text()
-        .contains("keys file reloaded")));
+    assert!(gw.log_shows("keys file reloaded", Duration::from_secs(5)));
     // Usage was kept: one request already counts against the new limit of 3.
     let statuses: Vec<u16> = (0..3)
         .map(|_| post_chat(gw.port, "sk-one", &body).status)
@@ -432,9 +430,7 @@ fn sighup_reloads_limits_and_keeps_usage() {
     // A broken file is refused and the keys in force stay.
     write_keys(&s.redis.dir, "this is not toml [");
     gw.signal("HUP");
-    assert!(eventually(Duration::from_secs(5), || gw
-        .log_text()
-        .contains("reload failed")));
+    assert!(gw.log_shows("reload failed", Duration::from_secs(5)));
     assert_eq!(post_chat(gw.port, "sk-new", &body).status, 200);
 }
 
@@ -707,9 +703,7 @@ fn the_gateway_says_whether_redis_has_the_module() {
     let gw = Gateway::start(s.redis.port, &s.keys, &[]);
     let found = format!("version={}", llmrl_core::protocol::MODULE_VERSION);
     assert!(
-        eventually(Duration::from_secs(10), || gw
-            .log_text()
-            .contains("llmrl module found")),
+        gw.log_shows("llmrl module found", Duration::from_secs(10)),
         "{}",
         gw.log_text()
     );
@@ -719,9 +713,7 @@ fn the_gateway_says_whether_redis_has_the_module() {
     let keys = write_keys(&plain.dir, KEYS);
     let gw = Gateway::start(plain.port, &keys, &[]);
     assert!(
-        eventually(Duration::from_secs(10), || gw
-            .log_text()
-            .contains("Redis has no llmrl module loaded")),
+        gw.log_shows("Redis has no llmrl module loaded", Duration::from_secs(10)),
         "{}",
         gw.log_text()
     );
