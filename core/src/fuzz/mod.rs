@@ -113,15 +113,25 @@ fn fuzz_argument_parsers() {
                 .and_then(|s| s.parse::<u64>().ok());
             prop_assert_eq!(ours, if digits { std } else { None });
         }
+        // An accepted command has exactly its fixed arguments plus the options it reports.
+        let options = |window_ms: Option<u64>, binary: bool| {
+            2 * usize::from(window_ms.is_some()) + usize::from(binary)
+        };
         if let Ok(check) = parse_check(&args) {
-            prop_assert!(args.len() == 5 || args.len() == 7);
+            prop_assert_eq!(args.len(), 5 + options(check.window_ms, check.binary));
             prop_assert_eq!(check.cost[0], 1);
         }
-        if parse_peek(&args).is_ok() {
-            prop_assert!(matches!(args.len(), 3 | 5 | 7));
+        if let Ok(peek) = parse_peek(&args) {
+            let fixed = args.len() - options(peek.window_ms, peek.binary);
+            prop_assert!(
+                fixed == 3 || fixed == 5,
+                "PEEK accepted {} arguments",
+                args.len()
+            );
         }
         if let Ok(settle) = parse_settle(&args) {
-            prop_assert!(settle.ticket != 0 && args.len() == 5);
+            prop_assert!(settle.ticket != 0);
+            prop_assert_eq!(args.len(), 5 + usize::from(settle.binary));
         }
         if let Ok(apply) = parse_apply(&args) {
             prop_assert!(apply.window_ms > 0 && apply.window_ms % 60 == 0);
