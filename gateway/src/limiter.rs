@@ -10,10 +10,22 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::AsyncConnectionConfig;
-use redis::{Cmd, Value};
+use redis::{Cmd, ErrorKind, Value};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::Mutex;
+
+/// How many times a call that a cluster redirected (or asked to try again) is sent again.
+const REDIRECTED_CALLS_RESENT: u32 = 4;
+
+/// Errors a cluster answers before running the command: a slot that moved or is moving, or a
+/// cluster not ready to serve it.
+fn not_run(error: &redis::RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Moved | ErrorKind::Ask | ErrorKind::TryAgain | ErrorKind::ClusterDown
+    )
+}
 
 #[derive(Debug, Error)]
 pub enum LimiterError {
@@ -78,7 +90,7 @@ impl Limiter {
             .clone()
     }
 
-    async fn connection(&self) -> Result<Connection, LimiterError> {
+    async fn connection(&self) -> redis::RedisResult<Connection> {
         if let Some(connection) = self.established() {
             return Ok(connection);
         }
@@ -113,30 +125,48 @@ impl Limiter {
     /// routes a command it does not know by its first argument, which for the multi-key
     /// commands is `numkeys` — every call would be redirected (`MOVED`), and the redirections
     /// make the client refresh its slot map again and again under load.
+    ///
+    /// While a slot moves, a call can meet more redirections than the cluster client's own
+    /// retries follow (it counts MOVED and ASK as retries). A redirection means the command did
+    /// not run, so sending it again cannot count anything twice: it is sent again, a few times,
+    /// within the same timeout.
     pub async fn query_routed(&self, cmd: &Cmd, key: Option<&str>) -> Result<Value, LimiterError> {
         let call = async {
-            let value = match (self.connection().await?, key) {
-                (Connection::Single(mut c), _) => cmd.query_async(&mut c).await,
-                (Connection::Cluster(mut c), Some(key)) => {
-                    let route = Route::new(llmrl_keys::key_slot(key), SlotAddr::Master);
-                    let routing =
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                    c.route_command(cmd, routing).await
+            let mut redirected = 0;
+            loop {
+                match self.query_once(cmd, key).await {
+                    Err(error) if not_run(&error) && redirected < REDIRECTED_CALLS_RESENT => {
+                        redirected += 1;
+                        if error.kind() != ErrorKind::Moved && error.kind() != ErrorKind::Ask {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                    result => break result.map_err(LimiterError::from),
                 }
-                (Connection::Cluster(mut c), None) => cmd.query_async(&mut c).await,
-            };
-            value.map_err(|error| {
-                // A dropped connection is replaced on the next call; the cluster client
-                // reconnects by itself.
-                if error.is_connection_dropped() || error.is_io_error() {
-                    self.forget_single_connection();
-                }
-                LimiterError::from(error)
-            })
+            }
         };
         tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| LimiterError::Timeout(self.timeout))?
+    }
+
+    async fn query_once(&self, cmd: &Cmd, key: Option<&str>) -> redis::RedisResult<Value> {
+        let value = match (self.connection().await?, key) {
+            (Connection::Single(mut c), _) => cmd.query_async(&mut c).await,
+            (Connection::Cluster(mut c), Some(key)) => {
+                let route = Route::new(llmrl_keys::key_slot(key), SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                c.route_command(cmd, routing).await
+            }
+            (Connection::Cluster(mut c), None) => cmd.query_async(&mut c).await,
+        };
+        value.inspect_err(|error| {
+            // A dropped connection is replaced on the next call; the cluster client reconnects
+            // by itself.
+            if error.is_connection_dropped() || error.is_io_error() {
+                self.forget_single_connection();
+            }
+        })
     }
 
     fn forget_single_connection(&self) {

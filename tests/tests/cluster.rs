@@ -225,6 +225,17 @@ fn resharding_a_slot_under_load_keeps_its_limiter_state() {
         report["status_codes"],
         audit_violations(&report)
     );
+    let warnings = || {
+        let log = gw.log_text();
+        log.lines()
+            .filter(|l| l.contains("WARN"))
+            .take(5)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    if report["status_codes"]["503"].as_u64().is_some() {
+        eprintln!("503s under load; the gateway warned: {:#?}", warnings());
+    }
 
     // The state arrived intact: same digest and PEEK answer, and the same expiry up to the
     // migration's own latency (MIGRATE carries a TTL relative to the moment it is sent).
@@ -243,10 +254,34 @@ fn resharding_a_slot_under_load_keeps_its_limiter_state() {
     assert_eq!(audit_violations(&report), 0);
     assert_eq!(report["transport_errors"], 0);
     assert!(report["status_codes"]["200"].as_u64().unwrap_or(0) > 0);
-    // The gateway follows the slot to its new owner and continues from the moved state.
-    let r = post_chat(gw.port, moved, &body);
+    // The gateway follows the slot to its new owner and continues from the moved state. Its
+    // cluster client may still be settling after the move (on a starved machine CI once saw a
+    // 503 here): a few seconds to follow it. A refused call that timed out may still have
+    // counted in Redis (the safe side), so each one allows one request less remaining.
+    let mut unavailable = 0;
+    let r = loop {
+        let r = post_chat(gw.port, moved, &body);
+        if r.status != 503 || unavailable == 20 {
+            break r;
+        }
+        unavailable += 1;
+        sleep(Duration::from_millis(250));
+    };
+    if unavailable > 0 {
+        eprintln!(
+            "{unavailable} x 503 after the move; the gateway warned: {:#?}",
+            warnings()
+        );
+    }
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("992"));
+    let remaining: u64 = r
+        .header("x-ratelimit-remaining-requests")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (992 - unavailable..=992).contains(&remaining),
+        "{remaining} requests remaining after {unavailable} x 503"
+    );
 }
 
 #[rustfmt::skip]
