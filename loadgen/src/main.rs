@@ -4,6 +4,7 @@
 mod answer;
 mod audit;
 mod driver;
+mod http1;
 mod pacer;
 mod report;
 
