@@ -29,22 +29,16 @@ pub fn has_content(api: Api, data: &[u8]) -> bool {
 /// The usage of one JSON answer or event, folded into what was seen before (Anthropic's
 /// streams report input first, output last).
 fn fold(api: Api, so_far: Option<Usage>, value: &Value) -> Option<Usage> {
-    // A path of field names, not a JSON pointer: `Value::pointer` unescapes every segment
-    // into a new string (4.7 k instructions an answer, for three numbers).
-    let number = |value: &Value, path: &str| {
-        path.split('/')
-            .try_fold(value, |value, field| value.get(field))
-            .and_then(Value::as_u64)
-    };
+    let number = |value: &Value, pointer: &str| value.pointer(pointer).and_then(Value::as_u64);
     match api {
         // An event without usage (every chunk but the last) keeps what was seen before.
         Api::Chat | Api::Embeddings => value
             .get("usage")
             .and_then(|usage| {
                 Some(Usage {
-                    prompt: number(usage, "prompt_tokens")?,
-                    completion: number(usage, "completion_tokens").unwrap_or(0),
-                    cached: number(usage, "prompt_tokens_details/cached_tokens").unwrap_or(0),
+                    prompt: number(usage, "/prompt_tokens")?,
+                    completion: number(usage, "/completion_tokens").unwrap_or(0),
+                    cached: number(usage, "/prompt_tokens_details/cached_tokens").unwrap_or(0),
                 })
             })
             .or(so_far),
@@ -55,9 +49,9 @@ fn fold(api: Api, so_far: Option<Usage>, value: &Value) -> Option<Usage> {
             usage
                 .and_then(|usage| {
                     Some(Usage {
-                        prompt: number(usage, "input_tokens")?,
-                        completion: number(usage, "output_tokens")?,
-                        cached: number(usage, "input_tokens_details/cached_tokens").unwrap_or(0),
+                        prompt: number(usage, "/input_tokens")?,
+                        completion: number(usage, "/output_tokens")?,
+                        cached: number(usage, "/input_tokens_details/cached_tokens").unwrap_or(0),
                     })
                 })
                 .or(so_far)
@@ -67,14 +61,14 @@ fn fold(api: Api, so_far: Option<Usage>, value: &Value) -> Option<Usage> {
             let Some(usage) = message.get("usage") else {
                 return so_far;
             };
-            let cache_read = number(usage, "cache_read_input_tokens").unwrap_or(0);
-            let input = number(usage, "input_tokens").map(|input| {
-                input + cache_read + number(usage, "cache_creation_input_tokens").unwrap_or(0)
+            let cache_read = number(usage, "/cache_read_input_tokens").unwrap_or(0);
+            let input = number(usage, "/input_tokens").map(|input| {
+                input + cache_read + number(usage, "/cache_creation_input_tokens").unwrap_or(0)
             });
             let earlier = so_far.unwrap_or_default();
             Some(Usage {
                 prompt: input.unwrap_or(earlier.prompt),
-                completion: number(usage, "output_tokens").unwrap_or(earlier.completion),
+                completion: number(usage, "/output_tokens").unwrap_or(earlier.completion),
                 cached: if input.is_some() {
                     cache_read
                 } else {
