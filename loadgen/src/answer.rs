@@ -1,5 +1,6 @@
 //! What the load generator reads from an answer, per API: its usage (a whole JSON answer, or
-//! the events of a stream) and which stream pieces carry generated text.
+//! the events of a stream), whether it is a stream, and which stream pieces carry generated
+//! text.
 
 use crate::Api;
 use serde_json::Value;
@@ -11,6 +12,13 @@ pub struct Usage {
     pub prompt: u64,
     pub completion: u64,
     pub cached: u64,
+}
+
+pub fn is_event_stream(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
 }
 
 /// Whether a piece of a stream carries generated text.

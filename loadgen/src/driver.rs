@@ -1,19 +1,21 @@
 //! Sending requests: closed loop (virtual clients) or open loop (a schedule), bounded in time
 //! and count, with every outcome recorded.
 
-use crate::answer::{has_content, usage};
-use crate::http1::Connection;
+use crate::answer::{has_content, is_event_stream, usage};
 use crate::pacer::Pacer;
 use crate::{Api, Cli, Select};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
@@ -191,7 +193,7 @@ pub async fn drive(cli: &Cli) -> Result<Outcome, String> {
     let addresses = nodes
         .iter()
         .map(|node| {
-            let uri: http::Uri = node
+            let uri: hyper::Uri = node
                 .parse()
                 .map_err(|e| format!("bad --node {node}: {e}"))?;
             if uri.scheme_str() != Some("http") {
@@ -466,26 +468,34 @@ impl Lane<'_> {
 /// back in it).
 #[derive(Default)]
 struct Connections {
-    by_node: Vec<Option<Connection<TcpStream>>>,
+    by_node: Vec<Option<SendRequest<Full<Bytes>>>>,
 }
 
 impl Connections {
-    /// The connection to `node`, opened (again) if there is none or it cannot be used again.
+    /// The connection to `node`, opened (again) if there is none or it closed.
     async fn get(
         &mut self,
         shared: &Shared,
         node: usize,
-    ) -> Result<&mut Connection<TcpStream>, String> {
+    ) -> Result<&mut SendRequest<Full<Bytes>>, String> {
         if self.by_node.len() <= node {
             self.by_node.resize_with(node + 1, || None);
         }
         let slot = &mut self.by_node[node];
-        if !slot.as_ref().is_some_and(Connection::is_reusable) {
-            let stream = TcpStream::connect(&shared.addresses[node])
+        let usable = match slot.as_mut() {
+            Some(sender) => !sender.is_closed() && sender.ready().await.is_ok(),
+            None => false,
+        };
+        if !usable {
+            let stream = tokio::net::TcpStream::connect(&shared.addresses[node])
                 .await
                 .map_err(|e| e.to_string())?;
             stream.set_nodelay(true).map_err(|e| e.to_string())?;
-            *slot = Some(Connection::new(stream));
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            *slot = Some(sender);
         }
         slot.as_mut().ok_or_else(|| "no connection".to_string())
     }
@@ -499,25 +509,20 @@ async fn send(
     intended: Instant,
 ) -> (Sample, Option<u64>) {
     let (node, key) = shared.pick(rng);
-    let body = &shared.bodies[rng.random_range(0..shared.bodies.len())];
+    let body = shared.bodies[rng.random_range(0..shared.bodies.len())].clone();
     let since_start = |at: Instant| (at - shared.start).as_secs_f64() * 1000.0;
     let sent = Instant::now();
+    let builder = Request::post(shared.api.path()).header("host", &shared.addresses[node]);
     // As each API's own clients send the key.
-    let bearer;
-    let headers: &[(&str, &str)] = match shared.api {
-        Api::Messages => &[
-            ("host", &shared.addresses[node]),
-            ("x-api-key", &shared.keys[key]),
-            ("anthropic-version", "2023-06-01"),
-        ],
-        _ => {
-            bearer = format!("Bearer {}", shared.keys[key]);
-            &[
-                ("host", &shared.addresses[node]),
-                ("authorization", &bearer),
-            ]
-        }
+    let builder = match shared.api {
+        Api::Messages => builder
+            .header("x-api-key", &shared.keys[key])
+            .header("anthropic-version", "2023-06-01"),
+        _ => builder.header("authorization", format!("Bearer {}", shared.keys[key])),
     };
+    let request = builder
+        .header("content-type", "application/json")
+        .body(Full::new(body));
     let mut sample = Sample {
         node,
         key,
@@ -531,22 +536,34 @@ async fn send(
         streaming: None,
     };
     let mut retry_after = None;
-    let result = tokio::time::timeout(shared.timeout, async {
-        let connection = connections.get(shared, node).await?;
-        connection
-            .post(shared.api.path(), headers, body, |data| {
-                has_content(shared.api, data)
-            })
-            .await
-    })
-    .await
-    .unwrap_or_else(|_| Err("timeout".into()));
-    if result.is_err() {
-        // A connection left mid-answer (a timeout) cannot carry another request.
-        if let Some(slot) = connections.by_node.get_mut(node) {
-            *slot = None;
-        }
-    }
+    let result = match request {
+        Ok(request) => tokio::time::timeout(shared.timeout, async {
+            let sender = connections.get(shared, node).await?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let headers_at = Instant::now();
+            let (parts, mut body) = response.into_parts();
+            // Frame by frame; a stream's frames are looked into for when its last content came.
+            let streamed = is_event_stream(&parts.headers);
+            let mut bytes = Vec::new();
+            let mut last_content_at = headers_at;
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() {
+                    if streamed && has_content(shared.api, &data) {
+                        last_content_at = Instant::now();
+                    }
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            let span = streamed.then_some((headers_at, last_content_at));
+            Ok::<_, String>((parts, Bytes::from(bytes), span))
+        })
+        .await
+        .unwrap_or_else(|_| Err("timeout".into())),
+        Err(error) => Err(error.to_string()),
+    };
     let done = Instant::now();
     sample.latency_us = done.saturating_duration_since(intended).as_micros() as u64;
     sample.done_ms = since_start(done);
@@ -554,29 +571,25 @@ async fn send(
         Err(_) => {
             shared.errors.fetch_add(1, Ordering::Relaxed);
         }
-        Ok((answer, timing)) => match answer.status {
+        Ok((parts, bytes, span)) => match parts.status.as_u16() {
             200 => {
                 shared.ok.fetch_add(1, Ordering::Relaxed);
                 sample.status = Status::Ok;
-                if let Some(usage) = usage(shared.api, &answer.body) {
+                if let Some(usage) = usage(shared.api, &bytes) {
                     sample.prompt_tokens = usage.prompt;
                     sample.completion_tokens = usage.completion;
                     sample.cached_tokens = usage.cached;
                 }
-                sample.streaming = answer.event_stream.then(|| {
-                    (
-                        since_start(timing.head_at),
-                        since_start(timing.last_content_at),
-                    )
-                });
+                sample.streaming = span.map(|(from, to)| (since_start(from), since_start(to)));
             }
             429 => {
                 shared.limited.fetch_add(1, Ordering::Relaxed);
-                retry_after = answer.retry_after_ms;
-                let reason = if answer.no_retry {
+                let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+                retry_after = header("retry-after-ms").and_then(|v| v.parse().ok());
+                let reason = if header("x-should-retry") == Some("false") {
                     Reason::TooLarge
                 } else {
-                    let kind = serde_json::from_slice::<Value>(&answer.body)
+                    let kind = serde_json::from_slice::<Value>(&bytes)
                         .ok()
                         .and_then(|v| v["error"]["type"].as_str().map(str::to_string));
                     match kind.as_deref() {

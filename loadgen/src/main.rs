@@ -4,7 +4,6 @@
 mod answer;
 mod audit;
 mod driver;
-mod http1;
 mod pacer;
 mod report;
 
