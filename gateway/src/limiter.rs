@@ -334,4 +334,26 @@ mod tests {
         assert_eq!(module_version_in(&Value::Array(Vec::new())), None);
         assert_eq!(module_version_in(&Value::Nil), None);
     }
+
+    #[test]
+    fn only_errors_a_cluster_answers_before_running_a_command_are_sent_again() {
+        let error = |kind, text: &'static str| redis::RedisError::from((kind, text));
+        for kind in [
+            ErrorKind::Moved,
+            ErrorKind::Ask,
+            ErrorKind::TryAgain,
+            ErrorKind::ClusterDown,
+        ] {
+            assert!(not_run(&error(kind, "redirected")), "{kind:?}");
+        }
+        // These may come after the command ran (or say it failed): never sent again.
+        for kind in [
+            ErrorKind::IoError,
+            ErrorKind::ResponseError,
+            ErrorKind::ParseError,
+            ErrorKind::ReadOnly,
+        ] {
+            assert!(!not_run(&error(kind, "other")), "{kind:?}");
+        }
+    }
 }
