@@ -17,14 +17,63 @@ use tokio::sync::Mutex;
 
 /// How many times a call that a cluster redirected (or asked to try again) is sent again.
 const REDIRECTED_CALLS_RESENT: u32 = 4;
+/// The pause before sending again a call the cluster could not serve yet (TRYAGAIN,
+/// CLUSTERDOWN, a slot with no connected primary): long enough for a slot map to refresh.
+const PAUSE_BEFORE_RESENDING: Duration = Duration::from_millis(5);
 
-/// Errors a cluster answers before running the command: a slot that moved or is moving, or a
-/// cluster not ready to serve it.
-fn not_run(error: &redis::RedisError) -> bool {
-    matches!(
-        error.kind(),
-        ErrorKind::Moved | ErrorKind::Ask | ErrorKind::TryAgain | ErrorKind::ClusterDown
-    )
+/// Where a call goes.
+#[derive(Debug, Clone, PartialEq)]
+enum Destination<'a> {
+    /// The client's own choice: the one Redis, or in a cluster a node picked by the command.
+    Default,
+    /// The primary that serves this key's slot, as the cluster client's slot map says.
+    SlotOf(&'a str),
+    /// The node a cluster redirected the call to; after `ASK` the call is preceded by
+    /// `ASKING`, since the slot is still being imported there.
+    Node {
+        host: String,
+        port: u16,
+        asking: bool,
+    },
+}
+
+/// Where to send a failed call again and after what pause, or `None` when it must not be sent
+/// again. Only errors a cluster answers before running a command qualify — a redirection
+/// (`MOVED`, `ASK`), a slot not ready (`TRYAGAIN`, `CLUSTERDOWN`), or a node the client could
+/// not reach at all — so that a call sent again can never count twice. An error after the call
+/// may have run (a dropped connection, a timeout) is never sent again: a second MCHECK would
+/// reserve twice, a second MSETTLE refund twice.
+fn resend<'a>(
+    error: &redis::RedisError,
+    first: &Destination<'a>,
+    last: &Destination<'a>,
+) -> Option<(Destination<'a>, Duration)> {
+    let redirected_to = |asking| {
+        let (address, _slot) = error.redirect_node()?;
+        let (host, port) = address.rsplit_once(':')?;
+        Some(Destination::Node {
+            host: host.to_string(),
+            port: port.parse().ok()?,
+            asking,
+        })
+    };
+    let again = Some((first.clone(), PAUSE_BEFORE_RESENDING));
+    match error.kind() {
+        ErrorKind::Moved => redirected_to(false)
+            .map(|node| (node, Duration::ZERO))
+            .or(again),
+        ErrorKind::Ask => redirected_to(true)
+            .map(|node| (node, Duration::ZERO))
+            .or(again),
+        ErrorKind::TryAgain | ErrorKind::ClusterDown | ErrorKind::ClusterConnectionNotFound => {
+            again
+        }
+        // The client holds no connection to the node it was redirected to (a node new to its
+        // slot map): the call did not leave, so it goes by the slot map again.
+        ErrorKind::ClientError if matches!(last, Destination::Node { .. }) => again,
+        _ if error.is_connection_refusal() => again,
+        _ => None,
+    }
 }
 
 #[derive(Debug, Error)]
@@ -71,7 +120,9 @@ impl Limiter {
                 ClusterClient::builder(cluster.to_vec())
                     .connection_timeout(Duration::from_secs(1))
                     .response_timeout(timeout.max(Duration::from_millis(10)))
-                    .retries(2)
+                    // Redirections are followed by `query_routed`, which never resends a call
+                    // that may have run.
+                    .retries(0)
                     .build()?,
             )
         };
@@ -126,22 +177,28 @@ impl Limiter {
     /// commands is `numkeys` — every call would be redirected (`MOVED`), and the redirections
     /// make the client refresh its slot map again and again under load.
     ///
-    /// While a slot moves, a call can meet more redirections than the cluster client's own
-    /// retries follow (it counts MOVED and ASK as retries). A redirection means the command did
-    /// not run, so sending it again cannot count anything twice: it is sent again, a few times,
-    /// within the same timeout.
+    /// The cluster client sends nothing again by itself (`retries(0)`): it would also resend
+    /// after a dropped connection or a timeout, when the call may have run. The gateway follows
+    /// redirections here instead (see [`resend`]), a few times, within the same timeout.
     pub async fn query_routed(&self, cmd: &Cmd, key: Option<&str>) -> Result<Value, LimiterError> {
+        let first = key.map_or(Destination::Default, Destination::SlotOf);
         let call = async {
-            let mut redirected = 0;
+            let mut destination = first.clone();
+            let mut resent = 0;
             loop {
-                match self.query_once(cmd, key).await {
-                    Err(error) if not_run(&error) && redirected < REDIRECTED_CALLS_RESENT => {
-                        redirected += 1;
-                        if error.kind() != ErrorKind::Moved && error.kind() != ErrorKind::Ask {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
+                let error = match self.query_once(cmd, &destination).await {
+                    Ok(value) => return Ok(value),
+                    Err(error) => error,
+                };
+                match resend(&error, &first, &destination) {
+                    Some((next, pause)) if resent < REDIRECTED_CALLS_RESENT => {
+                        resent += 1;
+                        destination = next;
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
                         }
                     }
-                    result => break result.map_err(LimiterError::from),
+                    _ => return Err(LimiterError::from(error)),
                 }
             }
         };
@@ -150,15 +207,33 @@ impl Limiter {
             .map_err(|_| LimiterError::Timeout(self.timeout))?
     }
 
-    async fn query_once(&self, cmd: &Cmd, key: Option<&str>) -> redis::RedisResult<Value> {
-        let value = match (self.connection().await?, key) {
+    async fn query_once(
+        &self,
+        cmd: &Cmd,
+        destination: &Destination<'_>,
+    ) -> redis::RedisResult<Value> {
+        let value = match (self.connection().await?, destination) {
             (Connection::Single(mut c), _) => cmd.query_async(&mut c).await,
-            (Connection::Cluster(mut c), Some(key)) => {
+            (Connection::Cluster(mut c), Destination::Default) => cmd.query_async(&mut c).await,
+            (Connection::Cluster(mut c), Destination::SlotOf(key)) => {
                 let route = Route::new(llmrl_keys::key_slot(key), SlotAddr::Master);
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
                 c.route_command(cmd, routing).await
             }
-            (Connection::Cluster(mut c), None) => cmd.query_async(&mut c).await,
+            (Connection::Cluster(mut c), Destination::Node { host, port, asking }) => {
+                let node = SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                };
+                if *asking {
+                    let mut pipeline = redis::pipe();
+                    pipeline.cmd("ASKING").add_command(cmd.clone());
+                    let mut replies = c.route_pipeline(&pipeline, 1, 1, node).await?;
+                    Ok(replies.pop().unwrap_or(Value::Nil))
+                } else {
+                    c.route_command(cmd, RoutingInfo::SingleNode(node)).await
+                }
+            }
         };
         value.inspect_err(|error| {
             // A dropped connection is replaced on the next call; the cluster client reconnects
@@ -338,22 +413,75 @@ mod tests {
     #[test]
     fn only_errors_a_cluster_answers_before_running_a_command_are_sent_again() {
         let error = |kind, text: &'static str| redis::RedisError::from((kind, text));
+        let redirected =
+            |kind, detail: &str| redis::RedisError::from((kind, "redirected", detail.to_string()));
+        let first = Destination::SlotOf("llmrl:{t}:k");
+        let node = |port, asking| Destination::Node {
+            host: "127.0.0.1".to_string(),
+            port,
+            asking,
+        };
+        // Redirections go straight to the node named, ASK with ASKING before the call.
+        assert_eq!(
+            resend(
+                &redirected(ErrorKind::Moved, "4232 127.0.0.1:7001"),
+                &first,
+                &first
+            ),
+            Some((node(7001, false), Duration::ZERO))
+        );
+        assert_eq!(
+            resend(
+                &redirected(ErrorKind::Ask, "4232 127.0.0.1:7002"),
+                &first,
+                &first
+            ),
+            Some((node(7002, true), Duration::ZERO))
+        );
+        // A redirection without a readable node, or a slot not ready: by the slot map, later.
+        let again = Some((first.clone(), PAUSE_BEFORE_RESENDING));
+        assert_eq!(
+            resend(&redirected(ErrorKind::Moved, "4232"), &first, &first),
+            again
+        );
         for kind in [
-            ErrorKind::Moved,
-            ErrorKind::Ask,
             ErrorKind::TryAgain,
             ErrorKind::ClusterDown,
+            ErrorKind::ClusterConnectionNotFound,
         ] {
-            assert!(not_run(&error(kind, "redirected")), "{kind:?}");
+            assert_eq!(
+                resend(&error(kind, "not ready"), &first, &first),
+                again,
+                "{kind:?}"
+            );
         }
+        let refused =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(resend(&refused, &first, &node(7001, false)), again);
+        // No connection to the node redirected to: the call never left.
+        let unknown_node = error(ErrorKind::ClientError, "Requested connection not found");
+        assert_eq!(resend(&unknown_node, &first, &node(7001, false)), again);
+        assert_eq!(resend(&unknown_node, &first, &first), None);
         // These may come after the command ran (or say it failed): never sent again.
+        for io in [
+            std::io::ErrorKind::TimedOut,
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::BrokenPipe,
+            std::io::ErrorKind::UnexpectedEof,
+        ] {
+            let dropped = redis::RedisError::from(std::io::Error::from(io));
+            assert_eq!(resend(&dropped, &first, &first), None, "{io:?}");
+        }
         for kind in [
-            ErrorKind::IoError,
             ErrorKind::ResponseError,
             ErrorKind::ParseError,
             ErrorKind::ReadOnly,
         ] {
-            assert!(!not_run(&error(kind, "other")), "{kind:?}");
+            assert_eq!(
+                resend(&error(kind, "other"), &first, &first),
+                None,
+                "{kind:?}"
+            );
         }
     }
 }

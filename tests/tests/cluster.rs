@@ -137,18 +137,23 @@ fn resharding_a_slot_under_load_keeps_its_limiter_state() {
     let moved = "sk-moved";
     let moved_name = gateway_redis_key(moved, 60_000);
     let slot = key_slot(&moved_name);
-    let sibling = (0..)
-        .map(|i| format!("sk-sibling-{i}"))
-        .find(|k| key_slot(&gateway_redis_key(k, 60_000)) == slot)
-        .expect("some key shares the slot");
+    let in_slot = |prefix: &str| {
+        (0..)
+            .map(|i| format!("{prefix}-{i}"))
+            .find(|k| key_slot(&gateway_redis_key(k, 60_000)) == slot)
+            .expect("some key shares the slot")
+    };
+    // `asked` is used once before the move and once while its slot is half moved.
+    let (sibling, asked) = (in_slot("sk-sibling"), in_slot("sk-asked"));
     let others: Vec<String> = (0..6).map(|i| format!("sk-other-{i}")).collect();
-    let mut entries = vec![(moved, 1000), (sibling.as_str(), 300)];
+    let mut entries = vec![(moved, 1000), (sibling.as_str(), 300), (asked.as_str(), 50)];
     entries.extend(others.iter().map(|k| (k.as_str(), 300)));
     let (keys, gw) = cluster_gateway(&cluster, &entries);
     let body = chat_body("gpt-4o", "hi", "\"max_tokens\":1");
     for _ in 0..7 {
         assert_eq!(post_chat(gw.port, moved, &body).status, 200);
     }
+    assert_eq!(post_chat(gw.port, &asked, &body).status, 200);
     let source = cluster.owner(&moved_name);
     let target = (source + 1) % 3;
     let state = |node: usize| {
@@ -211,6 +216,11 @@ fn resharding_a_slot_under_load_keeps_its_limiter_state() {
         let _: String = migrate.query(&mut src).unwrap();
         migrated += batch.len();
     }
+    // The keys now live on the target, but the slot still belongs to the source, which answers
+    // ASK: the gateway follows it (ASKING, then the call, on the target) and counts once.
+    let r = post_chat(gw.port, &asked, &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("48"));
     for node in [target, source, (source + 2) % 3] {
         let mut con = cluster.nodes[node].client();
         exec(
@@ -239,7 +249,10 @@ fn resharding_a_slot_under_load_keeps_its_limiter_state() {
 
     // The state arrived intact: same digest and PEEK answer, and the same expiry up to the
     // migration's own latency (MIGRATE carries a TTL relative to the moment it is sent).
-    assert!(migrated >= 2, "the moved key and its sibling");
+    assert!(
+        migrated >= 3,
+        "the moved key, its sibling and the asked key"
+    );
     let after = state(target);
     assert_eq!((&after.0, after.1), (&before.0, before.1));
     assert!(
