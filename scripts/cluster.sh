@@ -25,6 +25,7 @@ start)
         rm -rf "$dir/$port/appendonlydir"
         redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
             --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+            --cluster-require-full-coverage no \
             --appendonly yes --appendfsync everysec --save "" --dir "$dir/$port" \
             --loadmodule "$module" --daemonize yes \
             --pidfile "$dir/$port/redis.pid" --logfile "$dir/$port/redis.log"

@@ -79,7 +79,7 @@ pub async fn usage(app: &App, headers: &HeaderMap) -> Result<Response<Body>, Gat
         Some(limiter) => crate::usage::of_key(limiter, &key, false)
             .await
             .map_err(|error| {
-                tracing::warn!(%error, "usage: the limiter is unavailable");
+                crate::throttle::warn_throttled!(%error, "usage: the limiter is unavailable");
                 GatewayError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorKind::LimiterUnavailable,

@@ -17,8 +17,8 @@ use tokio::sync::Mutex;
 
 /// How many times a call that a cluster redirected (or asked to try again) is sent again.
 const REDIRECTED_CALLS_RESENT: u32 = 4;
-/// The pause before sending again a call the cluster could not serve yet (TRYAGAIN,
-/// CLUSTERDOWN, a slot with no connected primary): long enough for a slot map to refresh.
+/// The first pause before sending again a call the cluster could not serve yet (TRYAGAIN,
+/// CLUSTERDOWN, a slot with no connected primary); each further one is twice as long.
 const PAUSE_BEFORE_RESENDING: Duration = Duration::from_millis(5);
 
 /// Where a call goes.
@@ -192,11 +192,13 @@ impl Limiter {
                 };
                 match resend(&error, &first, &destination) {
                     Some((next, pause)) if resent < REDIRECTED_CALLS_RESENT => {
+                        // Doubling pauses (5, 10, 20, 40 ms): a slot map refreshing after a
+                        // failover gets time, a moving slot a quick answer.
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause.saturating_mul(1 << resent)).await;
+                        }
                         resent += 1;
                         destination = next;
-                        if !pause.is_zero() {
-                            tokio::time::sleep(pause).await;
-                        }
                     }
                     _ => return Err(LimiterError::from(error)),
                 }

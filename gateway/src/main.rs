@@ -28,6 +28,7 @@ mod pipeline;
 mod policy;
 mod policy_store;
 mod router;
+mod throttle;
 mod tokens;
 mod upstream;
 mod usage;
@@ -58,7 +59,9 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LLMRL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // The Redis client warns on every reconnection attempt: thousands of lines a
+                // second in an outage, which the gateway's own throttled warnings cover.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,redis=error")),
         )
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
@@ -182,7 +185,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     Ok((stream, _)) => stream,
                     Err(error) => {
                         // E.g. out of file descriptors: back off instead of spinning.
-                        tracing::warn!(%error, "accept failed");
+                        crate::throttle::warn_throttled!(%error, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }

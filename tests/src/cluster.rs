@@ -5,21 +5,28 @@ use crate::util::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// A Redis Cluster of `primaries` nodes (no replicas), the module on every node.
+/// A Redis Cluster of real servers, the module on every node.
 pub struct Cluster {
     pub nodes: Vec<RedisServer>,
 }
 
 impl Cluster {
     pub fn start(primaries: usize) -> Cluster {
-        let nodes: Vec<RedisServer> = (0..primaries)
-            .map(|_| RedisServer::start(&["--cluster-enabled", "yes"]))
+        Self::start_with(primaries, 0, &[])
+    }
+
+    /// `primaries` nodes, each with `replicas` replicas, every node started with `extra`.
+    pub fn start_with(primaries: usize, replicas: usize, extra: &[&str]) -> Cluster {
+        let mut args = vec!["--cluster-enabled", "yes"];
+        args.extend_from_slice(extra);
+        let nodes: Vec<RedisServer> = (0..primaries * (1 + replicas))
+            .map(|_| RedisServer::start(&args))
             .collect();
         let status = Command::new("redis-cli")
             .arg("--cluster")
             .arg("create")
             .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .status()
             .expect("redis-cli");

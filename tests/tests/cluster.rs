@@ -57,6 +57,27 @@ fn audited_load(
     (code, report)
 }
 
+/// `key`'s request until it is answered with something other than 503, at most `attempts`
+/// times 250 ms apart: the answer, and how many 503s came first (printed with the gateway's
+/// warnings, to tell why).
+fn served_after_503s(gw: &Gateway, key: &str, body: &str, attempts: u64) -> (HttpResponse, u64) {
+    let mut unavailable = 0;
+    let r = loop {
+        let r = post_chat(gw.port, key, body);
+        if r.status != 503 || unavailable == attempts {
+            break r;
+        }
+        unavailable += 1;
+        sleep(Duration::from_millis(250));
+    };
+    if unavailable > 0 {
+        let log = gw.log_text();
+        let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).take(5).collect();
+        eprintln!("{unavailable} x 503 for {key}; the gateway warned: {warnings:#?}");
+    }
+    (r, unavailable)
+}
+
 fn audit_violations(report: &Json) -> u64 {
     report["audit"]
         .as_array()
@@ -271,21 +292,7 @@ fn resharding_a_slot_under_load_keeps_its_limiter_state() {
     // cluster client may still be settling after the move (on a starved machine CI once saw a
     // 503 here): a few seconds to follow it. A refused call that timed out may still have
     // counted in Redis (the safe side), so each one allows one request less remaining.
-    let mut unavailable = 0;
-    let r = loop {
-        let r = post_chat(gw.port, moved, &body);
-        if r.status != 503 || unavailable == 20 {
-            break r;
-        }
-        unavailable += 1;
-        sleep(Duration::from_millis(250));
-    };
-    if unavailable > 0 {
-        eprintln!(
-            "{unavailable} x 503 after the move; the gateway warned: {:#?}",
-            warnings()
-        );
-    }
+    let (r, unavailable) = served_after_503s(&gw, moved, &body, 20);
     assert_eq!(r.status, 200);
     let remaining: u64 = r
         .header("x-ratelimit-remaining-requests")
@@ -295,6 +302,96 @@ fn resharding_a_slot_under_load_keeps_its_limiter_state() {
         (992 - unavailable..=992).contains(&remaining),
         "{remaining} requests remaining after {unavailable} x 503"
     );
+}
+
+#[test]
+fn a_primary_failing_over_under_load_keeps_its_state_and_the_other_shards_serving() {
+    // What a limiter's cluster should run with: a failing shard does not stop the others.
+    let mut cluster = Cluster::start_with(
+        3,
+        1,
+        &[
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-require-full-coverage",
+            "no",
+        ],
+    );
+    let failing = "sk-failing";
+    let candidates: Vec<String> = (0..24).map(|i| format!("sk-steady-{i}")).collect();
+    let mut entries = vec![(failing, 1000)];
+    entries.extend(candidates.iter().map(|k| (k.as_str(), 300)));
+    let (keys, gw) = cluster_gateway(&cluster, &entries);
+    let body = chat_body("gpt-4o", "hi", "\"max_tokens\":1");
+    for _ in 0..5 {
+        assert_eq!(post_chat(gw.port, failing, &body).status, 200);
+    }
+    let victim = cluster.owner(&gateway_redis_key(failing, 60_000));
+    let victim_id = cluster.node_id(victim);
+    let replica = (0..cluster.nodes.len())
+        .find(|&n| {
+            string(&mut cluster.nodes[n].client(), &["CLUSTER", "NODES"])
+                .lines()
+                .any(|line| line.contains("myself,slave") && line.contains(&victim_id))
+        })
+        .expect("the victim has a replica");
+    // The load runs on keys the other primaries hold (the victim answers MOVED for them).
+    let steady: Vec<String> = candidates
+        .iter()
+        .filter(|k| {
+            redis::cmd("EXISTS")
+                .arg(gateway_redis_key(k, 60_000))
+                .query::<i64>(&mut cluster.nodes[victim].client())
+                .is_err()
+        })
+        .take(6)
+        .cloned()
+        .collect();
+    assert_eq!(steady.len(), 6);
+    // Everything the victim holds has reached its replica before it dies.
+    assert!(eventually(Duration::from_secs(10), || {
+        string(&mut cluster.nodes[victim].client(), &["DEBUG", "DIGEST"])
+            == string(&mut cluster.nodes[replica].client(), &["DEBUG", "DIGEST"])
+    }));
+
+    let load = {
+        let (port, keys, steady) = (gw.port, keys.clone(), steady.clone());
+        std::thread::spawn(move || audited_load(port, &keys, &steady, "6"))
+    };
+    sleep(Duration::from_millis(1_500));
+    cluster.nodes[victim].kill();
+    let killed = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(20), || string(
+            &mut cluster.nodes[replica].client(),
+            &["INFO", "replication"]
+        )
+        .contains("role:master")),
+        "the replica was not promoted"
+    );
+    eprintln!(
+        "failover: replica promoted {:?} after the kill",
+        killed.elapsed()
+    );
+    // The gateway finds the new primary of the failed slots and continues from the replicated
+    // state: the five requests before, this one now. (The first call over the connection to
+    // the dead node answers 503, `broken pipe`, and is not sent again: see README.)
+    let (r, unavailable) = served_after_503s(&gw, failing, &body, 40);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("994"));
+
+    let (code, report) = load.join().unwrap();
+    eprintln!(
+        "failover: {unavailable} x 503 before the failed shard answered again; load on the \
+         other shards {}",
+        report["status_codes"]
+    );
+    assert_eq!(code, 0, "audit failed: {}", report["audit"]);
+    assert_eq!(audit_violations(&report), 0);
+    assert_eq!(report["transport_errors"], 0);
+    assert!(report["status_codes"]["200"].as_u64().unwrap_or(0) > 0);
+    // The other shards served throughout: the failed one's calls never held up theirs.
+    assert!(report["status_codes"]["503"].is_null());
 }
 
 #[rustfmt::skip]

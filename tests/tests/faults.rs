@@ -143,6 +143,42 @@ fn redis_stopped_mid_load_fails_fast_then_recovers_by_itself() {
     };
     assert_eq!(after_restart, 2, "sk-bulk and sk-tight have keys again");
     assert!(!closed.log_text().contains("panicked") && !open.log_text().contains("panicked"));
+    // Hundreds of refusals, a few log lines: the warning is logged once a second at most, each
+    // line counting the ones left out.
+    for (gateway, refusals) in [
+        (&closed, status_count(&closed_report, "503")),
+        (
+            &open,
+            metric(open.port, "llmrl_gateway_fail_open_total", &[]),
+        ),
+    ] {
+        let log = gateway.log_text();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains("limiter unavailable"))
+            .collect();
+        let left_out: u64 = lines
+            .iter()
+            .filter_map(|line| {
+                line.split("left_out=")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        assert!(
+            (1..=6).contains(&lines.len()),
+            "{} warnings for a 2 s outage:\n{log}",
+            lines.len()
+        );
+        // Those after the last line logged are counted in the next one, which never came.
+        assert!(
+            left_out > 0 && lines.len() as u64 + left_out <= refusals,
+            "{log}"
+        );
+    }
 }
 
 /// Peak resident memory of a process (VmHWM), in KiB.

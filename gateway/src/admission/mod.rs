@@ -246,7 +246,7 @@ async fn cancel(
                 .collect(),
         };
         if let Err(error) = limiter.mcancel(&correction).await {
-            tracing::warn!(%error, "LLMRL.MCANCEL failed; the admission stays charged in one slot group");
+            crate::throttle::warn_throttled!(%error, "LLMRL.MCANCEL failed; the admission stays charged in one slot group");
         }
     }
 }
@@ -257,11 +257,11 @@ fn unavailable(app: &App, error: LimiterError) -> Result<Admission, GatewayError
     match app.cli.on_redis_error {
         FailureMode::Open => {
             app.metrics.fail_open.inc();
-            tracing::warn!(%error, "limiter unavailable; serving unchecked (--on-redis-error open)");
+            crate::throttle::warn_throttled!(%error, "limiter unavailable; serving unchecked (--on-redis-error open)");
             Ok(None)
         }
         FailureMode::Closed => {
-            tracing::warn!(%error, "limiter unavailable; answering 503 (--on-redis-error closed)");
+            crate::throttle::warn_throttled!(%error, "limiter unavailable; answering 503 (--on-redis-error closed)");
             Err(GatewayError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorKind::LimiterUnavailable,

@@ -183,7 +183,7 @@ impl Settlement {
                 .redis_errors
                 .with_label_values(&["settle"])
                 .inc();
-            tracing::warn!(%error, "settling failed; the reservation stays charged (and any slot held until its lease ends)");
+            crate::throttle::warn_throttled!(%error, "settling failed; the reservation stays charged (and any slot held until its lease ends)");
         }
     }
 

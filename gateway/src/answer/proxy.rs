@@ -42,7 +42,7 @@ pub async fn forward(
     let response = match upstream.send(dialect.upstream_path(), &body).await {
         Ok(response) => response,
         Err(message) => {
-            tracing::warn!(%message, "upstream request failed");
+            crate::throttle::warn_throttled!(%message, "upstream request failed");
             settlement.complete(nothing_generated).await;
             return unavailable(dialect, &message);
         }
@@ -116,7 +116,7 @@ async fn relay_stream(
         let frame = match body.frame().await {
             None => break,
             Some(Err(error)) => {
-                tracing::warn!(%error, "upstream stream broke off");
+                crate::throttle::warn_throttled!(%error, "upstream stream broke off");
                 upstream_failed = true;
                 break;
             }
