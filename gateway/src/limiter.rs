@@ -190,7 +190,9 @@ impl Limiter {
                     Ok(value) => return Ok(value),
                     Err(error) => error,
                 };
-                match resend(&error, &first, &destination) {
+                // A single Redis answers none of these but a refused connection: down, not
+                // moving, so the 503 (or failing open) comes at once.
+                match resend(&error, &first, &destination).filter(|_| self.is_cluster()) {
                     Some((next, pause)) if resent < REDIRECTED_CALLS_RESENT => {
                         // Doubling pauses (5, 10, 20, 40 ms): a slot map refreshing after a
                         // failover gets time, a moving slot a quick answer.
