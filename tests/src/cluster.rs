@@ -58,17 +58,16 @@ impl Cluster {
         string(&mut self.nodes[index].client(), &["CLUSTER", "MYID"])
     }
 
-    /// The node holding `key`'s slot.
+    /// The primary holding `key`'s slot (its replicas hold the key too).
     pub fn owner(&self, key: &str) -> usize {
         let mut con = self.nodes[0].client();
         let slot = int(&mut con, &["CLUSTER", "KEYSLOT", key]);
         self.nodes
             .iter()
             .position(|n| {
-                int(
-                    &mut n.client(),
-                    &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()],
-                ) > 0
+                let mut con = n.client();
+                string(&mut con, &["INFO", "replication"]).contains("role:master")
+                    && int(&mut con, &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]) > 0
             })
             .unwrap_or_else(|| panic!("no node holds {key} (slot {slot})"))
     }

@@ -71,11 +71,22 @@ fn served_after_503s(gw: &Gateway, key: &str, body: &str, attempts: u64) -> (Htt
         sleep(Duration::from_millis(250));
     };
     if unavailable > 0 {
-        let log = gw.log_text();
-        let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).take(5).collect();
-        eprintln!("{unavailable} x 503 for {key}; the gateway warned: {warnings:#?}");
+        eprintln!(
+            "{unavailable} x 503 for {key}; the gateway warned: {:#?}",
+            warnings(gw)
+        );
     }
     (r, unavailable)
+}
+
+/// The gateway's first warnings, to tell why it answered 503.
+fn warnings(gw: &Gateway) -> Vec<String> {
+    gw.log_text()
+        .lines()
+        .filter(|l| l.contains("WARN"))
+        .take(5)
+        .map(str::to_string)
+        .collect()
 }
 
 fn audit_violations(report: &Json) -> u64 {
@@ -256,16 +267,8 @@ fn resharding_a_slot_under_load_keeps_its_limiter_state() {
         report["status_codes"],
         audit_violations(&report)
     );
-    let warnings = || {
-        let log = gw.log_text();
-        log.lines()
-            .filter(|l| l.contains("WARN"))
-            .take(5)
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
     if report["status_codes"]["503"].as_u64().is_some() {
-        eprintln!("503s under load; the gateway warned: {:#?}", warnings());
+        eprintln!("503s under load; the gateway warned: {:#?}", warnings(&gw));
     }
 
     // The state arrived intact: same digest and PEEK answer, and the same expiry up to the
