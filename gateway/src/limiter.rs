@@ -59,10 +59,7 @@ fn resend<'a>(
     };
     let again = Some((first.clone(), PAUSE_BEFORE_RESENDING));
     match error.kind() {
-        ErrorKind::Moved => redirected_to(false)
-            .map(|node| (node, Duration::ZERO))
-            .or(again),
-        ErrorKind::Ask => redirected_to(true)
+        kind @ (ErrorKind::Moved | ErrorKind::Ask) => redirected_to(kind == ErrorKind::Ask)
             .map(|node| (node, Duration::ZERO))
             .or(again),
         ErrorKind::TryAgain | ErrorKind::ClusterDown | ErrorKind::ClusterConnectionNotFound => {
@@ -426,22 +423,16 @@ mod tests {
             asking,
         };
         // Redirections go straight to the node named, ASK with ASKING before the call.
-        assert_eq!(
-            resend(
-                &redirected(ErrorKind::Moved, "4232 127.0.0.1:7001"),
-                &first,
-                &first
-            ),
-            Some((node(7001, false), Duration::ZERO))
-        );
-        assert_eq!(
-            resend(
-                &redirected(ErrorKind::Ask, "4232 127.0.0.1:7002"),
-                &first,
-                &first
-            ),
-            Some((node(7002, true), Duration::ZERO))
-        );
+        for (kind, address, port, asking) in [
+            (ErrorKind::Moved, "4232 127.0.0.1:7001", 7001, false),
+            (ErrorKind::Ask, "4232 127.0.0.1:7002", 7002, true),
+        ] {
+            assert_eq!(
+                resend(&redirected(kind, address), &first, &first),
+                Some((node(port, asking), Duration::ZERO)),
+                "{kind:?}"
+            );
+        }
         // A redirection without a readable node, or a slot not ready: by the slot map, later.
         let again = Some((first.clone(), PAUSE_BEFORE_RESENDING));
         assert_eq!(
