@@ -73,7 +73,8 @@ pub struct Decision {
     pub group_tickets: Vec<(usize, u64)>,
     /// Per header dimension ([`REQUESTS`]..[`TOKENS`]); `None` where nothing limits it.
     pub figures: [Option<Figure>; 4],
-    /// The scope with the smallest share left (multi-scope policies only): `team:ml-research`.
+    /// The scope that refused, else the one with the smallest share left (multi-scope
+    /// policies only): `team:ml-research`.
     pub binding: Option<String>,
     pub refusal: Option<Refusal>,
 }
@@ -226,11 +227,18 @@ impl Decision {
                 figure.share()
             });
         }
-        let binding = figures
-            .iter()
-            .flatten()
-            .min_by(|a, b| a.0.share().total_cmp(&b.0.share()))
-            .and_then(|(_, scope)| scopes.get(*scope))
+        // A refusal's own scope binds (a budget has no header figure, and a request too
+        // large for one scope may leave it the largest share); otherwise the smallest share.
+        let refusing = verdict.scope.filter(|_| !verdict.allowed);
+        let binding = refusing
+            .or_else(|| {
+                figures
+                    .iter()
+                    .flatten()
+                    .min_by(|a, b| a.0.share().total_cmp(&b.0.share()))
+                    .map(|(_, scope)| *scope)
+            })
+            .and_then(|scope| scopes.get(scope))
             .map(|spec| spec.owner.label());
         let refusal = if verdict.allowed {
             None

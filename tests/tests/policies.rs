@@ -108,6 +108,16 @@ fn a_team_cap_and_each_keys_own_cap_hold_across_three_nodes() {
         );
         assert_eq!(refused.header("x-ratelimit-remaining-requests"), Some("0"));
         assert!(refused.header("retry-after-ms").is_some());
+        // The binding-scope header names the scope that refused.
+        let binding = refused.header("x-llmrl-binding-scope").unwrap();
+        if message.contains("for team ml ") {
+            assert_eq!(binding, "team:ml", "{message}");
+        } else {
+            assert!(
+                binding == "key:a" || binding == "key:b",
+                "{binding}: {message}"
+            );
+        }
     }
     let first = a.iter().chain(&b).find(|r| r.status == 200).unwrap();
     assert!(first.header("x-llmrl-binding-scope").is_some());
@@ -381,6 +391,16 @@ fn a_spend_budget_holds_under_200_concurrent_requests() {
                 let error = &response.json()["error"];
                 assert_eq!(error["type"], "insufficient_quota", "{error}");
                 assert_eq!(error["code"], "insufficient_quota");
+                // The budget and the amounts to the micro-dollar, and the org as the binding
+                // scope (a budget has no rate-limit header of its own).
+                let message = error["message"].as_str().unwrap();
+                assert!(
+                    message.starts_with(
+                        "You exceeded your current quota: the budget of organization acme on spend per day is $0.005, $0.00"
+                    ),
+                    "{message}"
+                );
+                assert_eq!(response.header("x-llmrl-binding-scope"), Some("org:acme"));
             }
             other => panic!("unexpected {other}: {}", response.text()),
         }

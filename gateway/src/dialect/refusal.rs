@@ -56,8 +56,12 @@ pub fn duration(ms: u64) -> String {
     out
 }
 
+/// Exact to the micro-dollar, at least to the cent: `$50.00`, `$4.995`, `$0.000035` (a
+/// cent-rounded `$0.00` would hide a small budget and what a request may cost).
 fn dollars(micro_usd: u64) -> String {
-    format!("${:.2}", micro_usd as f64 / 1e6)
+    let fraction = format!("{:06}", micro_usd % 1_000_000);
+    let fraction = fraction.trim_end_matches('0');
+    format!("${}.{fraction:0<2}", micro_usd / 1_000_000)
 }
 
 fn too_many(kind: ErrorKind, message: String, code: &'static str) -> GatewayError {
@@ -164,6 +168,17 @@ mod tests {
         assert_eq!(duration(360_000), "6m0s");
         assert_eq!(duration(61_500), "1m1.5s");
         assert_eq!(duration(3_723_000), "1h2m3s");
+    }
+
+    #[test]
+    fn dollars_exact_to_the_micro_dollar() {
+        assert_eq!(dollars(0), "$0.00");
+        assert_eq!(dollars(50_000_000), "$50.00");
+        assert_eq!(dollars(4_995_000), "$4.995");
+        assert_eq!(dollars(10), "$0.00001");
+        assert_eq!(dollars(35), "$0.000035");
+        assert_eq!(dollars(1_500_000), "$1.50");
+        assert_eq!(dollars(u64::MAX), "$18446744073709.551615");
     }
 
     /// What `duration` wrote before it avoided `format!`: the reference it must still match.
