@@ -44,6 +44,9 @@ pub enum StoreError {
     Missing(String),
     #[error("the stored policy is invalid: {0}")]
     Invalid(String),
+    /// A policy to be written (an import) does not hold together; nothing was written.
+    #[error("the policy is invalid, nothing was written: {0}")]
+    Refused(String),
     #[error("the policy changed while this change was being made; try again")]
     Conflict,
     #[error("unexpected reply from Redis: {0}")]
@@ -144,8 +147,9 @@ impl PolicyStore {
 
     /// Replace the whole stored policy with `file` (checked first; API keys stored as digests).
     pub async fn import(&self, file: KeysFile) -> Result<String, StoreError> {
-        let fields = to_fields(&file).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        KeyStore::from_file(file, None)?;
+        let refused = |message: String| StoreError::Refused(message);
+        let fields = to_fields(&file).map_err(|e| refused(e.to_string()))?;
+        KeyStore::from_file(file, None).map_err(|e| refused(e.to_string()))?;
         let changes: Vec<(String, Option<String>)> =
             fields.into_iter().map(|(f, v)| (f, Some(v))).collect();
         self.write(&Expect::Any, true, &changes).await

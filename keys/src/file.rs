@@ -183,7 +183,7 @@ pub enum FileError {
     #[error("{what} {name:?} is defined twice")]
     Twice { what: &'static str, name: String },
     #[error(
-        "{what} {name:?}: names are 1-64 letters, digits, '.', '_' or '-' (they are part of Redis key names)"
+        "{what} {name:?}: names are 1-64 letters, digits, '.', '_' or '-' (they appear in Redis key names, headers and admin URLs)"
     )]
     BadName { what: &'static str, name: String },
     #[error("team {team:?} belongs to org {team_org:?}, but key {key:?} says org {key_org:?}")]
@@ -261,6 +261,7 @@ impl KeysFile {
             kind,
             missing: target.to_string(),
         };
+        unique("key", self.keys.iter().map(|k| k.name.as_str()))?;
         unique("team", self.teams.iter().map(|t| t.name.as_str()))?;
         unique("org", self.orgs.iter().map(|o| o.name.as_str()))?;
         unique("upstream", self.upstreams.iter().map(|u| u.name.as_str()))?;
@@ -336,7 +337,8 @@ impl KeysFile {
     }
 }
 
-/// Names are part of Redis key names (and hash tags): plain, short, unique.
+/// Names are part of Redis key names (and hash tags), of the binding-scope header and of the
+/// admin API's URLs: plain, short, unique.
 fn unique<'a>(what: &'static str, names: impl Iterator<Item = &'a str>) -> Result<(), FileError> {
     let mut seen = HashSet::new();
     for name in names {

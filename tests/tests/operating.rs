@@ -312,6 +312,13 @@ fn the_admin_api_checks_every_change_and_keeps_secrets_out() {
             422,
             "invalid_policy",
         ),
+        (
+            "POST",
+            "/admin/keys",
+            r#"{"name": "my key"}"#,
+            422,
+            "invalid_policy",
+        ),
         ("POST", "/admin/keys", "{not json", 400, "invalid_json"),
         (
             "PUT",

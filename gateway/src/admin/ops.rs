@@ -30,7 +30,9 @@ pub enum AdminError {
 impl From<StoreError> for AdminError {
     fn from(error: StoreError) -> AdminError {
         match error {
-            StoreError::Invalid(message) => AdminError::Invalid(message),
+            StoreError::Invalid(message) | StoreError::Refused(message) => {
+                AdminError::Invalid(message)
+            }
             StoreError::Conflict => AdminError::Conflict,
             StoreError::Missing(_) => AdminError::NotFound(error.to_string()),
             StoreError::Redis(_) | StoreError::Reply(_) => AdminError::Unavailable(format!(

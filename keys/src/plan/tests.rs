@@ -200,6 +200,10 @@ fn files_that_do_not_hold_together_are_refused() {
             "[[keys]]\nname = \"classic\"",
             "[[teams]]\nname = \"ml\"\n\n[[keys]]\nname = \"classic\"",
         ),
+        // A key's name is what the admin API's URLs and the binding-scope header carry.
+        POLICY.replace("name = \"classic\"", "name = \"\""),
+        POLICY.replace("name = \"classic\"", "name = \"my key/1\""),
+        POLICY.replace("name = \"classic\"", "name = \"a\""),
     ];
     for text in broken {
         let file: KeysFile = toml::from_str(&text).unwrap();
