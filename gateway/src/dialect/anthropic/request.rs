@@ -48,6 +48,12 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<ApiRequest, Gate
     };
     let model = match body.get("model") {
         Some(Value::String(model)) if !model.is_empty() => model.clone(),
+        Some(Value::String(_)) => {
+            return Err(invalid(
+                "model: String should have at least 1 character",
+                "model",
+            ))
+        }
         Some(_) => return Err(invalid("model: Input should be a valid string", "model")),
         None => return Err(invalid("model: Field required", "model")),
     };
@@ -187,6 +193,10 @@ mod tests {
             ),
             (r#"{"model":"m","max_tokens":1,"messages":[]}"#, "messages"),
             (
+                r#"{"model":"","max_tokens":1,"messages":[{"role":"user","content":"x"}]}"#,
+                "model",
+            ),
+            (
                 r#"{"model":"m","max_tokens":1,"messages":[{"role":"system","content":"x"}]}"#,
                 "messages.0.role",
             ),
@@ -207,6 +217,11 @@ mod tests {
             let error = parse(body).unwrap_err();
             assert_eq!(error.param.as_deref(), Some(param), "{body}");
         }
+        let empty = parse(r#"{"model":"","max_tokens":1,"messages":[]}"#).unwrap_err();
+        assert_eq!(
+            empty.message,
+            "model: String should have at least 1 character"
+        );
         // Counting needs no max_tokens.
         let count = parse_request(
             Endpoint::CountTokens,

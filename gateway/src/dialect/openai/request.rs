@@ -54,6 +54,7 @@ pub(super) fn describe(value: &Value) -> String {
         }
         Value::Number(n) if n.is_f64() => format!("a decimal number ({n})"),
         Value::Number(n) => format!("a number too large ({n})"),
+        Value::String(text) if text.is_empty() => "an empty string".into(),
         Value::String(_) => "a string".into(),
         Value::Array(_) => "an array".into(),
         Value::Object(_) => "an object".into(),
@@ -296,6 +297,10 @@ mod tests {
             ("[]", "must be a JSON object"),
             (r#"{"messages":[]}"#, "model"),
             (r#"{"model":3,"messages":[]}"#, "'model'"),
+            (
+                r#"{"model":"","messages":[]}"#,
+                "'model': expected a non-empty string, but got an empty string",
+            ),
             (r#"{"model":"m"}"#, "'messages'"),
             (r#"{"model":"m","messages":"hi"}"#, "'messages'"),
             (r#"{"model":"m","messages":[]}"#, "empty array"),
