@@ -5,6 +5,8 @@ Run by `make test` (scripts/python-tests.sh installs openai and pytest in a virt
 
 import time
 
+import urllib.request
+
 import openai
 import pytest
 
@@ -23,6 +25,20 @@ name = "one-per-window"
 key = "sk-once"
 rpm = 1
 window_ms = 600
+
+[[orgs]]
+name = "py-org"
+budget_usd = 0.00005
+budget_period = "day"
+
+[[keys]]
+name = "budgeted"
+key = "sk-budget"
+org = "py-org"
+
+[prices."gpt-4o-mini"]
+input = 1.0
+output = 1.0
 """
 
 
@@ -106,6 +122,36 @@ def test_automatic_retry_succeeds_once_the_window_allows(gateway_url):
     completion = c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "second"}], max_tokens=1)
     assert completion.usage.completion_tokens == 1
     assert time.monotonic() - started >= 0.3
+
+
+def answered(gateway_url, status):
+    """How many chat requests the gateway answered with `status`, from its /metrics."""
+    text = urllib.request.urlopen(gateway_url.removesuffix("/v1") + "/metrics").read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("llmrl_gateway_requests_total{") and f'status="{status}"' in line)
+
+
+def test_an_exhausted_budget_is_insufficient_quota_and_not_retried(gateway_url):
+    c = client(gateway_url, key="sk-budget", retries=3)
+    refused_before = answered(gateway_url, 429)
+    ask = dict(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+    # A day's budget of 50 micro-dollars at 1 USD per million tokens: a few requests fit.
+    admitted = 0
+    with pytest.raises(openai.RateLimitError) as caught:
+        for _ in range(20):
+            c.chat.completions.create(**ask)
+            admitted += 1
+    assert 1 <= admitted < 20
+    error = caught.value
+    assert error.code == "insufficient_quota" and error.type == "insufficient_quota"
+    assert ("You exceeded your current quota: the budget of organization py-org "
+            "on spend per day is $0.00005,") in error.message, error.message
+    assert "The budget resets in " in error.message
+    headers = error.response.headers
+    assert headers["x-should-retry"] == "false"
+    assert headers["x-llmrl-binding-scope"] == "org:py-org"
+    # The SDK honoured x-should-retry: false: the gateway refused one request, not four.
+    assert answered(gateway_url, 429) - refused_before == 1
 
 
 def test_bad_key_is_an_authentication_error(gateway_url):
