@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -22,6 +23,33 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def budget_keys(model):
+    """Keys-file text: key `sk-budget` in an organisation with a day's budget of 50 micro-dollars,
+    `model` priced at 1 USD per million tokens (a few requests fit)."""
+    return f"""
+[[orgs]]
+name = "py-org"
+budget_usd = 0.00005
+budget_period = "day"
+
+[[keys]]
+name = "budgeted"
+key = "sk-budget"
+org = "py-org"
+
+[prices."{model}"]
+input = 1.0
+output = 1.0
+"""
+
+
+def answered(base_url, status):
+    """How many requests the gateway at `base_url` answered with `status`, from its /metrics."""
+    text = urllib.request.urlopen(base_url + "/metrics").read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("llmrl_gateway_requests_total{") and f'status="{status}"' in line)
 
 
 def wait_for_port(port, process, timeout=20.0):

@@ -10,7 +10,7 @@ import time
 import anthropic
 import pytest
 
-from conftest import stack
+from conftest import answered, budget_keys, stack
 
 KEYS = """
 [[keys]]
@@ -29,7 +29,7 @@ window_ms = 600
 [[keys]]
 name = "upstream-account"
 key = "sk-upstream"
-"""
+""" + budget_keys("claude-haiku-4-5")
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +111,27 @@ def test_automatic_retry_honours_retry_after(urls):
     message = c.messages.create(model="claude-haiku-4-5", max_tokens=1, messages=[{"role": "user", "content": "second"}])
     assert message.usage.output_tokens == 1
     assert time.monotonic() - started >= 0.3
+
+
+def test_an_exhausted_budget_is_refused_and_not_retried(urls):
+    c = client(urls[0], key="sk-budget", retries=3)
+    refused_before = answered(urls[0], 429)
+    # A day's budget of 50 micro-dollars at 1 USD per million tokens: a few requests fit.
+    admitted = 0
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        for _ in range(20):
+            c.messages.create(model="claude-haiku-4-5", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+            admitted += 1
+    assert 1 <= admitted < 20
+    error = caught.value
+    assert error.body["error"]["type"] == "rate_limit_error"
+    message = error.body["error"]["message"]
+    assert message.startswith("You exceeded your current quota: the budget of organization py-org "
+                              "on spend per day is $0.00005,"), message
+    assert error.response.headers["x-should-retry"] == "false"
+    assert error.response.headers["x-llmrl-binding-scope"] == "org:py-org"
+    # The SDK honoured x-should-retry: false: the gateway refused one request, not four.
+    assert answered(urls[0], 429) - refused_before == 1
 
 
 def test_errors_in_anthropics_shape(urls):

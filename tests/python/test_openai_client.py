@@ -5,12 +5,10 @@ Run by `make test` (scripts/python-tests.sh installs openai and pytest in a virt
 
 import time
 
-import urllib.request
-
 import openai
 import pytest
 
-from conftest import stack
+from conftest import answered, budget_keys, stack
 
 KEYS = """
 [[keys]]
@@ -25,21 +23,7 @@ name = "one-per-window"
 key = "sk-once"
 rpm = 1
 window_ms = 600
-
-[[orgs]]
-name = "py-org"
-budget_usd = 0.00005
-budget_period = "day"
-
-[[keys]]
-name = "budgeted"
-key = "sk-budget"
-org = "py-org"
-
-[prices."gpt-4o-mini"]
-input = 1.0
-output = 1.0
-"""
+""" + budget_keys("gpt-4o-mini")
 
 
 @pytest.fixture(scope="module")
@@ -124,16 +108,9 @@ def test_automatic_retry_succeeds_once_the_window_allows(gateway_url):
     assert time.monotonic() - started >= 0.3
 
 
-def answered(gateway_url, status):
-    """How many chat requests the gateway answered with `status`, from its /metrics."""
-    text = urllib.request.urlopen(gateway_url.removesuffix("/v1") + "/metrics").read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("llmrl_gateway_requests_total{") and f'status="{status}"' in line)
-
-
 def test_an_exhausted_budget_is_insufficient_quota_and_not_retried(gateway_url):
     c = client(gateway_url, key="sk-budget", retries=3)
-    refused_before = answered(gateway_url, 429)
+    refused_before = answered(gateway_url.removesuffix("/v1"), 429)
     ask = dict(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
     # A day's budget of 50 micro-dollars at 1 USD per million tokens: a few requests fit.
     admitted = 0
@@ -151,7 +128,7 @@ def test_an_exhausted_budget_is_insufficient_quota_and_not_retried(gateway_url):
     assert headers["x-should-retry"] == "false"
     assert headers["x-llmrl-binding-scope"] == "org:py-org"
     # The SDK honoured x-should-retry: false: the gateway refused one request, not four.
-    assert answered(gateway_url, 429) - refused_before == 1
+    assert answered(gateway_url.removesuffix("/v1"), 429) - refused_before == 1
 
 
 def test_bad_key_is_an_authentication_error(gateway_url):
