@@ -30,12 +30,15 @@ name = "quiet"
 key = "sk-quiet"
 team = "ml-research"
 rpm = 60
+shadow = true
 
 [[teams]]
 name = "ml-research"
 org = "acme"
 rpm = 100
 tpd = 2000000
+day_reset = "midnight"
+utc_offset_minutes = -480
 
 [[orgs]]
 name = "acme"
@@ -111,6 +114,10 @@ def test_the_dashboard_shows_a_burst_live():
             spend = read(driver, '[data-entity="org:acme"] .bar[data-dimension="spend_usd"]',
                          "data-used")
             assert float(spend) > 0
+            # A calendar day reads with its UTC offset; a shadow key says it is one.
+            day = '[data-entity="team:ml-research"] .bar[data-window="day:-480"]'
+            assert read(driver, day).startswith("tokens · day (UTC-8)"), read(driver, day)
+            assert "(shadow" in read(driver, '[data-entity="key:quiet"] h3')
             # The node closes a second of traffic once a second: wait until it has closed the
             # seconds of the burst (a chart line can be drawn before that, from quiet seconds),
             # then they must hold exactly the burst's answers.

@@ -31,6 +31,17 @@ function number(value, dimension) {
   return Number(value).toLocaleString("en-US");
 }
 
+// A calendar window as people read it: "day:-480" is "day (UTC-8)", "week:330" "week (UTC+5:30)".
+function windowLabel(name) {
+  const match = name.match(/^(day|week|month):(-?\d+)$/);
+  if (!match) return name;
+  const minutes = Number(match[2]);
+  const hours = Math.floor(Math.abs(minutes) / 60);
+  const rest = Math.abs(minutes) % 60;
+  const offset = (minutes < 0 ? "-" : "+") + hours + (rest ? ":" + String(rest).padStart(2, "0") : "");
+  return match[1] + " (UTC" + offset + ")";
+}
+
 function bar(scope, d) {
   const limit = Number(d.limit);
   const used = Number(d.used);
@@ -39,7 +50,7 @@ function bar(scope, d) {
   fill.style.width = (share * 100).toFixed(1) + "%";
   // A key's model, or an upstream's pool, says which of the entity's scopes this is.
   const part = scope.scope.includes("/") ? scope.scope.split("/").slice(1).join("/") + ": " : "";
-  const label = part + d.dimension.replace("_", " ") + " · " + scope.window;
+  const label = part + d.dimension.replace("_", " ") + " · " + windowLabel(scope.window);
   return el("div", {
       class: "bar", "data-scope": scope.scope, "data-dimension": d.dimension,
       "data-window": scope.window, "data-used": String(used), "data-limit": String(limit),
@@ -56,6 +67,7 @@ function entityCard(entity) {
   });
   const title = el("h3", {}, entity.name);
   if (entity.disabled) title.append(el("small", {}, " (disabled)"));
+  if (entity.shadow) title.append(el("small", {}, " (shadow: counted, never refused)"));
   card.append(title);
   let bars = 0;
   for (const scope of entity.scopes) {

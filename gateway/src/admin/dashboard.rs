@@ -36,10 +36,12 @@ pub async fn overview(app: &App) -> Value {
                 };
                 match usage {
                     Ok(scopes) => {
-                        let disabled =
-                            kind == Kind::Key && keys.by_name(&name).is_some_and(|k| k.disabled);
+                        let key = keys.by_name(&name).filter(|_| kind == Kind::Key);
+                        let disabled = key.is_some_and(|k| k.disabled);
+                        let shadow = key.is_some_and(|k| k.shadow);
                         entities.push(json!({
-                            "kind": kind, "name": name, "disabled": disabled, "scopes": scopes,
+                            "kind": kind, "name": name, "disabled": disabled, "shadow": shadow,
+                            "scopes": scopes,
                         }));
                     }
                     Err(error) => {
