@@ -147,9 +147,8 @@ impl PolicyStore {
 
     /// Replace the whole stored policy with `file` (checked first; API keys stored as digests).
     pub async fn import(&self, file: KeysFile) -> Result<String, StoreError> {
-        let refused = |message: String| StoreError::Refused(message);
-        let fields = to_fields(&file).map_err(|e| refused(e.to_string()))?;
-        KeyStore::from_file(file, None).map_err(|e| refused(e.to_string()))?;
+        let fields = to_fields(&file).map_err(|e| StoreError::Refused(e.to_string()))?;
+        KeyStore::from_file(file, None).map_err(|e| StoreError::Refused(e.to_string()))?;
         let changes: Vec<(String, Option<String>)> =
             fields.into_iter().map(|(f, v)| (f, Some(v))).collect();
         self.write(&Expect::Any, true, &changes).await
