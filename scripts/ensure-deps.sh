@@ -3,7 +3,8 @@
 # test the module), libclang (bindgen, used by the redis-module crate at build time), and
 # python3 with venv (the compatibility tests with the official openai package). With --test, also
 # what only the tests need: Debian's chromium and chromedriver (the dashboard's browser test);
-# with --test or --bench, valgrind (the benchmark's instruction counts).
+# Node.js and npm (the official openai package from npm); with --test or --bench, valgrind (the
+# benchmark's instruction counts).
 # As root with apt-get, missing ones are installed; otherwise we say exactly what to install.
 set -euo pipefail
 
@@ -22,6 +23,9 @@ fi
 if [ "${1:-}" = --test ]; then
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+    # The official openai package from npm (tests/node), run with Node.js.
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
 fi
 # The benchmark (and its smoke run in the tests) counts instructions per command with callgrind.
 if [ "${1:-}" = --test ] || [ "${1:-}" = --bench ]; then
