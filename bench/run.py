@@ -8,10 +8,13 @@
 3. The gateway: llmrl-loadgen (closed loop) against a bare hyper server (llmrl-bare), the gateway
    with --no-limiter, the gateway with the limiter (1 node, then 3 nodes), each API dialect,
    rounds interleaved, medians kept (a dialect runs right after its baseline in every round;
-   its ratio is the median of the rounds' paired ratios); then open loops at half the maximum of
-   the limiter, the five-scope policy and bare hyper (three interleaved rounds, the median p99
-   kept, every round's shown); and the Redis round trip the gateway saw at full load (its limiter
-   histogram), which sizes --redis-timeout-ms.
+   its ratio is the median of the rounds' paired ratios), and the reference: the gateway the
+   five-scope targets were set against, built from commit 749eac6 (REFERENCE_COMMIT); then open
+   loops at half the maximum of the limiter, the five-scope policy, bare hyper and the reference
+   (three interleaved rounds, the median p99 kept, every round's shown); the Redis round trip the
+   gateway saw at full load (its limiter histogram), which sizes --redis-timeout-ms; and a
+   scheduler control (how long a waking thread waits beside busy ones), which says whether the
+   run's tails can be read at all.
 4. The tokenizer: the gateway's counter (llmrl-tokens) against plain bpe-openai and tiktoken-rs
    on the same inputs (llmrl-tokenbench): tokens/s, µs per typical chat request on one thread
    and on two at once, 1 MiB of one word.
@@ -91,6 +94,28 @@ input = 0.15
 output = 0.6
 """
 POLICY_TARGET = "gateway, 5-scope policy, 1 node"
+
+# The gateway the issue's gateway targets were set against (issue #13: "≥ 0.5 × bare hyper on this
+# machine kind (today's single scope: 0.57)", "p99 ≤ 2 ms at half the measured maximum"): with
+# one scope it made 0.57 × bare hyper, and p99 1.32 ms at half its maximum, on the machine of
+# 2026-11-23 (bench/results/20261123T020912Z.md). The same binary makes 0.35–0.42 × on the
+# slower, busier machine of later days, so `make bench` builds it from this repository's history
+# (once, cached in target/bench-reference) and measures it in the same rounds as today's gateway:
+# the five-scope targets are read against it as well as against bare hyper.
+REFERENCE_COMMIT = "749eac6"
+REFERENCE_TARGET = "reference: the gateway of 2026-11-23 (749eac6), 1 scope"
+REFERENCE_THEN = {"over_bare": 0.57, "p99_ms": 1.32}
+REFERENCE_DIR = ROOT / "target" / "bench-reference"
+# The old gateway reads only the keys file of its day; a key of its own keeps its Redis key apart.
+REFERENCE_KEYS = """
+[[keys]]
+name = "reference"
+key = "sk-bench-reference"
+rpm = 1000000000
+itpm = 1000000000000
+otpm = 1000000000000
+default_output_reservation = 16
+"""
 # Each API dialect against the single-scope gateway (its API, model, streamed), and what it is
 # compared with: chat completions, streamed alike.
 CHAT_STREAMED = "gateway, limiter, 1 node, chat streamed"
@@ -606,7 +631,70 @@ def cpu_budget(bare, policy):
     return {"bare_us": bare_us, "policy_us": policy_us, "gateway_allowed_us": allowed, "text": text}
 
 
-def gateway_section(procs, smoke, tmp):
+def reference_gateway(smoke):
+    """The reference gateway's binary and what it is: built from REFERENCE_COMMIT (once), or
+    LLMRL_REFERENCE_GATEWAY; a smoke run lets today's gateway stand in, so that the harness runs
+    every step without a build of several minutes. None when it cannot be had."""
+    override = os.environ.get("LLMRL_REFERENCE_GATEWAY")
+    if override:
+        return Path(override), f"LLMRL_REFERENCE_GATEWAY={override}"
+    if smoke:
+        return GATEWAY, "smoke run: today's gateway stands in for it"
+    binary = REFERENCE_DIR / "target" / "release" / "llmrl-gateway"
+    if binary.exists():
+        return binary, f"built from {REFERENCE_COMMIT}"
+    source = REFERENCE_DIR / "src"
+    shutil.rmtree(source, ignore_errors=True)
+    source.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", REFERENCE_COMMIT], capture_output=True)
+    if archive.returncode != 0:
+        print(f"  reference gateway: `git archive {REFERENCE_COMMIT}` failed ({archive.stderr.decode().strip()}); "
+              "measured without it", flush=True)
+        return None
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+    print(f"  building the reference gateway from {REFERENCE_COMMIT} (once; a few minutes)", flush=True)
+    build = subprocess.run(["cargo", "build", "--release", "--locked", "-p", "llmrl-gateway"], cwd=source,
+                           env={**os.environ, "CARGO_TARGET_DIR": str(REFERENCE_DIR / "target")})
+    if build.returncode != 0 or not binary.exists():
+        print("  reference gateway: the build failed; measured without it", flush=True)
+        return None
+    return binary, f"built from {REFERENCE_COMMIT}"
+
+
+def busy_loop(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def wakeup_control(seconds):
+    """The longest a thread that sleeps 1 ms at a time waits to run again (ms), beside one and
+    then two processes that keep the cores busy. A few ms on a usual Linux scheduler; where it
+    is 100 ms (this machine on the afternoon of 2026-12-03), every server's open-loop tail shows
+    it, bare hyper's too, and a p99 target of 2 ms cannot be read in that run."""
+    import multiprocessing
+    longest = {}
+    for busy in (1, 2):
+        loops = [multiprocessing.Process(target=busy_loop, args=(seconds + 0.5,)) for _ in range(busy)]
+        for loop in loops:
+            loop.start()
+        gap = 0.0
+        start = last = time.monotonic()
+        while last - start < seconds:
+            time.sleep(0.001)
+            now = time.monotonic()
+            gap = max(gap, now - last)
+            last = now
+        for loop in loops:
+            loop.join()
+        longest[busy] = gap * 1000
+    return longest
+
+
+def gateway_section(procs, smoke, tmp, reference):
+    wakeup = wakeup_control(0.5 if smoke else 3)
+    print(f"  scheduler control: a thread sleeping 1 ms at a time waited at most {wakeup[1]:.1f} ms to run again "
+          f"beside one busy process, {wakeup[2]:.1f} ms beside two", flush=True)
     keys = Path(tmp) / "bench-keys.toml"
     keys.write_text(BENCH_KEYS)
     redis_port = free_port()
@@ -629,14 +717,25 @@ def gateway_section(procs, smoke, tmp):
     # state of the moment; its ratio is the median of the rounds' paired ratios.
     targets = {"bare hyper": [bare], "gateway --no-limiter": [no_limiter], "gateway, limiter, 1 node": [limited]}
     targets.update({name: [limited] for name in DIALECT_TARGETS})
+    if reference:
+        reference_keys = Path(tmp) / "reference-keys.toml"
+        reference_keys.write_text(REFERENCE_KEYS)
+        port = free_port()
+        server_at[port] = procs.start([reference[0], "--listen", f"127.0.0.1:{port}", "--redis-url",
+                                       f"redis://127.0.0.1:{redis_port}/", "--keys-file", reference_keys,
+                                       "--mock-tokens", "16"], port)
+        # Right before the five-scope policy in every round: the pair shares the machine's moment.
+        targets[REFERENCE_TARGET] = [port]
+        print(f"  {REFERENCE_TARGET}: {reference[1]}", flush=True)
     targets.update({POLICY_TARGET: [limited], "gateway, limiter, 3 nodes": three})
+    target_keys = {POLICY_TARGET: "sk-bench-policy", REFERENCE_TARGET: "sk-bench-reference"}
     duration = 1 if smoke else 5
     rounds = 1 if smoke else 5
     runs = {name: [] for name in targets}
     for _ in range(rounds):
         # Interleaved, so drift on a shared machine hits every target alike.
         for name, nodes in targets.items():
-            key = "sk-bench-policy" if name == POLICY_TARGET else "sk-bench"
+            key = target_keys.get(name, "sk-bench")
             api = DIALECT_TARGETS[name][0] if name in DIALECT_TARGETS else ("chat", "gpt-4o-mini", False)
             servers = [server_at[node] for node in nodes]
             runs[name].append(measured_loadgen(servers, redis, nodes, duration, key=key, api=api))
@@ -665,6 +764,10 @@ def gateway_section(procs, smoke, tmp):
         "policy_open_loop_half": ([limited], round(policy_half), "sk-bench-policy", "the 5-scope policy's"),
         "bare_open_loop_half": ([bare], round(max(bare_rps / 2, 10)), "sk-bench", "control: bare hyper's"),
     }
+    if REFERENCE_TARGET in summary:
+        open_targets["reference_open_loop_half"] = (
+            targets[REFERENCE_TARGET], round(max(summary[REFERENCE_TARGET]["rps"] / 2, 10)), "sk-bench-reference",
+            "the reference gateway's")
     open_runs = {name: [] for name in open_targets}
     for _ in range(1 if smoke else 3):
         for name, (nodes, rate, key, _) in open_targets.items():
@@ -697,8 +800,46 @@ def gateway_section(procs, smoke, tmp):
             paired[label] = each
             print(f"  {label}: median {ratios[label]:.2f} of the rounds' paired ratios "
                   f"({', '.join(f'{r:.2f}' for r in each)})", flush=True)
+    against_reference = None
+    if REFERENCE_TARGET in summary:
+        ratios["reference_1_scope_over_bare"] = summary[REFERENCE_TARGET]["rps"] / bare_rps
+        each = [a["rps"] / b["rps"] for a, b in zip(runs[POLICY_TARGET], runs[REFERENCE_TARGET])]
+        ratios["policy_5_scopes_over_reference"] = sorted(each)[len(each) // 2]
+        paired["policy_5_scopes_over_reference"] = each
+        against_reference = reference_targets(ratios, open_loops, reference[1])
+        for line in against_reference:
+            print(f"  {line}", flush=True)
     return {"dialect_paired_ratios": paired, "closed_loop": summary, "cpu_budget": budget, **open_loops, "ratios": ratios,
-            "redis_round_trip": round_trip}
+            "redis_round_trip": round_trip, "against_reference": against_reference,
+            "wakeup_ms": {"beside_one_busy": wakeup[1], "beside_two_busy": wakeup[2]}}
+
+
+def reference_targets(ratios, open_loops, built):
+    """The five-scope targets read against the reference gateway measured in the same run: the
+    issue set 0.5 x bare hyper and 2 ms when the reference made 0.57 x and 1.32 ms, so the same
+    demand on today's machine is 0.5 / 0.57 of the reference's rate and 2 / 1.32 of its p99. A
+    tail is judged only when the control (bare hyper at half its maximum) stays within 2 ms: a
+    longer one is the machine's, and would excuse anything."""
+    then = REFERENCE_THEN
+    rate_needed = 0.5 / then["over_bare"]
+    rate = ratios["policy_5_scopes_over_reference"]
+    policy_p99 = open_loops["policy_open_loop_half"]["p99_ms"]
+    reference_p99 = open_loops["reference_open_loop_half"]["p99_ms"]
+    bare_p99 = open_loops["bare_open_loop_half"]["p99_ms"]
+    p99_allowed = reference_p99 * 2 / then["p99_ms"]
+    if bare_p99 > 2:
+        p99_verdict = (f"not judged: the control, bare hyper at half its maximum, had p99 {bare_p99:.3f} ms, "
+                       "a tail the machine gives every server")
+    else:
+        p99_verdict = "met" if policy_p99 <= max(2, p99_allowed) else "missed"
+    return [
+        f"The reference ({built}) made {ratios['reference_1_scope_over_bare']:.2f} x bare hyper in this run "
+        f"({then['over_bare']} x on 2026-11-23, when the targets were set).",
+        f"Five-scope rate against the reference, same rounds: {rate:.2f} x (the median of the rounds' paired ratios); "
+        f"the issue's 0.5 x bare hyper asks {rate_needed:.2f} x of it: {'met' if rate >= rate_needed else 'missed'}.",
+        f"Five-scope p99 at half its maximum {policy_p99:.3f} ms, the reference's at half its own {reference_p99:.3f} ms "
+        f"({then['p99_ms']} ms on 2026-11-23; 2 ms then is {p99_allowed:.3f} ms of it here): {p99_verdict}.",
+    ]
 
 
 def module_column(results, pipeline, field):
@@ -747,10 +888,22 @@ def markdown(results):
         lines += [f"Control: bare hyper in open loop at {o['rate']:,} req/s (half its maximum): p50 {o['p50_ms']:.3f} ms, "
                   f"p99 {o['p99_ms']:.3f} ms, p99.9 {o['p999_ms']:.3f} ms{each_p99(o)} — the tail this machine and load "
                   "generator give a server that does nothing but answer.", ""]
+    if "wakeup_ms" in g:
+        w = g["wakeup_ms"]
+        lines += [f"Scheduler control: a thread sleeping 1 ms at a time waited at most {w['beside_one_busy']:.1f} ms to run "
+                  f"again beside one busy process, {w['beside_two_busy']:.1f} ms beside two (where the second is 100 ms, "
+                  "every server's tail under load shows it).", ""]
+    if "reference_open_loop_half" in g:
+        o = g["reference_open_loop_half"]
+        lines += [f"The reference gateway in open loop at {o['rate']:,} req/s (half its maximum): p50 {o['p50_ms']:.3f} ms, "
+                  f"p99 {o['p99_ms']:.3f} ms, p99.9 {o['p999_ms']:.3f} ms{each_p99(o)}.", ""]
     for name, value in g["ratios"].items():
         each = g.get("dialect_paired_ratios", {}).get(name)
         rounds = f" (median of the rounds' paired ratios: {', '.join(f'{r:.2f}' for r in each)})" if each else ""
         lines.append(f"- {name.replace('_', ' ')}: {value:.2f}{rounds}")
+    if g.get("against_reference"):
+        lines += ["", "The five-scope targets read against the reference gateway, measured in the same run:", ""]
+        lines += [f"- {line}" for line in g["against_reference"]]
     rt = g["redis_round_trip"]
     lines += ["", f"Redis round trip seen by the 1-node gateway at full load ({rt['count']:,} CHECKs, histogram bucket bounds): "
               f"p99 ≤ {rt['p99_ms']} ms, p99.9 ≤ {rt['p999_ms']} ms, slowest ≤ {rt['max_ms']} ms "
@@ -941,6 +1094,8 @@ def main():
     for binary in (MODULE, GATEWAY, LOADGEN, BARE, TOKENBENCH):
         if not Path(binary).exists():
             sys.exit(f"{binary} is missing: run `cargo build --release --workspace` first")
+    # Built (once) before anything is measured: a build would share the cores with the servers.
+    reference = reference_gateway(args.smoke)
     procs = Processes()
     tmp = tempfile.mkdtemp(prefix="llmrl-bench-")
     started = time.monotonic()
@@ -954,7 +1109,7 @@ def main():
         print("memory:", flush=True)
         memory = memory_section(procs, args.smoke, tmp)
         print("gateway:", flush=True)
-        gateway = gateway_section(procs, args.smoke, tmp)
+        gateway = gateway_section(procs, args.smoke, tmp, reference)
         print("tokenizer:", flush=True)
         tokenizer = tokenizer_section(args.smoke)
     finally:
