@@ -12,9 +12,9 @@
    five-scope targets were set against, built from commit 749eac6 (REFERENCE_COMMIT); then open
    loops at half the maximum of the limiter, the five-scope policy, bare hyper and the reference
    (three interleaved rounds, the median p99 kept, every round's shown); the Redis round trip the
-   gateway saw at full load (its limiter histogram), which sizes --redis-timeout-ms; and a
-   scheduler control (how long a waking thread waits beside busy ones), which says whether the
-   run's tails can be read at all.
+   gateway saw at full load (its limiter histogram), which sizes --redis-timeout-ms; the
+   hypervisor's steal time around each open-loop round (tails are judged on the rounds without
+   it) and a scheduler control (how long a waking thread waits beside busy ones).
 4. The tokenizer: the gateway's counter (llmrl-tokens) against plain bpe-openai and tiktoken-rs
    on the same inputs (llmrl-tokenbench): tokens/s, µs per typical chat request on one thread
    and on two at once, 1 MiB of one word.
@@ -661,6 +661,35 @@ def reference_gateway(smoke):
     return binary, f"built from {REFERENCE_COMMIT}"
 
 
+def cpu_ticks():
+    """(steal, total) jiffies of the whole machine so far (/proc/stat): steal is the time the
+    hypervisor ran something else while this VM had work, which no process here can see."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return fields[7], sum(fields)
+
+
+# An open-loop round is calm when the hypervisor stole at most one clock tick (10 ms) of CPU from
+# this VM during it. It takes a virtual CPU away 100 ms at a time on this machine, and one such
+# stall sets any server's p99 near 100 ms, bare hyper's too (2026-12-03: rounds with no steal had
+# p99 1.7-2.6 ms, a round with 2.9 % steal 91 ms).
+CALM_STEAL_MS = 10
+
+
+def with_steal(measure):
+    """Run `measure()`; its result with the CPU the hypervisor stole meanwhile (ms, and % of all)."""
+    steal_before, total_before = cpu_ticks()
+    result = measure()
+    steal_after, total_after = cpu_ticks()
+    result["steal_pct"] = 100 * (steal_after - steal_before) / max(total_after - total_before, 1)
+    result["steal_ms"] = (steal_after - steal_before) * 1000 / os.sysconf("SC_CLK_TCK")
+    return result
+
+
+def median_p99(runs):
+    """The median p99 of these rounds (the upper one of an even count); None without rounds."""
+    return sorted(r["p99_ms"] for r in runs)[len(runs) // 2] if runs else None
+
+
 def busy_loop(seconds):
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -769,17 +798,24 @@ def gateway_section(procs, smoke, tmp, reference):
             targets[REFERENCE_TARGET], round(max(summary[REFERENCE_TARGET]["rps"] / 2, 10)), "sk-bench-reference",
             "the reference gateway's")
     open_runs = {name: [] for name in open_targets}
-    for _ in range(1 if smoke else 3):
+    # Five rounds of 6 s (one of 2 s in a smoke run): the more rounds, the likelier some run calm.
+    for _ in range(1 if smoke else 5):
         for name, (nodes, rate, key, _) in open_targets.items():
-            open_runs[name].append(loadgen(nodes, duration * 2, rate=rate, key=key))
+            open_runs[name].append(with_steal(lambda: loadgen(nodes, 2 if smoke else 6, rate=rate, key=key)))
     open_loops = {}
     for name, (_, rate, _, label) in open_targets.items():
         runs_of = open_runs[name]
         median = sorted(runs_of, key=lambda r: r["p99_ms"])[len(runs_of) // 2]
-        open_loops[name] = dict(median, rate=rate, p99_runs=[r["p99_ms"] for r in runs_of])
+        calm = [r for r in runs_of if r["steal_ms"] <= CALM_STEAL_MS]
+        open_loops[name] = dict(median, rate=rate, p99_runs=[r["p99_ms"] for r in runs_of],
+                                steal_pct_runs=[r["steal_pct"] for r in runs_of],
+                                calm_rounds=len(calm), calm_p99_ms=median_p99(calm))
+        calm_text = (f"median p99 of the {len(calm)} calm rounds {open_loops[name]['calm_p99_ms']:.3f} ms"
+                     if calm else "no calm round")
         print(f"  open loop at {rate:,} rps (half {label} max), median of {len(runs_of)}: p50 {median['p50_ms']:.3f}  "
               f"p99 {median['p99_ms']:.3f}  p99.9 {median['p999_ms']:.3f} ms  "
-              f"(p99 of each: {', '.join(f'{r:.3f}' for r in open_loops[name]['p99_runs'])})", flush=True)
+              f"(p99 of each: {', '.join(f'{r:.3f}' for r in open_loops[name]['p99_runs'])}; host steal time "
+              f"{', '.join(f'{r:.1f}' for r in open_loops[name]['steal_pct_runs'])} %; {calm_text})", flush=True)
     ratios = {
         "limiter_1_node_over_bare": summary["gateway, limiter, 1 node"]["rps"] / bare_rps,
         "limiter_1_node_over_no_limiter": summary["gateway, limiter, 1 node"]["rps"] / summary["gateway --no-limiter"]["rps"],
@@ -817,28 +853,35 @@ def gateway_section(procs, smoke, tmp, reference):
 def reference_targets(ratios, open_loops, built):
     """The five-scope targets read against the reference gateway measured in the same run: the
     issue set 0.5 x bare hyper and 2 ms when the reference made 0.57 x and 1.32 ms, so the same
-    demand on today's machine is 0.5 / 0.57 of the reference's rate and 2 / 1.32 of its p99. A
-    tail is judged only when the control (bare hyper at half its maximum) stays within 2 ms: a
-    longer one is the machine's, and would excuse anything."""
+    demand on today's machine is 0.5 / 0.57 of the reference's rate and 2 / 1.32 of its p99
+    (or 2 ms, whichever is more). Tails are read from the calm rounds (CALM_STEAL_MS), and only
+    when the control, bare hyper at half its maximum, stays within 2 ms itself in them: a longer
+    tail is the machine's, and would excuse anything."""
     then = REFERENCE_THEN
     rate_needed = 0.5 / then["over_bare"]
     rate = ratios["policy_5_scopes_over_reference"]
-    policy_p99 = open_loops["policy_open_loop_half"]["p99_ms"]
-    reference_p99 = open_loops["reference_open_loop_half"]["p99_ms"]
-    bare_p99 = open_loops["bare_open_loop_half"]["p99_ms"]
-    p99_allowed = reference_p99 * 2 / then["p99_ms"]
-    if bare_p99 > 2:
-        p99_verdict = (f"not judged: the control, bare hyper at half its maximum, had p99 {bare_p99:.3f} ms, "
-                       "a tail the machine gives every server")
+    names = {"policy_open_loop_half": "the five-scope gateway", "reference_open_loop_half": "the reference",
+             "bare_open_loop_half": "bare hyper"}
+    calm = {name: open_loops[name].get("calm_p99_ms") for name in names}
+    without = [label for name, label in names.items() if calm[name] is None]
+    if without:
+        p99_text = f"not judged: no round of {' or '.join(without)} ran calm (the hypervisor stole more than {CALM_STEAL_MS} ms)"
     else:
-        p99_verdict = "met" if policy_p99 <= max(2, p99_allowed) else "missed"
+        allowed = max(2, calm["reference_open_loop_half"] * 2 / then["p99_ms"])
+        p99_text = (f"calm rounds: five-scope {calm['policy_open_loop_half']:.3f} ms, the reference "
+                    f"{calm['reference_open_loop_half']:.3f} ms, bare hyper {calm['bare_open_loop_half']:.3f} ms; ")
+        if calm["bare_open_loop_half"] > 2:
+            p99_text += "not judged: bare hyper's own tail is over 2 ms"
+        else:
+            verdict = "met" if calm["policy_open_loop_half"] <= allowed else "missed"
+            p99_text += f"the issue's 2 ms allows {allowed:.3f} ms here: {verdict}"
     return [
         f"The reference ({built}) made {ratios['reference_1_scope_over_bare']:.2f} x bare hyper in this run "
         f"({then['over_bare']} x on 2026-11-23, when the targets were set).",
         f"Five-scope rate against the reference, same rounds: {rate:.2f} x (the median of the rounds' paired ratios); "
         f"the issue's 0.5 x bare hyper asks {rate_needed:.2f} x of it: {'met' if rate >= rate_needed else 'missed'}.",
-        f"Five-scope p99 at half its maximum {policy_p99:.3f} ms, the reference's at half its own {reference_p99:.3f} ms "
-        f"({then['p99_ms']} ms on 2026-11-23; 2 ms then is {p99_allowed:.3f} ms of it here): {p99_verdict}.",
+        f"Five-scope p99 at half its maximum (the reference's and bare hyper's at half their own; {then['p99_ms']} ms "
+        f"for the reference on 2026-11-23): {p99_text}.",
     ]
 
 
@@ -874,7 +917,13 @@ def markdown(results):
     def each_p99(o):
         # Older result files have one run per target.
         runs = o.get("p99_runs")
-        return f" (p99 of each round: {', '.join(f'{r:.3f}' for r in runs)} ms; the median shown)" if runs else ""
+        steal = o.get("steal_pct_runs")
+        stolen = ""
+        if steal:
+            stolen = f"; the hypervisor's steal time in each: {', '.join(f'{r:.1f}' for r in steal)} %; "
+            stolen += (f"the median p99 of the {o['calm_rounds']} calm rounds (steal ≤ {CALM_STEAL_MS} ms): "
+                       f"{o['calm_p99_ms']:.3f} ms" if o.get("calm_rounds") else "no calm round")
+        return f" (p99 of each round: {', '.join(f'{r:.3f}' for r in runs)} ms; the median shown{stolen})" if runs else ""
 
     o = g["open_loop_half"]
     lines += ["", f"Open loop at {o['rate']:,} req/s (half the 1-node maximum): p50 {o['p50_ms']:.3f} ms, "
