@@ -11,7 +11,7 @@
    its ratio is the median of the rounds' paired ratios), and the reference: the gateway the
    five-scope targets were set against, built from commit 749eac6 (REFERENCE_COMMIT); then open
    loops at half the maximum of the limiter, the five-scope policy, bare hyper and the reference
-   (three interleaved rounds, the median p99 kept, every round's shown); the Redis round trip the
+   (five interleaved rounds of 6 s, the median p99 kept, every round's shown); the Redis round trip the
    gateway saw at full load (its limiter histogram), which sizes --redis-timeout-ms; the
    hypervisor's steal time around each open-loop round (tails are judged on the rounds without
    it) and a scheduler control (how long a waking thread waits beside busy ones).
@@ -29,6 +29,7 @@ import csv
 import datetime
 import io
 import json
+import multiprocessing
 import os
 import resource
 import shutil
@@ -685,9 +686,9 @@ def with_steal(measure):
     return result
 
 
-def median_p99(runs):
-    """The median p99 of these rounds (the upper one of an even count); None without rounds."""
-    return sorted(r["p99_ms"] for r in runs)[len(runs) // 2] if runs else None
+def upper_median(items, key=None):
+    """The middle item by `key` (the upper one of an even count): a round that did happen."""
+    return sorted(items, key=key)[len(items) // 2]
 
 
 def busy_loop(seconds):
@@ -701,7 +702,6 @@ def wakeup_control(seconds):
     then two processes that keep the cores busy. A few ms on a usual Linux scheduler; where it
     is 100 ms (this machine on the afternoon of 2026-12-03), every server's open-loop tail shows
     it, bare hyper's too, and a p99 target of 2 ms cannot be read in that run."""
-    import multiprocessing
     longest = {}
     for busy in (1, 2):
         loops = [multiprocessing.Process(target=busy_loop, args=(seconds + 0.5,)) for _ in range(busy)]
@@ -730,11 +730,11 @@ def gateway_section(procs, smoke, tmp, reference):
     redis = procs.start(redis_with_module(redis_port, tmp), redis_port)
     server_at = {}
 
-    def gateway(*extra):
+    def gateway(*extra, binary=GATEWAY, keys_file=keys):
         port = free_port()
-        server_at[port] = procs.start([GATEWAY, "--listen", f"127.0.0.1:{port}", "--redis-url",
-                                       f"redis://127.0.0.1:{redis_port}/", "--keys-file", keys, "--mock-tokens", "16",
-                                       *extra], port)
+        server_at[port] = procs.start([binary, "--listen", f"127.0.0.1:{port}", "--redis-url",
+                                       f"redis://127.0.0.1:{redis_port}/", "--keys-file", keys_file,
+                                       "--mock-tokens", "16", *extra], port)
         return port
 
     bare = free_port()
@@ -749,12 +749,8 @@ def gateway_section(procs, smoke, tmp, reference):
     if reference:
         reference_keys = Path(tmp) / "reference-keys.toml"
         reference_keys.write_text(REFERENCE_KEYS)
-        port = free_port()
-        server_at[port] = procs.start([reference[0], "--listen", f"127.0.0.1:{port}", "--redis-url",
-                                       f"redis://127.0.0.1:{redis_port}/", "--keys-file", reference_keys,
-                                       "--mock-tokens", "16"], port)
         # Right before the five-scope policy in every round: the pair shares the machine's moment.
-        targets[REFERENCE_TARGET] = [port]
+        targets[REFERENCE_TARGET] = [gateway(binary=reference[0], keys_file=reference_keys)]
         print(f"  {REFERENCE_TARGET}: {reference[1]}", flush=True)
     targets.update({POLICY_TARGET: [limited], "gateway, limiter, 3 nodes": three})
     target_keys = {POLICY_TARGET: "sk-bench-policy", REFERENCE_TARGET: "sk-bench-reference"}
@@ -770,7 +766,7 @@ def gateway_section(procs, smoke, tmp, reference):
             runs[name].append(measured_loadgen(servers, redis, nodes, duration, key=key, api=api))
     summary = {}
     for name, results in runs.items():
-        best = sorted(results, key=lambda r: r["rps"])[len(results) // 2]
+        best = upper_median(results, key=lambda r: r["rps"])
         summary[name] = dict(best, rps_runs=[r["rps"] for r in results])
         cpu = best["cpu_us"]
         print(f"  {name:<28} {best['rps']:>10,.0f} rps  p50 {best['p50_ms']:.3f}  p99 {best['p99_ms']:.3f}  "
@@ -805,11 +801,12 @@ def gateway_section(procs, smoke, tmp, reference):
     open_loops = {}
     for name, (_, rate, _, label) in open_targets.items():
         runs_of = open_runs[name]
-        median = sorted(runs_of, key=lambda r: r["p99_ms"])[len(runs_of) // 2]
+        median = upper_median(runs_of, key=lambda r: r["p99_ms"])
         calm = [r for r in runs_of if r["steal_ms"] <= CALM_STEAL_MS]
         open_loops[name] = dict(median, rate=rate, p99_runs=[r["p99_ms"] for r in runs_of],
                                 steal_pct_runs=[r["steal_pct"] for r in runs_of],
-                                calm_rounds=len(calm), calm_p99_ms=median_p99(calm))
+                                calm_rounds=len(calm),
+                                calm_p99_ms=upper_median(calm, key=lambda r: r["p99_ms"])["p99_ms"] if calm else None)
         calm_text = (f"median p99 of the {len(calm)} calm rounds {open_loops[name]['calm_p99_ms']:.3f} ms"
                      if calm else "no calm round")
         print(f"  open loop at {rate:,} rps (half {label} max), median of {len(runs_of)}: p50 {median['p50_ms']:.3f}  "
@@ -832,7 +829,7 @@ def gateway_section(procs, smoke, tmp, reference):
             label = name.split(", ")[-1].replace(" ", "_").lower()
             label = f"{label}_over_chat{'_streamed' if api[2] else ''}"
             each = [a["rps"] / b["rps"] for a, b in zip(runs[name], runs[baseline])]
-            ratios[label] = sorted(each)[len(each) // 2]
+            ratios[label] = upper_median(each)
             paired[label] = each
             print(f"  {label}: median {ratios[label]:.2f} of the rounds' paired ratios "
                   f"({', '.join(f'{r:.2f}' for r in each)})", flush=True)
@@ -840,7 +837,7 @@ def gateway_section(procs, smoke, tmp, reference):
     if REFERENCE_TARGET in summary:
         ratios["reference_1_scope_over_bare"] = summary[REFERENCE_TARGET]["rps"] / bare_rps
         each = [a["rps"] / b["rps"] for a, b in zip(runs[POLICY_TARGET], runs[REFERENCE_TARGET])]
-        ratios["policy_5_scopes_over_reference"] = sorted(each)[len(each) // 2]
+        ratios["policy_5_scopes_over_reference"] = upper_median(each)
         paired["policy_5_scopes_over_reference"] = each
         against_reference = reference_targets(ratios, open_loops, reference[1])
         for line in against_reference:
