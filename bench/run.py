@@ -10,11 +10,12 @@
    rounds interleaved, medians kept (a dialect runs right after its baseline in every round;
    its ratio is the median of the rounds' paired ratios), and the reference: the gateway the
    five-scope targets were set against, built from commit 749eac6 (REFERENCE_COMMIT); then open
-   loops at half the maximum of the limiter, the five-scope policy, bare hyper and the reference
-   (five interleaved rounds of 6 s, the median p99 kept, every round's shown); the Redis round trip the
-   gateway saw at full load (its limiter histogram), which sizes --redis-timeout-ms; the
-   hypervisor's steal time around each open-loop round (tails are judged on the rounds without
-   it) and a scheduler control (how long a waking thread waits beside busy ones).
+   loops at half the maximum of the limiter, the five-scope policy, bare hyper and the reference,
+   and at a quarter of the five-scope policy's (five interleaved rounds of 6 s, the median p99
+   kept, every round's shown); the Redis round trip the gateway saw at full load (its limiter
+   histogram), which sizes --redis-timeout-ms; the hypervisor's steal time and the cores busy
+   around each open-loop round (tails are judged on the rounds without steal) and a scheduler
+   control (how long a waking thread waits beside busy ones).
 4. The tokenizer: the gateway's counter (llmrl-tokens) against plain bpe-openai and tiktoken-rs
    on the same inputs (llmrl-tokenbench): tokens/s, µs per typical chat request on one thread
    and on two at once, 1 MiB of one word.
@@ -663,10 +664,12 @@ def reference_gateway(smoke):
 
 
 def cpu_ticks():
-    """(steal, total) jiffies of the whole machine so far (/proc/stat): steal is the time the
-    hypervisor ran something else while this VM had work, which no process here can see."""
+    """(steal, busy, total) jiffies of the whole machine so far (/proc/stat): steal is the time
+    the hypervisor ran something else while this VM had work, which no process here can see;
+    busy is user, nice, system, irq and softirq time, every process's and the kernel's."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return fields[7], sum(fields)
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return steal, user + nice + system + irq + softirq, sum(fields)
 
 
 # An open-loop round is calm when the hypervisor stole at most one clock tick (10 ms) of CPU from
@@ -677,12 +680,20 @@ CALM_STEAL_MS = 10
 
 
 def with_steal(measure):
-    """Run `measure()`; its result with the CPU the hypervisor stole meanwhile (ms, and % of all)."""
-    steal_before, total_before = cpu_ticks()
+    """Run `measure()`; its result with the CPU the hypervisor stole meanwhile (ms, and % of all),
+    and how many of the machine's cores were busy on average (the load generator's start
+    included). An open loop sends its requests one at a time, where a closed loop's 64 clients
+    share reads, writes and wakeups: each request costs its processes about twice to three
+    times the CPU, so at half the closed-loop maximum the cores are far from half busy."""
+    steal_before, busy_before, total_before = cpu_ticks()
+    start = time.monotonic()
     result = measure()
-    steal_after, total_after = cpu_ticks()
+    elapsed = time.monotonic() - start
+    steal_after, busy_after, total_after = cpu_ticks()
+    tick = os.sysconf("SC_CLK_TCK")
     result["steal_pct"] = 100 * (steal_after - steal_before) / max(total_after - total_before, 1)
-    result["steal_ms"] = (steal_after - steal_before) * 1000 / os.sysconf("SC_CLK_TCK")
+    result["steal_ms"] = (steal_after - steal_before) * 1000 / tick
+    result["busy_cores"] = (busy_after - busy_before) / tick / max(elapsed, 1e-3)
     return result
 
 
@@ -785,14 +796,18 @@ def gateway_section(procs, smoke, tmp, reference):
     # round with the median p99, and every round's p99 beside it: one 10 s run's tail on this
     # shared machine moves by several times from run to run.
     open_targets = {
-        "open_loop_half": ([limited], round(half), "sk-bench", "the limiter's"),
-        "policy_open_loop_half": ([limited], round(policy_half), "sk-bench-policy", "the 5-scope policy's"),
-        "bare_open_loop_half": ([bare], round(max(bare_rps / 2, 10)), "sk-bench", "control: bare hyper's"),
+        "open_loop_half": ([limited], round(half), "sk-bench", "half the limiter's max"),
+        "policy_open_loop_half": ([limited], round(policy_half), "sk-bench-policy", "half the 5-scope policy's max"),
+        "bare_open_loop_half": ([bare], round(max(bare_rps / 2, 10)), "sk-bench", "control: half bare hyper's max"),
+        # Half the closed-loop maximum keeps 1.7-1.9 of the 2 cores busy in an open loop (each
+        # request sent and answered on its own costs about twice the CPU); a quarter, about half.
+        "policy_open_loop_quarter": ([limited], round(max(policy_half / 2, 10)), "sk-bench-policy",
+                                     "a quarter of the 5-scope policy's max"),
     }
     if REFERENCE_TARGET in summary:
         open_targets["reference_open_loop_half"] = (
             targets[REFERENCE_TARGET], round(max(summary[REFERENCE_TARGET]["rps"] / 2, 10)), "sk-bench-reference",
-            "the reference gateway's")
+            "half the reference gateway's max")
     open_runs = {name: [] for name in open_targets}
     # Five rounds of 6 s (one of 2 s in a smoke run): the more rounds, the likelier some run calm.
     for _ in range(1 if smoke else 5):
@@ -805,14 +820,17 @@ def gateway_section(procs, smoke, tmp, reference):
         calm = [r for r in runs_of if r["steal_ms"] <= CALM_STEAL_MS]
         open_loops[name] = dict(median, rate=rate, p99_runs=[r["p99_ms"] for r in runs_of],
                                 steal_pct_runs=[r["steal_pct"] for r in runs_of],
+                                busy_cores_runs=[r["busy_cores"] for r in runs_of],
                                 calm_rounds=len(calm),
                                 calm_p99_ms=upper_median(calm, key=lambda r: r["p99_ms"])["p99_ms"] if calm else None)
         calm_text = (f"median p99 of the {len(calm)} calm rounds {open_loops[name]['calm_p99_ms']:.3f} ms"
                      if calm else "no calm round")
-        print(f"  open loop at {rate:,} rps (half {label} max), median of {len(runs_of)}: p50 {median['p50_ms']:.3f}  "
+        print(f"  open loop at {rate:,} rps ({label}), median of {len(runs_of)}: p50 {median['p50_ms']:.3f}  "
               f"p99 {median['p99_ms']:.3f}  p99.9 {median['p999_ms']:.3f} ms  "
               f"(p99 of each: {', '.join(f'{r:.3f}' for r in open_loops[name]['p99_runs'])}; host steal time "
-              f"{', '.join(f'{r:.1f}' for r in open_loops[name]['steal_pct_runs'])} %; {calm_text})", flush=True)
+              f"{', '.join(f'{r:.1f}' for r in open_loops[name]['steal_pct_runs'])} %; cores busy "
+              f"{', '.join(f'{r:.2f}' for r in open_loops[name]['busy_cores_runs'])} of {os.cpu_count()}; "
+              f"{calm_text})", flush=True)
     ratios = {
         "limiter_1_node_over_bare": summary["gateway, limiter, 1 node"]["rps"] / bare_rps,
         "limiter_1_node_over_no_limiter": summary["gateway, limiter, 1 node"]["rps"] / summary["gateway --no-limiter"]["rps"],
@@ -918,6 +936,9 @@ def markdown(results):
         stolen = ""
         if steal:
             stolen = f"; the hypervisor's steal time in each: {', '.join(f'{r:.1f}' for r in steal)} %; "
+            busy = o.get("busy_cores_runs")
+            if busy:
+                stolen += f"cores busy in each: {', '.join(f'{r:.2f}' for r in busy)} of {results['cores']}; "
             stolen += (f"the median p99 of the {o['calm_rounds']} calm rounds (steal ≤ {CALM_STEAL_MS} ms): "
                        f"{o['calm_p99_ms']:.3f} ms" if o.get("calm_rounds") else "no calm round")
         return f" (p99 of each round: {', '.join(f'{r:.3f}' for r in runs)} ms; the median shown{stolen})" if runs else ""
@@ -928,6 +949,10 @@ def markdown(results):
     if "policy_open_loop_half" in g:
         o = g["policy_open_loop_half"]
         lines += [f"Open loop with the 5-scope policy at {o['rate']:,} req/s (half its maximum): p50 {o['p50_ms']:.3f} ms, "
+                  f"p99 {o['p99_ms']:.3f} ms, p99.9 {o['p999_ms']:.3f} ms{each_p99(o)}.", ""]
+    if "policy_open_loop_quarter" in g:
+        o = g["policy_open_loop_quarter"]
+        lines += [f"The same at {o['rate']:,} req/s (a quarter of its maximum): p50 {o['p50_ms']:.3f} ms, "
                   f"p99 {o['p99_ms']:.3f} ms, p99.9 {o['p999_ms']:.3f} ms{each_p99(o)}.", ""]
     if "bare_open_loop_half" in g:
         o = g["bare_open_loop_half"]
