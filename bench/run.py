@@ -679,12 +679,12 @@ def cpu_ticks():
 CALM_STEAL_MS = 10
 
 
-def with_steal(measure):
+def with_host_load(measure):
     """Run `measure()`; its result with the CPU the hypervisor stole meanwhile (ms, and % of all),
     and how many of the machine's cores were busy on average (the load generator's start
     included). An open loop sends its requests one at a time, where a closed loop's 64 clients
-    share reads, writes and wakeups: each request costs its processes about twice to three
-    times the CPU, so at half the closed-loop maximum the cores are far from half busy."""
+    share reads, writes and wakeups: each request costs its processes three to six times the
+    CPU (2026-12-04), so at half the closed-loop maximum the cores are far from half busy."""
     steal_before, busy_before, total_before = cpu_ticks()
     start = time.monotonic()
     result = measure()
@@ -799,8 +799,9 @@ def gateway_section(procs, smoke, tmp, reference):
         "open_loop_half": ([limited], round(half), "sk-bench", "half the limiter's max"),
         "policy_open_loop_half": ([limited], round(policy_half), "sk-bench-policy", "half the 5-scope policy's max"),
         "bare_open_loop_half": ([bare], round(max(bare_rps / 2, 10)), "sk-bench", "control: half bare hyper's max"),
-        # Half the closed-loop maximum keeps 1.7-1.9 of the 2 cores busy in an open loop (each
-        # request sent and answered on its own costs about twice the CPU); a quarter, about half.
+        # Half the closed-loop maximum keeps 1.75-1.88 of the 2 cores busy in an open loop (each
+        # request sent and answered on its own costs three to six times the CPU); a quarter,
+        # 1.3-1.5 (2026-12-04).
         "policy_open_loop_quarter": ([limited], round(max(policy_half / 2, 10)), "sk-bench-policy",
                                      "a quarter of the 5-scope policy's max"),
     }
@@ -812,7 +813,7 @@ def gateway_section(procs, smoke, tmp, reference):
     # Five rounds of 6 s (one of 2 s in a smoke run): the more rounds, the likelier some run calm.
     for _ in range(1 if smoke else 5):
         for name, (nodes, rate, key, _) in open_targets.items():
-            open_runs[name].append(with_steal(lambda: loadgen(nodes, 2 if smoke else 6, rate=rate, key=key)))
+            open_runs[name].append(with_host_load(lambda: loadgen(nodes, 2 if smoke else 6, rate=rate, key=key)))
     open_loops = {}
     for name, (_, rate, _, label) in open_targets.items():
         runs_of = open_runs[name]
